@@ -1,0 +1,44 @@
+//! `kinfonce`: kernel contrastive learning from the command line.
+//!
+//! One module per command group; each defines its `Args` and a `run`.
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod loss_cmd;
+mod theory;
+
+/// Kernel-InfoNCE: contrastive learning as spectral clustering on a similarity graph.
+///
+/// Kernel convention everywhere: K(x, y) = exp(-||x - y||_p^gamma / tau). With gamma = 2 on unit
+/// vectors this is SimCLR's NT-Xent at temperature tau / 2; gamma = 1 is the Laplacian kernel.
+#[derive(Parser)]
+#[command(name = "kinfonce", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Evaluate losses and gradients on cases in the golden-vector JSON format.
+    Loss(loss_cmd::LossArgs),
+    /// Benchmarks (the fused loss against the PyTorch reference).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+    /// The theory lab: InfoNCE is spectral clustering, shown numerically.
+    Theory(theory::TheoryArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Loss(args) => loss_cmd::run(args),
+        Command::Bench(cmd) => bench::run(cmd),
+        Command::Theory(args) => theory::run(args),
+    };
+    if let Err(err) = result {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}

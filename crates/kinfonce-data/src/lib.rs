@@ -1,0 +1,1 @@
+//! Data readers and augmentations (being written).

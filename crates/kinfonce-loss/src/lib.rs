@@ -1,0 +1,1 @@
+//! Kernel-InfoNCE losses (being written).

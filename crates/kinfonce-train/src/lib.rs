@@ -1,0 +1,2 @@
+//! Models, optimisers and the trainer on libtorch (being written).
+pub use tch;

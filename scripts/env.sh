@@ -1,0 +1,36 @@
+# Sourced by the other scripts: one project-local Python environment holding the
+# torch==2.11.0 wheel that tch 0.24 binds to, and the variables torch-sys needs.
+# Idempotent: a second run only checks.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+TORCH_VERSION="2.11.0"
+
+if ! command -v cargo >/dev/null; then
+  echo "kinfonce: cargo not found; install the Rust toolchain 1.95.0 (rustup)" >&2
+  exit 1
+fi
+PYTHON="${PYTHON:-python3}"
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "kinfonce: creating the project environment $VENV" >&2
+  if ! "$PYTHON" -m venv "$VENV" 2>/dev/null; then
+    # Debian's python3 ships venv separately.
+    if command -v apt-get >/dev/null; then
+      apt-get update -qq && apt-get install -y -qq python3-venv python3-pip >/dev/null
+    fi
+    "$PYTHON" -m venv "$VENV"
+  fi
+fi
+if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
+  echo "kinfonce: installing torch==$TORCH_VERSION into $VENV (about 4 GB, once)" >&2
+  "$VENV/bin/pip" install --no-cache-dir --quiet "torch==$TORCH_VERSION" numpy
+fi
+
+# torch-sys finds Python as `python` when VIRTUAL_ENV is set.
+export VIRTUAL_ENV="$VENV"
+export PATH="$VENV/bin:$PATH"
+export LIBTORCH_USE_PYTORCH=1
+export LIBTORCH_BYPASS_VERSION_CHECK=0
+# Two cores: libtorch's OpenMP threads must not spin against rayon.
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+cd "$ROOT"
