@@ -5,7 +5,10 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod data_cmd;
 mod loss_cmd;
+#[cfg(feature = "torch")]
+mod pretrain;
 mod theory;
 
 /// Kernel-InfoNCE: contrastive learning as spectral clustering on a similarity graph.
@@ -28,6 +31,12 @@ enum Command {
     Bench(bench::BenchCommand),
     /// The theory lab: InfoNCE is spectral clustering, shown numerically.
     Theory(theory::TheoryArgs),
+    /// Data sets: download and verify.
+    #[command(subcommand)]
+    Data(data_cmd::DataCommand),
+    /// Pretrain an encoder with a Kernel-InfoNCE loss (SimCLR pairing).
+    #[cfg(feature = "torch")]
+    Pretrain(Box<pretrain::PretrainArgs>),
 }
 
 fn main() {
@@ -36,6 +45,9 @@ fn main() {
         Command::Loss(args) => loss_cmd::run(args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Theory(args) => theory::run(args),
+        Command::Data(cmd) => data_cmd::run(cmd),
+        #[cfg(feature = "torch")]
+        Command::Pretrain(args) => pretrain::run(*args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");
