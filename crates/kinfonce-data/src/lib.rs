@@ -1,1 +1,31 @@
-//! Data readers and augmentations (being written).
+//! Image data for kinfonce: readers, SimCLR augmentations and a prefetching two-view loader.
+//!
+//! Pure Rust, no libtorch: batches are plain contiguous `f32` (or `bf16`) slices that the
+//! trainer hands to `Tensor::from_slice`.
+//!
+//! - Reading: [`DataConfig`] (path, optional [`DataFormat`], `val_fraction`, `seed`, `subset`)
+//!   gives a [`Dataset`] per [`Split`] or all [`Splits`] at once. Images are `u8`, HWC.
+//! - Checksums: [`sha256_file`] for provenance, [`Dataset::fingerprint`] for the pixels.
+
+mod archive;
+mod checksum;
+mod cifar;
+mod dataset;
+mod error;
+mod folder;
+mod format;
+mod mnist;
+mod read;
+pub mod rng;
+mod split;
+mod stl10;
+
+pub use checksum::{md5_file, sha256_file, Checksum};
+pub use cifar::CIFAR10_CLASSES;
+pub use dataset::Dataset;
+pub use error::{DataError, Result};
+pub use folder::FolderOptions;
+pub use format::DataFormat;
+pub use read::{DataConfig, OfficialSplits, Split, Splits};
+pub use split::{class_balanced_subset, class_balanced_val_split};
+pub use stl10::STL10_CLASSES;
