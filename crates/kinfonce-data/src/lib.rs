@@ -5,21 +5,32 @@
 //!
 //! - Reading: [`DataConfig`] (path, optional [`DataFormat`], `val_fraction`, `seed`, `subset`)
 //!   gives a [`Dataset`] per [`Split`] or all [`Splits`] at once. Images are `u8`, HWC.
+//! - Augmenting: [`AugmentConfig::preset`] and [`augment_view`], a pure function of
+//!   [`ViewKey`] `(seed, epoch, index, view)`; [`eval_view`] normalises without augmenting.
 //! - Checksums: [`sha256_file`] for provenance, [`Dataset::fingerprint`] for the pixels.
 
 mod archive;
+mod augment;
+pub mod blur;
 mod checksum;
 mod cifar;
+pub mod color;
 mod dataset;
 mod error;
 mod folder;
 mod format;
 mod mnist;
 mod read;
+mod resize;
 pub mod rng;
 mod split;
 mod stl10;
+mod tensor;
 
+pub use augment::{
+    augment_view, eval_view, random_resized_crop, AugmentConfig, BlurConfig, ColorJitter, Crop,
+    ImageShape, Normalization, Scratch, ViewKey, ViewParams,
+};
 pub use checksum::{md5_file, sha256_file, Checksum};
 pub use cifar::CIFAR10_CLASSES;
 pub use dataset::Dataset;
@@ -29,3 +40,4 @@ pub use format::DataFormat;
 pub use read::{DataConfig, OfficialSplits, Split, Splits};
 pub use split::{class_balanced_subset, class_balanced_val_split};
 pub use stl10::STL10_CLASSES;
+pub use tensor::{Dtype, Element, Layout};

@@ -1,0 +1,828 @@
+//! SimCLR augmentations as pure functions of `(seed, epoch, index, view)`.
+//!
+//! The pipeline of the official code (pl_bolts' `SimCLRTrainDataTransform`), in order:
+//! 1. RandomResizedCrop to `size` (scale 0.08-1, ratio 3/4-4/3; torchvision's sampler: 10
+//!    attempts, then a central crop), bilinear with antialiasing;
+//! 2. horizontal flip with p = 0.5;
+//! 3. with p = 0.8, ColorJitter(0.8 s, 0.8 s, 0.8 s, 0.2 s) for strength `s`, its four
+//!    adjustments in a random order;
+//! 4. grayscale with p = 0.2;
+//! 5. optionally Gaussian blur with p = 0.5, kernel `0.1 * size` made odd, sigma 0.1-2;
+//! 6. normalisation `(x - mean) / std` per channel.
+//!
+//! Everything is computed in `f32` in [0, 1] (no rounding to bytes between steps, unlike PIL).
+//! Each draw comes from a [`CounterRng`] keyed by `(seed, epoch, index, view)`, so a view
+//! is the same on any thread, in any order, after any resume.
+
+use crate::blur::gaussian_blur;
+use crate::color::{
+    adjust_brightness, adjust_contrast, adjust_hue, adjust_saturation, to_grayscale,
+};
+use crate::error::{DataError, Result};
+use crate::format::DataFormat;
+use crate::resize::resize_crop;
+use crate::rng::CounterRng;
+use crate::tensor::{Element, Layout};
+
+/// ColorJitter ranges, torchvision semantics: brightness, contrast and saturation factors are
+/// drawn uniformly in `[max(0, 1 - x), 1 + x]`, the hue shift in `[-hue, hue]` (turns, <= 0.5).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ColorJitter {
+    /// Default 0.4 (SimCLR strength 0.5: 0.8 * 0.5).
+    pub brightness: f32,
+    /// Default 0.4.
+    pub contrast: f32,
+    /// Default 0.4.
+    pub saturation: f32,
+    /// Default 0.1 (0.2 * 0.5).
+    pub hue: f32,
+}
+
+impl ColorJitter {
+    /// SimCLR's jitter of strength `s`: `(0.8 s, 0.8 s, 0.8 s, 0.2 s)`.
+    pub fn simclr(strength: f32) -> Self {
+        ColorJitter {
+            brightness: 0.8 * strength,
+            contrast: 0.8 * strength,
+            saturation: 0.8 * strength,
+            hue: 0.2 * strength,
+        }
+    }
+}
+
+impl Default for ColorJitter {
+    fn default() -> Self {
+        ColorJitter::simclr(0.5)
+    }
+}
+
+/// Gaussian blur settings.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BlurConfig {
+    /// Odd kernel size. SimCLR: `0.1 * size`, plus one when even.
+    pub kernel_size: usize,
+    /// Range of the uniformly drawn sigma. Default (0.1, 2.0).
+    pub sigma: (f32, f32),
+    /// Probability of blurring. Default 0.5 (pl_bolts' GaussianBlur).
+    pub p: f64,
+}
+
+impl BlurConfig {
+    /// SimCLR's blur for images of side `size`.
+    pub fn simclr(size: usize) -> Self {
+        let k = (size as f64 * 0.1) as usize;
+        BlurConfig {
+            kernel_size: if k.is_multiple_of(2) { k + 1 } else { k },
+            sigma: (0.1, 2.0),
+            p: 0.5,
+        }
+    }
+}
+
+/// Per-channel normalisation `(x - mean) / std` of [0, 1] values. A 1-entry mean/std applies
+/// to every channel.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Normalization {
+    /// Channel means.
+    pub mean: Vec<f32>,
+    /// Channel standard deviations (> 0).
+    pub std: Vec<f32>,
+}
+
+impl Normalization {
+    /// CIFAR-10 (pl_bolts: 125.3, 123.0, 113.9 / 255 and 63.0, 62.1, 66.7 / 255).
+    pub fn cifar10() -> Self {
+        Self::new(
+            &[125.3 / 255.0, 123.0 / 255.0, 113.9 / 255.0],
+            &[63.0 / 255.0, 62.1 / 255.0, 66.7 / 255.0],
+        )
+    }
+    /// CIFAR-100 training-set statistics.
+    pub fn cifar100() -> Self {
+        Self::new(&[0.5071, 0.4865, 0.4409], &[0.2673, 0.2564, 0.2762])
+    }
+    /// ImageNet (also used for TinyImageNet and folders).
+    pub fn imagenet() -> Self {
+        Self::new(&[0.485, 0.456, 0.406], &[0.229, 0.224, 0.225])
+    }
+    /// STL-10 (pl_bolts: 0.43, 0.42, 0.39 and 0.27, 0.26, 0.27).
+    pub fn stl10() -> Self {
+        Self::new(&[0.43, 0.42, 0.39], &[0.27, 0.26, 0.27])
+    }
+    /// MNIST (0.1307, 0.3081), for every channel.
+    pub fn mnist() -> Self {
+        Self::new(&[0.1307], &[0.3081])
+    }
+    /// No change: mean 0, std 1.
+    pub fn identity() -> Self {
+        Self::new(&[0.0], &[1.0])
+    }
+    /// From slices.
+    pub fn new(mean: &[f32], std: &[f32]) -> Self {
+        Normalization {
+            mean: mean.to_vec(),
+            std: std.to_vec(),
+        }
+    }
+    /// The statistics the official code uses for `format`.
+    pub fn for_format(format: DataFormat) -> Self {
+        match format {
+            DataFormat::Cifar10 => Self::cifar10(),
+            DataFormat::Cifar100 => Self::cifar100(),
+            DataFormat::Mnist => Self::mnist(),
+            DataFormat::Stl10 => Self::stl10(),
+            DataFormat::ImageFolder | DataFormat::TinyImageNet => Self::imagenet(),
+        }
+    }
+    /// `(scale, shift)` per channel so that `x * scale + shift = (x - mean) / std`.
+    fn affine(&self, channels: usize) -> Vec<(f32, f32)> {
+        (0..channels)
+            .map(|c| {
+                let m = self.mean[c.min(self.mean.len() - 1)];
+                let s = self.std[c.min(self.std.len() - 1)];
+                (1.0 / s, -m / s)
+            })
+            .collect()
+    }
+    fn check(&self, channels: usize) -> Result<()> {
+        for (name, v) in [
+            ("normalization mean", &self.mean),
+            ("normalization std", &self.std),
+        ] {
+            if !(v.len() == 1 || v.len() == channels) {
+                return Err(DataError::param(
+                    name,
+                    format!("{v:?}"),
+                    format!("1 or {channels} values"),
+                ));
+            }
+        }
+        if self.std.iter().any(|s| s.is_nan() || *s <= 0.0) {
+            return Err(DataError::param(
+                "normalization std",
+                format!("{:?}", self.std),
+                "positive values",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The augmentation pipeline's settings. Defaults: [`AugmentConfig::simclr`]`(32, 0.5, false,
+/// Normalization::cifar10())`, the official CIFAR-10 pipeline.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AugmentConfig {
+    /// Output side in pixels (square views).
+    pub size: usize,
+    /// Crop area as a fraction of the image, drawn uniformly. Default (0.08, 1.0).
+    pub crop_scale: (f64, f64),
+    /// Crop aspect ratio w/h, drawn log-uniformly. Default (3/4, 4/3).
+    pub crop_ratio: (f64, f64),
+    /// Probability of a horizontal flip. Default 0.5.
+    pub flip_p: f64,
+    /// ColorJitter ranges.
+    pub jitter: ColorJitter,
+    /// Probability of applying the jitter. Default 0.8.
+    pub jitter_p: f64,
+    /// Probability of grayscale. Default 0.2.
+    pub grayscale_p: f64,
+    /// Gaussian blur, or `None` (CIFAR).
+    pub blur: Option<BlurConfig>,
+    /// Final normalisation.
+    pub normalization: Normalization,
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        AugmentConfig::simclr(32, 0.5, false, Normalization::cifar10())
+    }
+}
+
+impl AugmentConfig {
+    /// The SimCLR pipeline at output side `size`, jitter strength `strength`, blur or not.
+    pub fn simclr(size: usize, strength: f32, blur: bool, normalization: Normalization) -> Self {
+        AugmentConfig {
+            size,
+            crop_scale: (0.08, 1.0),
+            crop_ratio: (3.0 / 4.0, 4.0 / 3.0),
+            flip_p: 0.5,
+            jitter: ColorJitter::simclr(strength),
+            jitter_p: 0.8,
+            grayscale_p: 0.2,
+            blur: blur.then(|| BlurConfig::simclr(size)),
+            normalization,
+        }
+    }
+
+    /// The official preset for a data set at output side `size`: CIFAR-10/100 and MNIST jitter
+    /// strength 0.5 without blur; STL-10, TinyImageNet and folders (ImageNet-like) strength 1.0
+    /// with blur.
+    pub fn preset(format: DataFormat, size: usize) -> Self {
+        let norm = Normalization::for_format(format);
+        match format {
+            DataFormat::Cifar10 | DataFormat::Cifar100 | DataFormat::Mnist => {
+                Self::simclr(size, 0.5, false, norm)
+            }
+            DataFormat::Stl10 | DataFormat::TinyImageNet | DataFormat::ImageFolder => {
+                Self::simclr(size, 1.0, true, norm)
+            }
+        }
+    }
+
+    /// Checks the ranges for images with `channels` channels.
+    pub fn validate(&self, channels: usize) -> Result<()> {
+        if self.size == 0 {
+            return Err(DataError::param("size", 0, "a positive output side"));
+        }
+        let (lo, hi) = self.crop_scale;
+        if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
+            return Err(DataError::param(
+                "crop_scale",
+                format!("({lo}, {hi})"),
+                "0 < min <= max <= 1",
+            ));
+        }
+        let (lo, hi) = self.crop_ratio;
+        if !(lo > 0.0 && lo <= hi) {
+            return Err(DataError::param(
+                "crop_ratio",
+                format!("({lo}, {hi})"),
+                "0 < min <= max",
+            ));
+        }
+        for (name, p) in [
+            ("flip_p", self.flip_p),
+            ("jitter_p", self.jitter_p),
+            ("grayscale_p", self.grayscale_p),
+        ] {
+            if !(0.0..=1.0).contains(&p) {
+                return Err(DataError::param(name, p, "a probability in [0, 1]"));
+            }
+        }
+        let j = self.jitter;
+        if [j.brightness, j.contrast, j.saturation]
+            .iter()
+            .any(|x| x.is_nan() || *x < 0.0)
+            || !(0.0..=0.5).contains(&j.hue)
+        {
+            return Err(DataError::param(
+                "jitter",
+                format!("{j:?}"),
+                "brightness, contrast, saturation >= 0 and hue in [0, 0.5]",
+            ));
+        }
+        if let Some(b) = self.blur {
+            if b.kernel_size.is_multiple_of(2)
+                || !(b.sigma.0 > 0.0 && b.sigma.0 <= b.sigma.1)
+                || !(0.0..=1.0).contains(&b.p)
+            {
+                return Err(DataError::param(
+                    "blur",
+                    format!("{b:?}"),
+                    "an odd kernel, 0 < sigma min <= max, p in [0, 1]",
+                ));
+            }
+        }
+        self.normalization.check(channels)
+    }
+}
+
+/// The coordinates that determine one augmented view.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ViewKey {
+    /// The run's seed.
+    pub seed: u64,
+    /// The epoch.
+    pub epoch: u64,
+    /// The image's index in its data set.
+    pub index: u64,
+    /// Which view (0 or 1 for SimCLR pairs).
+    pub view: u64,
+}
+
+impl ViewKey {
+    fn rng(&self) -> CounterRng {
+        CounterRng::new(&[self.seed, self.epoch, self.index, self.view])
+    }
+}
+
+/// A crop rectangle in pixels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Crop {
+    /// First row.
+    pub top: usize,
+    /// First column.
+    pub left: usize,
+    /// Rows.
+    pub height: usize,
+    /// Columns.
+    pub width: usize,
+}
+
+/// torchvision's `RandomResizedCrop.get_params`: up to 10 attempts at a crop of area
+/// `U(scale) * H W` and aspect `exp(U(log ratio))`, sides rounded; the first that fits is
+/// placed uniformly. Otherwise a central crop clamped to the ratio range.
+pub fn random_resized_crop(
+    h: usize,
+    w: usize,
+    scale: (f64, f64),
+    ratio: (f64, f64),
+    rng: &mut CounterRng,
+) -> Crop {
+    let area = (h * w) as f64;
+    let (log_lo, log_hi) = (ratio.0.ln(), ratio.1.ln());
+    for _ in 0..10 {
+        let target = area * rng.uniform(scale.0, scale.1);
+        let aspect = rng.uniform(log_lo, log_hi).exp();
+        let cw = (target * aspect).sqrt().round() as usize;
+        let ch = (target / aspect).sqrt().round() as usize;
+        if cw > 0 && cw <= w && ch > 0 && ch <= h {
+            let top = rng.below((h - ch + 1) as u64) as usize;
+            let left = rng.below((w - cw + 1) as u64) as usize;
+            return Crop {
+                top,
+                left,
+                height: ch,
+                width: cw,
+            };
+        }
+    }
+    let in_ratio = w as f64 / h as f64;
+    let (cw, ch) = if in_ratio < ratio.0 {
+        (w, ((w as f64 / ratio.0).round() as usize).max(1))
+    } else if in_ratio > ratio.1 {
+        (((h as f64 * ratio.1).round() as usize).max(1), h)
+    } else {
+        (w, h)
+    };
+    Crop {
+        top: (h - ch) / 2,
+        left: (w - cw) / 2,
+        height: ch,
+        width: cw,
+    }
+}
+
+/// What was drawn for one view (for tests, statistics and debugging).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ViewParams {
+    /// The crop.
+    pub crop: Crop,
+    /// Whether the view was flipped.
+    pub flipped: bool,
+    /// When jitter applied: the order (0 brightness, 1 contrast, 2 saturation, 3 hue) and
+    /// the factors `[brightness, contrast, saturation, hue shift]`.
+    pub jitter: Option<([usize; 4], [f32; 4])>,
+    /// Whether the view was made gray.
+    pub grayscale: bool,
+    /// The blur sigma, when blurred.
+    pub blur_sigma: Option<f32>,
+}
+
+/// Scratch buffers reused across views (one per worker thread).
+#[derive(Clone, Debug, Default)]
+pub struct Scratch {
+    work: Vec<f32>,
+    tmp: Vec<f32>,
+}
+
+/// The image geometry that a view reads: `[height, width, channels]` `u8` HWC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ImageShape {
+    /// Rows.
+    pub height: usize,
+    /// Columns.
+    pub width: usize,
+    /// 1 or 3.
+    pub channels: usize,
+}
+
+fn draw_factor(rng: &mut CounterRng, x: f32) -> f32 {
+    rng.uniform((1.0 - x as f64).max(0.0), 1.0 + x as f64) as f32
+}
+
+/// Writes one augmented view of `image` to `out` (normalised, in `layout`) and returns what
+/// was drawn. Call [`AugmentConfig::validate`] once beforehand.
+///
+/// # Shapes
+/// `image`: `[h, w, c]` `u8`; `out`: `[c, size, size]` (NCHW) or `[size, size, c]` (NHWC).
+pub fn augment_view<T: Element>(
+    cfg: &AugmentConfig,
+    image: &[u8],
+    shape: ImageShape,
+    key: ViewKey,
+    layout: Layout,
+    out: &mut [T],
+    scratch: &mut Scratch,
+) -> ViewParams {
+    let ImageShape {
+        height: h,
+        width: w,
+        channels: c,
+    } = shape;
+    let s = cfg.size;
+    let mut rng = key.rng();
+    let crop = random_resized_crop(h, w, cfg.crop_scale, cfg.crop_ratio, &mut rng);
+    let work = &mut scratch.work;
+    work.resize(s * s * c, 0.0);
+    resize_crop(
+        image,
+        w,
+        c,
+        (crop.top, crop.left, crop.height, crop.width),
+        (s, s),
+        work,
+        &mut scratch.tmp,
+    );
+    let flipped = rng.bernoulli(cfg.flip_p);
+    if flipped {
+        for row in work.chunks_exact_mut(s * c) {
+            for x in 0..s / 2 {
+                for ch in 0..c {
+                    row.swap(x * c + ch, (s - 1 - x) * c + ch);
+                }
+            }
+        }
+    }
+    let jitter = if rng.bernoulli(cfg.jitter_p) {
+        let mut order = [0usize, 1, 2, 3];
+        rng.shuffle(&mut order);
+        let j = cfg.jitter;
+        let factors = [
+            draw_factor(&mut rng, j.brightness),
+            draw_factor(&mut rng, j.contrast),
+            draw_factor(&mut rng, j.saturation),
+            rng.uniform(-j.hue as f64, j.hue as f64) as f32,
+        ];
+        for &op in &order {
+            match op {
+                0 if j.brightness > 0.0 => adjust_brightness(work, factors[0]),
+                1 if j.contrast > 0.0 => adjust_contrast(work, c, factors[1]),
+                2 if j.saturation > 0.0 => adjust_saturation(work, c, factors[2]),
+                3 if j.hue > 0.0 => adjust_hue(work, c, factors[3]),
+                _ => {}
+            }
+        }
+        Some((order, factors))
+    } else {
+        None
+    };
+    let grayscale = rng.bernoulli(cfg.grayscale_p);
+    if grayscale {
+        to_grayscale(work, c);
+    }
+    let blur_sigma = cfg.blur.and_then(|b| {
+        rng.bernoulli(b.p).then(|| {
+            let sigma = rng.uniform(b.sigma.0 as f64, b.sigma.1 as f64) as f32;
+            gaussian_blur(work, s, s, c, b.kernel_size, sigma, &mut scratch.tmp);
+            sigma
+        })
+    });
+    write_normalized(work, s * s, c, &cfg.normalization, layout, out);
+    ViewParams {
+        crop,
+        flipped,
+        jitter,
+        grayscale,
+        blur_sigma,
+    }
+}
+
+/// Writes `image` without augmentation: resized (antialiased bilinear) to `size x size` when
+/// its side differs, then normalised. For features and evaluation.
+///
+/// # Shapes
+/// `image`: `[h, w, c]` `u8`; `out`: `[c, size, size]` (NCHW) or `[size, size, c]` (NHWC).
+pub fn eval_view<T: Element>(
+    image: &[u8],
+    shape: ImageShape,
+    size: usize,
+    normalization: &Normalization,
+    layout: Layout,
+    out: &mut [T],
+    scratch: &mut Scratch,
+) {
+    let ImageShape {
+        height: h,
+        width: w,
+        channels: c,
+    } = shape;
+    scratch.work.resize(size * size * c, 0.0);
+    resize_crop(
+        image,
+        w,
+        c,
+        (0, 0, h, w),
+        (size, size),
+        &mut scratch.work,
+        &mut scratch.tmp,
+    );
+    write_normalized(&scratch.work, size * size, c, normalization, layout, out);
+}
+
+fn write_normalized<T: Element>(
+    work: &[f32],
+    pixels: usize,
+    c: usize,
+    norm: &Normalization,
+    layout: Layout,
+    out: &mut [T],
+) {
+    let affine = norm.affine(c);
+    match layout {
+        Layout::Nhwc => {
+            for (o, px) in out.chunks_exact_mut(c).zip(work.chunks_exact(c)) {
+                for ((d, &v), &(a, b)) in o.iter_mut().zip(px).zip(&affine) {
+                    *d = T::from_f32(v * a + b);
+                }
+            }
+        }
+        Layout::Nchw => {
+            for (ch, &(a, b)) in affine.iter().enumerate() {
+                let plane = &mut out[ch * pixels..(ch + 1) * pixels];
+                for (p, d) in plane.iter_mut().enumerate() {
+                    *d = T::from_f32(work[p * c + ch] * a + b);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(index: u64, view: u64) -> ViewKey {
+        ViewKey {
+            seed: 1,
+            epoch: 2,
+            index,
+            view,
+        }
+    }
+
+    fn gradient_image(side: usize) -> Vec<u8> {
+        (0..side * side)
+            .flat_map(|p| [(p % side * 8) as u8, (p / side * 8) as u8, 128])
+            .collect()
+    }
+
+    #[test]
+    fn crop_scale_and_ratio_distribution() {
+        // A first attempt with area fraction A and log-ratio l ~ U(-L, L), L = ln(4/3), fits
+        // iff A <= exp(-|l|), so the accepted area has density proportional to
+        // w(A) = min(1, -ln(A) / L) on [0.08, 1]: mean 0.4778 and P(A < 0.5) = 0.42 / 0.7890
+        // (closed form; a large image makes side rounding negligible).
+        let mut areas = Vec::new();
+        let mut log_ratios = Vec::new();
+        for i in 0..40_000 {
+            let mut rng = key(i, 0).rng();
+            let c = random_resized_crop(512, 512, (0.08, 1.0), (0.75, 4.0 / 3.0), &mut rng);
+            assert!(
+                c.top + c.height <= 512 && c.left + c.width <= 512 && c.height > 0 && c.width > 0
+            );
+            areas.push((c.height * c.width) as f64 / (512.0 * 512.0));
+            log_ratios.push((c.width as f64 / c.height as f64).ln());
+        }
+        let n = areas.len() as f64;
+        let mean = areas.iter().sum::<f64>() / n;
+        assert!((mean - 0.4778).abs() < 0.005, "mean area {mean}");
+        let below_half = areas.iter().filter(|&&a| a < 0.5).count() as f64 / n;
+        assert!(
+            (below_half - 0.42 / 0.7890).abs() < 0.01,
+            "P(area < 0.5) = {below_half}"
+        );
+        let lr = log_ratios.iter().sum::<f64>() / n;
+        assert!(lr.abs() < 0.01, "mean log ratio {lr}");
+        assert!(log_ratios
+            .iter()
+            .all(|r| r.abs() < (4.0f64 / 3.0).ln() + 0.01));
+        assert!(areas.iter().all(|&a| a > 0.079 && a <= 1.0));
+    }
+
+    #[test]
+    fn crop_falls_back_to_the_centre() {
+        // A scale range no 1-row image can satisfy at ratios near 1 -> central fallback with
+        // the ratio clamped: in_ratio 10 > 4/3 gives h = 1, w = round(4/3) = 1.
+        let mut rng = key(0, 0).rng();
+        let c = random_resized_crop(1, 10, (0.9, 1.0), (0.75, 4.0 / 3.0), &mut rng);
+        assert_eq!(
+            c,
+            Crop {
+                top: 0,
+                left: 4,
+                height: 1,
+                width: 1
+            }
+        );
+    }
+
+    #[test]
+    fn views_are_deterministic_per_key_and_differ_otherwise() {
+        let cfg = AugmentConfig::preset(DataFormat::Stl10, 16);
+        cfg.validate(3).unwrap();
+        let img = gradient_image(16);
+        let shape = ImageShape {
+            height: 16,
+            width: 16,
+            channels: 3,
+        };
+        let run = |k: ViewKey| {
+            let mut out = vec![0.0f32; 3 * 16 * 16];
+            augment_view(
+                &cfg,
+                &img,
+                shape,
+                k,
+                Layout::Nchw,
+                &mut out,
+                &mut Scratch::default(),
+            );
+            out
+        };
+        let a = run(key(5, 0));
+        assert_eq!(a, run(key(5, 0)));
+        for other in [
+            key(5, 1),
+            key(6, 0),
+            ViewKey {
+                epoch: 3,
+                ..key(5, 0)
+            },
+            ViewKey {
+                seed: 9,
+                ..key(5, 0)
+            },
+        ] {
+            assert_ne!(a, run(other), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn flip_is_a_mirror_and_layouts_agree() {
+        // No crop change (scale 1, ratio 1), no colour: flipped and unflipped views mirror.
+        let cfg = AugmentConfig {
+            crop_scale: (1.0, 1.0),
+            crop_ratio: (1.0, 1.0),
+            jitter_p: 0.0,
+            grayscale_p: 0.0,
+            blur: None,
+            normalization: Normalization::identity(),
+            ..AugmentConfig::simclr(8, 0.5, false, Normalization::identity())
+        };
+        let img = gradient_image(8);
+        let shape = ImageShape {
+            height: 8,
+            width: 8,
+            channels: 3,
+        };
+        let mut seen = [None, None];
+        for i in 0..40 {
+            let mut out = vec![0.0f32; 3 * 64];
+            let p = augment_view(
+                &cfg,
+                &img,
+                shape,
+                key(i, 0),
+                Layout::Nhwc,
+                &mut out,
+                &mut Scratch::default(),
+            );
+            seen[p.flipped as usize] = Some(out);
+        }
+        let (plain, flipped) = (seen[0].take().unwrap(), seen[1].take().unwrap());
+        for y in 0..8 {
+            for x in 0..8 {
+                for ch in 0..3 {
+                    assert_eq!(
+                        plain[(y * 8 + x) * 3 + ch],
+                        flipped[(y * 8 + 7 - x) * 3 + ch]
+                    );
+                    assert!(
+                        (plain[(y * 8 + x) * 3 + ch] - img[(y * 8 + x) * 3 + ch] as f32 / 255.0)
+                            .abs()
+                            < 1e-6
+                    );
+                }
+            }
+        }
+        // NCHW holds the same numbers as NHWC, planar.
+        let mut nchw = vec![0.0f32; 3 * 64];
+        let mut nhwc = vec![0.0f32; 3 * 64];
+        augment_view(
+            &cfg,
+            &img,
+            shape,
+            key(3, 0),
+            Layout::Nchw,
+            &mut nchw,
+            &mut Scratch::default(),
+        );
+        augment_view(
+            &cfg,
+            &img,
+            shape,
+            key(3, 0),
+            Layout::Nhwc,
+            &mut nhwc,
+            &mut Scratch::default(),
+        );
+        for p in 0..64 {
+            for ch in 0..3 {
+                assert_eq!(nchw[ch * 64 + p], nhwc[p * 3 + ch]);
+            }
+        }
+    }
+
+    #[test]
+    fn probabilities_match_their_settings() {
+        let cfg = AugmentConfig::preset(DataFormat::TinyImageNet, 8);
+        let img = gradient_image(8);
+        let shape = ImageShape {
+            height: 8,
+            width: 8,
+            channels: 3,
+        };
+        let n = 4000;
+        let (mut flips, mut jit, mut gray, mut blur) = (0, 0, 0, 0);
+        let mut out = vec![half::bf16::ZERO; 3 * 64];
+        let mut scratch = Scratch::default();
+        for i in 0..n {
+            let p = augment_view(
+                &cfg,
+                &img,
+                shape,
+                key(i, 1),
+                Layout::Nchw,
+                &mut out,
+                &mut scratch,
+            );
+            flips += p.flipped as usize;
+            jit += p.jitter.is_some() as usize;
+            gray += p.grayscale as usize;
+            if let Some(s) = p.blur_sigma {
+                assert!((0.1..=2.0).contains(&s));
+                blur += 1;
+            }
+            if let Some((_, f)) = p.jitter {
+                assert!(
+                    (0.2..=1.8).contains(&f[0]) && (-0.2..=0.2).contains(&f[3]),
+                    "{f:?}"
+                );
+            }
+        }
+        let frac = |k: usize| k as f64 / n as f64;
+        assert!((frac(flips) - 0.5).abs() < 0.03);
+        assert!((frac(jit) - 0.8).abs() < 0.03);
+        assert!((frac(gray) - 0.2).abs() < 0.03);
+        assert!((frac(blur) - 0.5).abs() < 0.03);
+        assert_eq!(BlurConfig::simclr(64).kernel_size, 7);
+        assert_eq!(BlurConfig::simclr(96).kernel_size, 9);
+    }
+
+    #[test]
+    fn normalization_and_eval_view() {
+        // A flat image of 0.5 with CIFAR statistics.
+        let img = vec![255u8 / 2 + 1; 4 * 4 * 3]; // 128/255
+        let norm = Normalization::cifar10();
+        let mut out = vec![0.0f32; 3 * 4 * 4];
+        let shape = ImageShape {
+            height: 4,
+            width: 4,
+            channels: 3,
+        };
+        eval_view(
+            &img,
+            shape,
+            4,
+            &norm,
+            Layout::Nchw,
+            &mut out,
+            &mut Scratch::default(),
+        );
+        for ch in 0..3 {
+            let want = (128.0 / 255.0 - norm.mean[ch]) / norm.std[ch];
+            assert!(out[ch * 16..(ch + 1) * 16]
+                .iter()
+                .all(|v| (v - want).abs() < 1e-5));
+        }
+        let bad = AugmentConfig {
+            normalization: Normalization::new(&[0.5, 0.5], &[1.0, 1.0]),
+            ..Default::default()
+        };
+        assert!(bad
+            .validate(3)
+            .unwrap_err()
+            .to_string()
+            .contains("normalization mean"));
+        let bad = AugmentConfig {
+            crop_scale: (0.5, 0.2),
+            ..Default::default()
+        };
+        assert!(bad
+            .validate(3)
+            .unwrap_err()
+            .to_string()
+            .contains("crop_scale"));
+    }
+}
