@@ -7,6 +7,8 @@
 //!   gives a [`Dataset`] per [`Split`] or all [`Splits`] at once. Images are `u8`, HWC.
 //! - Augmenting: [`AugmentConfig::preset`] and [`augment_view`], a pure function of
 //!   [`ViewKey`] `(seed, epoch, index, view)`; [`eval_view`] normalises without augmenting.
+//! - Loading: [`ContrastiveLoader`] yields prefetched [`Batch`]es of `[views * B, C, H, W]`
+//!   (NCHW or NHWC, f32 or bf16); [`EvalLoader`] yields plain normalised batches.
 //! - Checksums: [`sha256_file`] for provenance, [`Dataset::fingerprint`] for the pixels.
 
 mod archive;
@@ -19,6 +21,7 @@ mod dataset;
 mod error;
 mod folder;
 mod format;
+mod loader;
 mod mnist;
 mod read;
 mod resize;
@@ -37,6 +40,9 @@ pub use dataset::Dataset;
 pub use error::{DataError, Result};
 pub use folder::FolderOptions;
 pub use format::DataFormat;
+pub use loader::{
+    Batch, BatchData, Batches, ContrastiveLoader, EvalConfig, EvalLoader, LoaderConfig,
+};
 pub use read::{DataConfig, OfficialSplits, Split, Splits};
 pub use split::{class_balanced_subset, class_balanced_val_split};
 pub use stl10::STL10_CLASSES;
