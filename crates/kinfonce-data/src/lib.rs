@@ -47,3 +47,6 @@ pub use read::{DataConfig, OfficialSplits, Split, Splits};
 pub use split::{class_balanced_subset, class_balanced_val_split};
 pub use stl10::STL10_CLASSES;
 pub use tensor::{Dtype, Element, Layout};
+
+#[cfg(feature = "fetch")]
+pub mod fetch;
