@@ -1,2 +1,14 @@
-//! Models, optimisers and the trainer on libtorch (being written).
+//! Pretraining on libtorch: ResNet encoders with torchvision's parameter names, the projection
+//! head, the Kernel-InfoNCE losses on tensors, optimisers with serialisable state, checkpoints
+//! and the trainer.
 pub use tch;
+
+pub mod checkpoint;
+pub mod error;
+pub mod layers;
+pub mod loss_tensor;
+pub mod monitor;
+pub mod optim;
+pub mod projection;
+pub mod resnet;
+pub mod schedule;

@@ -1,0 +1,49 @@
+//! Errors of the training crate: each names the file, the parameter or the step at fault.
+
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{context}: {source}")]
+    Torch {
+        context: String,
+        #[source]
+        source: tch::TchError,
+    },
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("data: {0}")]
+    Data(String),
+    #[error(
+        "the loss became {value} at step {step} (epoch {epoch}); stopped. {}",
+        match checkpoint { Some(p) => format!("The last good checkpoint is kept at {}", p.display()), None => "No checkpoint had been written yet".to_string() }
+    )]
+    NonFiniteLoss {
+        step: u64,
+        epoch: u64,
+        value: f64,
+        checkpoint: Option<PathBuf>,
+    },
+    #[error("device `{0}` is not available: {1}")]
+    Device(String, String),
+}
+
+pub type Result<T> = std::result::Result<T, TrainError>;
+
+pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> TrainError {
+    let path = path.into();
+    move |source| TrainError::Io { path, source }
+}
+
+pub(crate) fn torch_err(context: impl Into<String>) -> impl FnOnce(tch::TchError) -> TrainError {
+    let context = context.into();
+    move |source| TrainError::Torch { context, source }
+}

@@ -1,0 +1,329 @@
+//! The Kernel-InfoNCE losses as libtorch tensor ops (autograd gives the gradient), for CUDA and
+//! as an independent check of the fused CPU kernel.
+//!
+//! SimCLR pairing: the 2B rows of Z = [z1; z2] are the anchors; anchor i's positive is its other
+//! view, its candidates every other row (positive included, itself excluded):
+//!
+//! L = mean_i [ -log K(i, pos(i)) + log sum_{j != i} K(i, j) ],  K(x, y) = exp(-||x - y||_p^gamma / tau).
+//!
+//! Stable form: logits, log-sum-exp, and every singular point masked *before* the power or the
+//! square root (the self-pair and zero distances), so the gradient stays finite for gamma < 1 and
+//! identical views. Positive distances come straight from the differences (the GEMM form
+//! |x|^2 + |y|^2 - 2 x.y cancels catastrophically for near-identical views).
+
+use serde::{Deserialize, Serialize};
+use tch::{Kind, Tensor};
+
+/// A loss on the two views' projections.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TensorLoss {
+    /// One exponential kernel exp(-||x - y||_p^gamma / tau) in one softmax; p is 1, 2 or inf.
+    Exp { gamma: f64, tau: f64, p: f64 },
+    /// One softmax over a kernel mixture K = sum_k w_k exp(-||x - y||_p^gamma_k / tau_k)
+    /// (the paper's Simple Sum); components are (w, gamma, tau).
+    Mixture {
+        components: Vec<(f64, f64, f64)>,
+        p: f64,
+    },
+    /// Weighted sum of losses sum_k w_k L_k (the official `sum`: lambda L(gamma) + (1 - lambda) L(2)).
+    Weighted { terms: Vec<(f64, TensorLoss)> },
+    /// Concatenation Sum (the official `product`): `first` on columns [0, split), `second` on
+    /// [split, d), weighted lambda and 1 - lambda; the parts are not renormalised.
+    Concat {
+        split: i64,
+        lambda: f64,
+        first: Box<TensorLoss>,
+        second: Box<TensorLoss>,
+    },
+    /// Spectral contrastive loss: sum_{i != j} (z_i . z_j)^2 / (B (B - 1)) - (2 / B) sum_i z1_i . z2_i.
+    Spectral,
+}
+
+impl TensorLoss {
+    /// The loss (a scalar tensor, in the inputs' dtype).
+    ///
+    /// # Shapes
+    /// `z1`, `z2`: `[B, d]`, B >= 2.
+    pub fn forward(&self, z1: &Tensor, z2: &Tensor) -> Tensor {
+        match self {
+            TensorLoss::Exp { gamma, tau, p } => {
+                let z = Tensor::cat(&[z1, z2], 0);
+                let logits = -distance_pow(z1, z2, &z, *p, *gamma) / *tau;
+                softmax_loss(logits, z1.size()[0])
+            }
+            TensorLoss::Mixture { components, p } => {
+                let z = Tensor::cat(&[z1, z2], 0);
+                let per_component: Vec<Tensor> = components
+                    .iter()
+                    .map(|&(w, gamma, tau)| w.ln() - distance_pow(z1, z2, &z, *p, gamma) / tau)
+                    .collect();
+                let logits = Tensor::stack(&per_component, 0).logsumexp([0], false);
+                softmax_loss(logits, z1.size()[0])
+            }
+            TensorLoss::Weighted { terms } => terms
+                .iter()
+                .map(|(w, loss)| loss.forward(z1, z2) * *w)
+                .reduce(|a, b| a + b)
+                .expect("a weighted loss has at least one term"),
+            TensorLoss::Concat {
+                split,
+                lambda,
+                first,
+                second,
+            } => {
+                let d = z1.size()[1];
+                let a = first.forward(&z1.narrow(1, 0, *split), &z2.narrow(1, 0, *split));
+                let b = second.forward(
+                    &z1.narrow(1, *split, d - split),
+                    &z2.narrow(1, *split, d - split),
+                );
+                a * *lambda + b * (1.0 - lambda)
+            }
+            TensorLoss::Spectral => {
+                let b = z1.size()[0] as f64;
+                let z = Tensor::cat(&[z1, z2], 0);
+                let n = z.size()[0];
+                let gram = z.matmul(&z.tr());
+                let eye = Tensor::eye(n, (Kind::Bool, z.device()));
+                let off = gram.masked_fill(&eye, 0.0).square().sum(gram.kind());
+                let pos = (z1 * z2).sum(z1.kind());
+                off / (b * (b - 1.0)) - pos * (2.0 / b)
+            }
+        }
+    }
+}
+
+/// `[2B, 2B]` matrix of ||z_i - z_j||_p^gamma with 0 on the diagonal (to be masked by the caller).
+fn distance_pow(z1: &Tensor, z2: &Tensor, z: &Tensor, p: f64, gamma: f64) -> Tensor {
+    let n = z.size()[0];
+    let b = n / 2;
+    let device = z.device();
+    let eye = Tensor::eye(n, (Kind::Bool, device));
+    // Column of each row's positive: (i + B) mod 2B.
+    let pos_col = (Tensor::arange(n, (Kind::Int64, device)) + b).remainder(n);
+    let pos_mask =
+        Tensor::zeros([n, n], (Kind::Bool, device)).scatter_value(1, &pos_col.unsqueeze(1), 1);
+    if p == 2.0 {
+        let sq = z
+            .square()
+            .sum_dim_intlist([1i64].as_slice(), true, z.kind());
+        let gram = z.matmul(&z.tr());
+        let d2 = (&sq + sq.tr() - gram * 2.0).clamp_min(0.0);
+        let pos = (z1 - z2)
+            .square()
+            .sum_dim_intlist([1i64].as_slice(), false, z.kind());
+        let pos = Tensor::cat(&[&pos, &pos], 0)
+            .unsqueeze(1)
+            .expand([n, n], false);
+        let d2 = pos.where_self(&pos_mask, &d2);
+        masked_pow(&d2, &eye, gamma / 2.0)
+    } else {
+        // p = 1 or inf: cdist computes every entry from the differences.
+        let d = Tensor::cdist(z, z, p, None::<i64>);
+        masked_pow(&d, &eye, gamma)
+    }
+}
+
+/// x^e where x > 0 and not masked, else 0, with a finite gradient everywhere (the zero
+/// entries get gradient 0, as autograd gives a zero-length difference vector).
+fn masked_pow(x: &Tensor, mask: &Tensor, e: f64) -> Tensor {
+    let singular = mask.logical_or(&x.le(0.0));
+    let safe = x.ones_like().where_self(&singular, x);
+    let pow = if e == 1.0 {
+        safe
+    } else {
+        safe.pow_tensor_scalar(e)
+    };
+    pow.masked_fill(&singular, 0.0)
+}
+
+/// mean_i [ -logits[i, pos(i)] + logsumexp_{j != i} logits[i, j] ] for `[2B, 2B]` logits.
+fn softmax_loss(logits: Tensor, b: i64) -> Tensor {
+    let n = 2 * b;
+    let device = logits.device();
+    let eye = Tensor::eye(n, (Kind::Bool, device));
+    let logits = logits.masked_fill(&eye, f64::NEG_INFINITY);
+    let pos_col = (Tensor::arange(n, (Kind::Int64, device)) + b).remainder(n);
+    let positive = logits
+        .gather(1, &pos_col.unsqueeze(1), false)
+        .squeeze_dim(1);
+    (logits.logsumexp([1], false) - positive).mean(logits.kind())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+    use tch::Device;
+
+    fn golden() -> Option<Value> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../../shared/golden/kernel_infonce.json");
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Some(serde_json::from_str(&text).expect("golden JSON parses")),
+            Err(_) => {
+                eprintln!("skipping: golden file {} not found", path.display());
+                None
+            }
+        }
+    }
+
+    fn matrix(v: &Value) -> Tensor {
+        let rows: Vec<Vec<f64>> = serde_json::from_value(v.clone()).unwrap();
+        let (r, c) = (rows.len() as i64, rows[0].len() as i64);
+        let flat: Vec<f64> = rows.into_iter().flatten().collect();
+        Tensor::from_slice(&flat).reshape([r, c])
+    }
+
+    fn p_of(v: &Value) -> f64 {
+        match v {
+            Value::String(s) if s == "inf" => f64::INFINITY,
+            Value::Null => 2.0,
+            v => v.as_f64().unwrap(),
+        }
+    }
+
+    fn loss_of(kind: &str, params: &Value) -> Option<TensorLoss> {
+        let f = |k: &str| params[k].as_f64().unwrap();
+        Some(match kind {
+            "exp" => TensorLoss::Exp {
+                gamma: f("gamma"),
+                tau: f("tau"),
+                p: p_of(&params["p"]),
+            },
+            "loss_sum" => TensorLoss::Weighted {
+                terms: vec![
+                    (
+                        f("lambda"),
+                        TensorLoss::Exp {
+                            gamma: f("gamma"),
+                            tau: f("tau"),
+                            p: 2.0,
+                        },
+                    ),
+                    (
+                        1.0 - f("lambda"),
+                        TensorLoss::Exp {
+                            gamma: f("gamma2"),
+                            tau: f("tau"),
+                            p: 2.0,
+                        },
+                    ),
+                ],
+            },
+            "loss_concat" => TensorLoss::Concat {
+                split: params["split"].as_i64().unwrap(),
+                lambda: f("lambda"),
+                first: Box::new(TensorLoss::Exp {
+                    gamma: f("gamma"),
+                    tau: f("tau"),
+                    p: 2.0,
+                }),
+                second: Box::new(TensorLoss::Exp {
+                    gamma: f("gamma2"),
+                    tau: f("tau"),
+                    p: 2.0,
+                }),
+            },
+            "kernel_mixture" => TensorLoss::Mixture {
+                components: serde_json::from_value(params["components"].clone()).unwrap(),
+                p: 2.0,
+            },
+            "spectral" => TensorLoss::Spectral,
+            _ => return None,
+        })
+    }
+
+    /// Every SimCLR-pairing case of the golden file: loss and both gradients within 1e-9 of the
+    /// case's largest magnitude (f64).
+    #[test]
+    fn matches_golden_vectors_f64() {
+        let Some(golden) = golden() else { return };
+        let mut checked = Vec::new();
+        for case in golden["cases"].as_array().unwrap() {
+            let name = case["name"].as_str().unwrap();
+            let Some(loss) = loss_of(case["kind"].as_str().unwrap(), &case["params"]) else {
+                continue;
+            };
+            let z1 = matrix(&case["inputs"][0]).set_requires_grad(true);
+            let z2 = matrix(&case["inputs"][1]).set_requires_grad(true);
+            let value = loss.forward(&z1, &z2);
+            value.backward();
+            let expected_grads = [matrix(&case["grads"][0]), matrix(&case["grads"][1])];
+            let expected_loss = case["loss"].as_f64().unwrap();
+            let scale = expected_grads
+                .iter()
+                .map(|g| f64::try_from(g.abs().max()).unwrap())
+                .fold(expected_loss.abs(), f64::max);
+            let got = f64::try_from(&value).unwrap();
+            assert!(
+                (got - expected_loss).abs() <= 1e-9 * scale,
+                "{name}: loss {got} vs {expected_loss}"
+            );
+            for (z, g) in [(&z1, &expected_grads[0]), (&z2, &expected_grads[1])] {
+                let err = f64::try_from((z.grad() - g).abs().max()).unwrap();
+                assert!(
+                    err <= 1e-9 * scale,
+                    "{name}: gradient off by {err} (scale {scale})"
+                );
+            }
+            checked.push(name.to_string());
+        }
+        assert!(
+            checked.len() >= 17,
+            "only {} cases checked: {checked:?}",
+            checked.len()
+        );
+        assert!(checked.iter().any(|n| n.contains("identical")));
+    }
+
+    /// Fully collapsed embeddings: every kernel value is 1, so L = ln(2B - 1) exactly.
+    #[test]
+    fn collapsed_embeddings_give_ln_2b_minus_1() {
+        let b = 6;
+        let z = Tensor::ones([b, 4], (Kind::Double, Device::Cpu)) * 0.5;
+        for loss in [
+            TensorLoss::Exp {
+                gamma: 1.0,
+                tau: 0.2,
+                p: 2.0,
+            },
+            TensorLoss::Exp {
+                gamma: 0.5,
+                tau: 0.1,
+                p: 1.0,
+            },
+            TensorLoss::Mixture {
+                components: vec![(0.5, 1.0, 0.2), (0.5, 2.0, 0.4)],
+                p: 2.0,
+            },
+        ] {
+            let z1 = z.copy().set_requires_grad(true);
+            let value = loss.forward(&z1, &z);
+            value.backward();
+            let got = f64::try_from(&value).unwrap();
+            assert!(
+                (got - ((2 * b - 1) as f64).ln()).abs() < 1e-12,
+                "{loss:?}: {got}"
+            );
+            assert!(bool::try_from(z1.grad().isfinite().all()).unwrap());
+        }
+    }
+
+    #[test]
+    fn f32_agrees_with_f64() {
+        tch::manual_seed(5);
+        let z1 = Tensor::randn([16, 8], (Kind::Double, Device::Cpu));
+        let z2 = &z1 + Tensor::randn([16, 8], (Kind::Double, Device::Cpu)) * 0.1;
+        let loss = TensorLoss::Exp {
+            gamma: 1.0,
+            tau: 0.2,
+            p: 2.0,
+        };
+        let a = f64::try_from(loss.forward(&z1, &z2)).unwrap();
+        let b = f64::try_from(loss.forward(&z1.to_kind(Kind::Float), &z2.to_kind(Kind::Float)))
+            .unwrap();
+        assert!((a - b).abs() < 1e-5 * a.abs(), "{a} vs {b}");
+    }
+}

@@ -1,0 +1,158 @@
+//! Cheap monitors of representation quality: the weighted k-NN classifier (the per-epoch
+//! `knn_top1`) and collapse diagnostics (alignment, uniformity, effective rank).
+
+use tch::{Kind, Tensor};
+
+/// Weighted k-NN accuracy (Wu et al. 2018, as in the official SimCLR monitors): features are
+/// L2-normalised; a query's k most cosine-similar bank items vote for their class with weight
+/// exp(sim / t); the class with the largest total wins. Returns top-1 accuracy in [0, 1].
+///
+/// # Shapes
+/// `bank` `[N, d]`, `bank_labels` `[N]` (int64), `queries` `[M, d]`, `query_labels` `[M]`.
+pub fn knn_top1(
+    bank: &Tensor,
+    bank_labels: &Tensor,
+    queries: &Tensor,
+    query_labels: &Tensor,
+    k: i64,
+    temperature: f64,
+    num_classes: i64,
+) -> f64 {
+    let _guard = tch::no_grad_guard();
+    let bank = crate::projection::normalize_p(&bank.to_kind(Kind::Float), 2.0);
+    let queries = crate::projection::normalize_p(&queries.to_kind(Kind::Float), 2.0);
+    let bank_labels = bank_labels.to_device(bank.device()).to_kind(Kind::Int64);
+    let query_labels = query_labels.to_device(bank.device()).to_kind(Kind::Int64);
+    let n = bank.size()[0];
+    let m = queries.size()[0];
+    if n == 0 || m == 0 {
+        return 0.0;
+    }
+    let k = k.min(n);
+    let mut correct = 0i64;
+    let chunk = 512;
+    let mut start = 0;
+    while start < m {
+        let len = chunk.min(m - start);
+        let q = queries.narrow(0, start, len);
+        let sim = q.matmul(&bank.tr());
+        let (values, index) = sim.topk(k, 1, true, true);
+        let labels = bank_labels
+            .index_select(0, &index.flatten(0, -1))
+            .reshape([len, k]);
+        let weights = (values / temperature).exp();
+        let scores = Tensor::zeros([len, num_classes], (Kind::Float, bank.device()))
+            .scatter_add(1, &labels, &weights);
+        let predicted = scores.argmax(1, false);
+        let hits = predicted
+            .eq_tensor(&query_labels.narrow(0, start, len))
+            .sum(Kind::Int64);
+        correct += i64::try_from(hits).unwrap_or(0);
+        start += len;
+    }
+    correct as f64 / m as f64
+}
+
+/// Collapse diagnostics of a batch of projections.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Diagnostics {
+    /// Alignment (Wang & Isola 2020): mean ||z1_i - z2_i||^2 over pairs (0: views agree).
+    pub alignment: f64,
+    /// Uniformity: log mean_{i != j} exp(-2 ||z_i - z_j||^2) over all rows of [z1; z2]
+    /// (about -4 for points spread on the sphere; 0 when collapsed).
+    pub uniformity: f64,
+    /// Effective rank (Roy & Vetterli 2007): exp of the entropy of the normalised singular
+    /// values of the centred [z1; z2] (1 when collapsed to a line, up to d).
+    pub effective_rank: f64,
+}
+
+/// Diagnostics of `z1`, `z2` (`[B, d]` each, B >= 2).
+pub fn diagnostics(z1: &Tensor, z2: &Tensor) -> Diagnostics {
+    let _guard = tch::no_grad_guard();
+    let z1 = z1.to_kind(Kind::Double);
+    let z2 = z2.to_kind(Kind::Double);
+    let alignment = f64::try_from(
+        (&z1 - &z2)
+            .square()
+            .sum_dim_intlist([1i64].as_slice(), false, Kind::Double)
+            .mean(Kind::Double),
+    )
+    .unwrap_or(f64::NAN);
+    let z = Tensor::cat(&[&z1, &z2], 0);
+    let n = z.size()[0];
+    let d2 = Tensor::cdist(&z, &z, 2.0, None::<i64>).square();
+    let off = Tensor::eye(n, (Kind::Bool, z.device())).logical_not();
+    let vals = (d2 * -2.0).masked_select(&off);
+    let uniformity =
+        f64::try_from(vals.logsumexp([0], false)).unwrap_or(f64::NAN) - ((n * (n - 1)) as f64).ln();
+    let centred = &z - z.mean_dim([0i64].as_slice(), true, Kind::Double);
+    let (_, s, _) = centred.svd(true, false);
+    let total = f64::try_from(s.sum(Kind::Double)).unwrap_or(0.0);
+    let effective_rank = if total > 0.0 {
+        let p = s / total;
+        let entropy = -f64::try_from((&p * (&p + 1e-300).log()).sum(Kind::Double)).unwrap_or(0.0);
+        entropy.exp()
+    } else {
+        0.0
+    };
+    Diagnostics {
+        alignment,
+        uniformity,
+        effective_rank,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    #[test]
+    fn knn_hand_checked() {
+        // Bank on two axes; query near axis 0 -> class 0; near axis 1 -> class 1.
+        let bank = Tensor::from_slice(&[1.0f32, 0.0, 0.9, 0.1, 0.0, 1.0, 0.1, 0.9]).reshape([4, 2]);
+        let labels = Tensor::from_slice(&[0i64, 0, 1, 1]);
+        let q = Tensor::from_slice(&[1.0f32, 0.2, 0.3, 1.0, 1.0, 0.0]).reshape([3, 2]);
+        let ql = Tensor::from_slice(&[0i64, 1, 1]);
+        let acc = knn_top1(&bank, &labels, &q, &ql, 200, 0.1, 2);
+        assert!((acc - 2.0 / 3.0).abs() < 1e-12, "{acc}");
+        // k = 1 is nearest-neighbour.
+        let acc = knn_top1(
+            &bank,
+            &labels,
+            &q.narrow(0, 0, 2),
+            &ql.narrow(0, 0, 2),
+            1,
+            0.1,
+            2,
+        );
+        assert_eq!(acc, 1.0);
+    }
+
+    #[test]
+    fn diagnostics_of_collapse_and_spread() {
+        let ones = Tensor::ones([8, 4], (Kind::Float, Device::Cpu)) * 0.5;
+        let d = diagnostics(&ones, &ones);
+        assert_eq!(d.alignment, 0.0);
+        assert!(d.uniformity.abs() < 1e-12);
+        assert_eq!(d.effective_rank, 0.0);
+        // Four orthonormal directions, each pair identical: alignment 0, distances 2 between
+        // different directions: uniformity = log((8 * 7 - 8 * 0) ... ) computed by hand below.
+        let e = Tensor::eye(4, (Kind::Float, Device::Cpu));
+        let d = diagnostics(&e, &e);
+        assert_eq!(d.alignment, 0.0);
+        // Off-diagonal pairs of 8 rows: 4 pairs (x2 ordered) at distance 0, 48 ordered at d^2 = 2.
+        let expected = ((8.0 + 48.0 * (-4.0f64).exp()) / 56.0).ln();
+        assert!(
+            (d.uniformity - expected).abs() < 1e-12,
+            "{} vs {expected}",
+            d.uniformity
+        );
+        // Centred rows of the identity have three equal singular values.
+        assert!(
+            (d.effective_rank - 3.0).abs() < 1e-9,
+            "{}",
+            d.effective_rank
+        );
+    }
+}
