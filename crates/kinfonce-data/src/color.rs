@@ -80,7 +80,9 @@ pub fn rgb_to_hsv(r: f32, g: f32, b: f32) -> (f32, f32, f32) {
     } else {
         4.0 + gc - rc
     };
-    ((h / 6.0 + 1.0).rem_euclid(1.0), s, maxc)
+    // h / 6 is in [-1/6, 5/6): wrap without fmod (a libm call, the slowest step here).
+    let h = h / 6.0;
+    (if h < 0.0 { h + 1.0 } else { h }, s, maxc)
 }
 
 /// HSV (hue in [0, 1)) back to RGB (torchvision's `_hsv2rgb`).
@@ -109,7 +111,14 @@ pub fn adjust_hue(img: &mut [f32], channels: usize, shift: f32) {
     }
     for px in img.chunks_exact_mut(3) {
         let (h, s, v) = rgb_to_hsv(px[0], px[1], px[2]);
-        let (r, g, b) = hsv_to_rgb((h + shift).rem_euclid(1.0), s, v);
+        // h in [0, 1) and shift in [-0.5, 0.5]: one wrap suffices.
+        let mut h = h + shift;
+        if h < 0.0 {
+            h += 1.0;
+        } else if h >= 1.0 {
+            h -= 1.0;
+        }
+        let (r, g, b) = hsv_to_rgb(h, s, v);
         px[0] = r;
         px[1] = g;
         px[2] = b;

@@ -489,3 +489,51 @@ fn extract_zip(archive: &Path, dir: &Path, target: &Path) -> Result<()> {
     let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zip_is_extracted_to_its_top_folder_and_located() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path();
+        let ds = known_dataset("tiny-imagenet").unwrap();
+        let folder = cache.join(ds.name);
+        std::fs::create_dir_all(&folder).unwrap();
+        let zip_path = folder.join("tiny-imagenet-200.zip");
+        let mut w = zip::ZipWriter::new(File::create(&zip_path).unwrap());
+        let opts = zip::write::SimpleFileOptions::default();
+        w.start_file("tiny-imagenet-200/wnids.txt", opts).unwrap();
+        w.write_all(b"n01\n").unwrap();
+        w.finish().unwrap();
+        assert!(locate(ds, cache).is_none());
+        let target = folder.join(ds.data_path);
+        extract_zip(&zip_path, &folder, &target).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(target.join("wnids.txt")).unwrap(),
+            "n01\n"
+        );
+        assert_eq!(locate(ds, cache), Some(target));
+        assert!(!folder.join(".extracting").exists());
+        // A corrupt archive is named.
+        std::fs::write(&zip_path, b"PK not really").unwrap();
+        let err = extract_zip(&zip_path, &folder, &folder.join("again"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("tiny-imagenet-200.zip") && err.contains("zip"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn aliases_and_part_paths() {
+        let name = known_dataset("cifar-100").unwrap().name;
+        assert_eq!(name, "cifar100");
+        assert_eq!(
+            part_path(Path::new("/a/b.tar.gz")),
+            PathBuf::from("/a/b.tar.gz.part")
+        );
+    }
+}
