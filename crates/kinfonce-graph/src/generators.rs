@@ -86,6 +86,26 @@ impl PlantedConfig {
     }
 }
 
+/// A connected random weighted graph: a ring through all nodes plus each other pair with
+/// probability `p_edge`; weights uniform in [0.1, 1).
+pub fn random_weighted_graph(n: usize, p_edge: f64, seed: u64) -> Result<Graph> {
+    check_probability("p_edge", p_edge)?;
+    if n < 3 {
+        return Err(GraphError::param("nodes", n, "at least 3 nodes"));
+    }
+    let mut rng = crate::rng::seeded(seed, 5);
+    let mut edges = Vec::new();
+    for i in 0..n {
+        for j in (i + 1)..n {
+            let ring = j == i + 1 || (i == 0 && j == n - 1);
+            if ring || rng.gen::<f64>() < p_edge {
+                edges.push((i, j, 0.1 + 0.9 * rng.gen::<f64>()));
+            }
+        }
+    }
+    Graph::from_edges(n, &edges)
+}
+
 /// A sampled stochastic block model: each pair within a block is an edge with probability
 /// `p_in`, each pair across blocks with probability `p_out`; weights 1.
 ///

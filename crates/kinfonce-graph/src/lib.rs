@@ -11,6 +11,8 @@
 //! 2 / tau and planted block centres sit at squared distance tau ln(p/q).
 
 pub mod error;
+pub mod experiments;
+pub mod free_embedding;
 pub mod generators;
 pub mod graph;
 pub mod kernel;
@@ -19,6 +21,8 @@ pub mod laplacian;
 pub mod metrics;
 pub mod mrf;
 pub mod optim;
+pub mod plot;
+pub mod report;
 pub mod rng;
 pub mod spectral;
 
