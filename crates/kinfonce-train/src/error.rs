@@ -22,10 +22,7 @@ pub enum TrainError {
     Config(String),
     #[error("data: {0}")]
     Data(String),
-    #[error(
-        "the loss became {value} at step {step} (epoch {epoch}); stopped. {}",
-        match checkpoint { Some(p) => format!("The last good checkpoint is kept at {}", p.display()), None => "No checkpoint had been written yet".to_string() }
-    )]
+    #[error("the loss became {value} at step {step} (epoch {epoch}); stopped. {}", checkpoint_note(.checkpoint))]
     NonFiniteLoss {
         step: u64,
         epoch: u64,
@@ -46,4 +43,11 @@ pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) ->
 pub(crate) fn torch_err(context: impl Into<String>) -> impl FnOnce(tch::TchError) -> TrainError {
     let context = context.into();
     move |source| TrainError::Torch { context, source }
+}
+
+fn checkpoint_note(checkpoint: &Option<PathBuf>) -> String {
+    match checkpoint {
+        Some(p) => format!("The last good checkpoint is kept at {}", p.display()),
+        None => "No checkpoint had been written yet".to_string(),
+    }
 }

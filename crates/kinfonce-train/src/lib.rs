@@ -4,11 +4,17 @@
 pub use tch;
 
 pub mod checkpoint;
+pub mod config;
 pub mod error;
 pub mod layers;
 pub mod loss_tensor;
 pub mod monitor;
 pub mod optim;
 pub mod projection;
+pub mod report;
 pub mod resnet;
 pub mod schedule;
+pub mod trainer;
+
+pub use config::TrainConfig;
+pub use trainer::{RunOptions, Summary, Trainer};

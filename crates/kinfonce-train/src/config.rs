@@ -1,0 +1,282 @@
+//! The resolved configuration of a pretraining run (written to `config.toml` of the run folder;
+//! TOML keys are the CLI flags in snake_case).
+
+use crate::error::{Result, TrainError};
+use crate::optim::OptimizerKind;
+use crate::resnet::Arch;
+use kinfonce_loss::LossSpec;
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// Every setting of a run. Defaults are documented per field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Data set path (file or folder). Default `../shared/data/cifar10/cifar-10-binary.tar.gz`.
+    pub data: PathBuf,
+    /// Data layout (`cifar10`, `cifar100`, `mnist`, `stl10`, `imagefolder`, `tiny-imagenet`);
+    /// empty: detected. Default empty.
+    pub format: String,
+    /// Fraction of the training images held out as the k-NN query split. Default 0.1.
+    pub val_fraction: f64,
+    /// Class-balanced seeded subset of the train split; 0 = all. Default 0.
+    pub subset: usize,
+    /// Loss preset name (DESIGN.md). Default `laplacian`.
+    pub preset: String,
+    /// The loss itself (the preset with any option flags applied).
+    pub loss: Option<LossSpec>,
+    /// `resnet18`, `resnet34`, `resnet50`. Default resnet18.
+    pub arch: String,
+    /// Base channel count. Default 64.
+    pub width: i64,
+    /// `cifar`, `imagenet` or `auto` (CIFAR stem below 64 pixels). Default auto.
+    pub stem: String,
+    /// Projection head hidden width and output dimension (concat-sum doubles the output).
+    /// Defaults 2048 and 128.
+    pub hidden_dim: i64,
+    pub out_dim: i64,
+    /// p of the output normalisation and the squared norm mu. Defaults 2 and 1.
+    pub norm_p: f64,
+    pub mu: f64,
+    /// Pairs (images) per step; 2 x batch views. Default 256.
+    pub batch: usize,
+    /// Schedule length in epochs; 0 = set by max_steps alone. Default 0 (then 10 epochs when
+    /// max_steps is 0 too).
+    pub epochs: u64,
+    /// Stop after this many steps; 0 = no limit. Default 0.
+    pub max_steps: u64,
+    /// Seed of initialisation, split, subset, shuffles and augmentations. Default 0.
+    pub seed: u64,
+    /// `adam`, `lars` or `sgd`. Default adam.
+    pub optimizer: String,
+    /// Base learning rate; 0 = the optimiser's default (adam 1e-3, lars 0.3, sgd 0.05).
+    pub lr: f64,
+    /// Default 1e-6.
+    pub weight_decay: f64,
+    /// SGD / LARS momentum. Default 0.9.
+    pub momentum: f64,
+    /// LARS trust coefficient. Default 1e-3.
+    pub trust_coefficient: f64,
+    /// Learning rate of the online linear probe (Adam, constant). Default 1e-3.
+    pub probe_lr: f64,
+    /// `f32` or `bf16` (bf16 compute, f32 master weights and loss). Default f32.
+    pub precision: String,
+    /// Channels-last memory layout for images and conv weights. Default false.
+    pub channels_last: bool,
+    /// `cpu`, `cuda` or `cuda:N`. Default cpu.
+    pub device: String,
+    /// Threads for libtorch and the augmentation pool; 0 = all cores. Default 0.
+    pub threads: usize,
+    /// Same seed, same machine, same threads: bitwise the same run (forces cuDNN
+    /// deterministic algorithms on CUDA). Default false.
+    pub deterministic: bool,
+    /// A step line in metrics.jsonl every N steps. Default 10.
+    pub log_every: u64,
+    /// Checkpoint every N steps (0 = off) and every M minutes (0 = off). Defaults 0 and 10.
+    pub checkpoint_every: u64,
+    pub checkpoint_minutes: f64,
+    /// Checkpoints kept. Default 3.
+    pub keep_checkpoints: usize,
+    /// k-NN monitor: k, temperature, every N epochs (0 = off), at most this many bank images
+    /// and val queries. Defaults 200, 0.1, 1, 10000, 2000.
+    pub knn_k: i64,
+    pub knn_t: f64,
+    pub knn_every: u64,
+    pub knn_bank: usize,
+    pub knn_queries: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            data: PathBuf::from("../shared/data/cifar10/cifar-10-binary.tar.gz"),
+            format: String::new(),
+            val_fraction: 0.1,
+            subset: 0,
+            preset: "laplacian".into(),
+            loss: None,
+            arch: "resnet18".into(),
+            width: 64,
+            stem: "auto".into(),
+            hidden_dim: 2048,
+            out_dim: 128,
+            norm_p: 2.0,
+            mu: 1.0,
+            batch: 256,
+            epochs: 0,
+            max_steps: 0,
+            seed: 0,
+            optimizer: "adam".into(),
+            lr: 0.0,
+            weight_decay: 1e-6,
+            momentum: 0.9,
+            trust_coefficient: 1e-3,
+            probe_lr: 1e-3,
+            precision: "f32".into(),
+            channels_last: false,
+            device: "cpu".into(),
+            threads: 0,
+            deterministic: false,
+            log_every: 10,
+            checkpoint_every: 0,
+            checkpoint_minutes: 10.0,
+            keep_checkpoints: 3,
+            knn_k: 200,
+            knn_t: 0.1,
+            knn_every: 1,
+            knn_bank: 10_000,
+            knn_queries: 2_000,
+        }
+    }
+}
+
+/// Settings that change the trajectory of a run (refused on `--resume`).
+pub const TRAJECTORY_KEYS: [&str; 27] = [
+    "data",
+    "format",
+    "val_fraction",
+    "subset",
+    "preset",
+    "loss",
+    "arch",
+    "width",
+    "stem",
+    "hidden_dim",
+    "out_dim",
+    "norm_p",
+    "mu",
+    "batch",
+    "epochs",
+    "seed",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "momentum",
+    "trust_coefficient",
+    "probe_lr",
+    "precision",
+    "channels_last",
+    "device",
+    "threads",
+    "deterministic",
+];
+
+impl TrainConfig {
+    pub fn arch(&self) -> Result<Arch> {
+        Arch::parse(&self.arch).ok_or_else(|| {
+            TrainError::Config(format!(
+                "unknown arch `{}`: expected one of {}",
+                self.arch,
+                Arch::NAMES.join(", ")
+            ))
+        })
+    }
+
+    pub fn optimizer_kind(&self) -> Result<OptimizerKind> {
+        OptimizerKind::parse(&self.optimizer).ok_or_else(|| {
+            TrainError::Config(format!(
+                "unknown optimizer `{}`: expected one of {}",
+                self.optimizer,
+                OptimizerKind::NAMES.join(", ")
+            ))
+        })
+    }
+
+    /// The learning rate, the optimiser's default when 0.
+    pub fn base_lr(&self) -> Result<f64> {
+        Ok(if self.lr > 0.0 {
+            self.lr
+        } else {
+            self.optimizer_kind()?.default_lr()
+        })
+    }
+
+    pub fn bf16(&self) -> Result<bool> {
+        match self.precision.as_str() {
+            "f32" => Ok(false),
+            "bf16" => Ok(true),
+            other => Err(TrainError::Config(format!(
+                "unknown precision `{other}`: expected f32 or bf16"
+            ))),
+        }
+    }
+
+    /// The projection output width the loss sees (concat-sum doubles `out_dim`).
+    pub fn projection_dim(&self) -> i64 {
+        if self.preset == "concat-sum" && matches!(self.loss, None | Some(LossSpec::Concat { .. }))
+        {
+            2 * self.out_dim
+        } else {
+            self.out_dim
+        }
+    }
+
+    /// The loss: `loss` when set, else the preset.
+    pub fn loss_spec(&self) -> Result<LossSpec> {
+        let spec = match &self.loss {
+            Some(spec) => spec.clone(),
+            None => LossSpec::preset(&self.preset, self.projection_dim() as usize)
+                .map_err(|e| TrainError::Config(e.to_string()))?,
+        };
+        spec.validate(self.projection_dim() as usize)
+            .map_err(|e| TrainError::Config(e.to_string()))?;
+        Ok(spec)
+    }
+
+    /// Checks every value a user can get wrong, naming the parameter.
+    pub fn validate(&self) -> Result<()> {
+        self.arch()?;
+        self.optimizer_kind()?;
+        self.bf16()?;
+        self.loss_spec()?;
+        let bad = |name: &str, value: String, expected: &str| {
+            Err(TrainError::Config(format!(
+                "`{name}` = {value}: expected {expected}"
+            )))
+        };
+        if self.width < 1 {
+            return bad("width", self.width.to_string(), "at least 1");
+        }
+        if self.batch < 2 {
+            return bad("batch", self.batch.to_string(), "at least 2 pairs");
+        }
+        if self.hidden_dim < 1 || self.out_dim < 1 {
+            return bad(
+                "hidden_dim/out_dim",
+                format!("{}/{}", self.hidden_dim, self.out_dim),
+                "at least 1",
+            );
+        }
+        if !(self.norm_p == 1.0 || self.norm_p == 2.0 || self.norm_p == f64::INFINITY) {
+            return bad("norm_p", self.norm_p.to_string(), "1, 2 or inf");
+        }
+        if self.mu.is_nan() || self.mu <= 0.0 {
+            return bad("mu", self.mu.to_string(), "a value > 0");
+        }
+        if !(self.lr >= 0.0 && self.weight_decay >= 0.0 && self.probe_lr > 0.0) {
+            return bad(
+                "lr/weight_decay/probe_lr",
+                format!("{}/{}/{}", self.lr, self.weight_decay, self.probe_lr),
+                "lr >= 0, weight_decay >= 0, probe_lr > 0",
+            );
+        }
+        if !matches!(self.stem.as_str(), "auto" | "cifar" | "imagenet") {
+            return bad(
+                "stem",
+                format!("`{}`", self.stem),
+                "auto, cifar or imagenet",
+            );
+        }
+        if self.log_every == 0 {
+            return bad("log_every", "0".into(), "at least 1");
+        }
+        if self.knn_k < 1 || self.knn_t <= 0.0 {
+            return bad(
+                "knn_k/knn_t",
+                format!("{}/{}", self.knn_k, self.knn_t),
+                "k >= 1 and t > 0",
+            );
+        }
+        Ok(())
+    }
+}
