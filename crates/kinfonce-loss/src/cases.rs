@@ -39,7 +39,11 @@ pub fn parse_cases(text: &str) -> Result<Vec<Case>, LossError> {
             .get("cases")
             .and_then(Value::as_array)
             .ok_or_else(|| LossError::Spec("expected an object with a `cases` list".into()))?,
-        _ => return Err(LossError::Spec("expected an object with a `cases` list".into())),
+        _ => {
+            return Err(LossError::Spec(
+                "expected an object with a `cases` list".into(),
+            ))
+        }
     };
     list.iter()
         .enumerate()
@@ -94,7 +98,10 @@ impl Case {
     fn num(&self, key: &'static str, default: Option<f64>) -> Result<f64, LossError> {
         match self.params.get(key) {
             Some(v) => v.as_f64().ok_or_else(|| {
-                LossError::Spec(format!("case {}: parameter `{key}` is not a number: {v}", self.name))
+                LossError::Spec(format!(
+                    "case {}: parameter `{key}` is not a number: {v}",
+                    self.name
+                ))
             }),
             None => default.ok_or_else(|| {
                 LossError::Spec(format!("case {}: missing parameter `{key}`", self.name))
@@ -110,7 +117,11 @@ impl Case {
         }
     }
 
-    fn exp(&self, gamma_key: &'static str, default_gamma: Option<f64>) -> Result<Kernel, LossError> {
+    fn exp(
+        &self,
+        gamma_key: &'static str,
+        default_gamma: Option<f64>,
+    ) -> Result<Kernel, LossError> {
         Ok(Kernel::Exp(ExpKernel {
             gamma: self.num(gamma_key, default_gamma)?,
             tau: self.num("tau", None)?,
@@ -140,23 +151,33 @@ impl Case {
                     .get("components")
                     .and_then(Value::as_array)
                     .ok_or_else(|| {
-                        LossError::Spec(format!("case {}: missing `components` [[w, gamma, tau], ...]", self.name))
+                        LossError::Spec(format!(
+                            "case {}: missing `components` [[w, gamma, tau], ...]",
+                            self.name
+                        ))
                     })?;
                 let parts = comps
                     .iter()
-                    .map(|c| match c.as_array().map(|a| a.iter().map(Value::as_f64).collect::<Vec<_>>()) {
-                        Some(v) if v.len() == 3 && v.iter().all(Option::is_some) => Ok(MixtureComponent {
-                            weight: v[0].unwrap_or_default(),
-                            kernel: ExpKernel {
-                                gamma: v[1].unwrap_or_default(),
-                                tau: v[2].unwrap_or_default(),
-                                p,
-                            },
-                        }),
-                        _ => Err(LossError::Spec(format!(
-                            "case {}: a mixture component must be [w, gamma, tau], got {c}",
-                            self.name
-                        ))),
+                    .map(|c| {
+                        match c
+                            .as_array()
+                            .map(|a| a.iter().map(Value::as_f64).collect::<Vec<_>>())
+                        {
+                            Some(v) if v.len() == 3 && v.iter().all(Option::is_some) => {
+                                Ok(MixtureComponent {
+                                    weight: v[0].unwrap_or_default(),
+                                    kernel: ExpKernel {
+                                        gamma: v[1].unwrap_or_default(),
+                                        tau: v[2].unwrap_or_default(),
+                                        p,
+                                    },
+                                })
+                            }
+                            _ => Err(LossError::Spec(format!(
+                                "case {}: a mixture component must be [w, gamma, tau], got {c}",
+                                self.name
+                            ))),
+                        }
                     })
                     .collect::<Result<_, _>>()?;
                 LossSpec::kernel(Kernel::Mixture(parts))

@@ -250,20 +250,88 @@ fn log_kernel_tile<T: Real, K: LogKernel<T>>(k: &K, t: &mut [T]) {
     }
 }
 
+/// Lanes of the reductions below: independent accumulators let the compiler vectorise a
+/// floating-point reduction it may not reorder.
+const LANES: usize = 16;
+
+#[inline(always)]
+fn max_of<T: Real>(s: &[T]) -> T {
+    let mut acc = [T::NEG_INFINITY; LANES];
+    let chunks = s.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for l in 0..LANES {
+            acc[l] = acc[l].max(c[l]);
+        }
+    }
+    acc.iter()
+        .chain(tail)
+        .fold(T::NEG_INFINITY, |m, &v| m.max(v))
+}
+
+#[inline(always)]
+fn sum_exp_shifted<T: Real>(s: &[T], shift: T) -> T {
+    let mut acc = [T::ZERO; LANES];
+    let chunks = s.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for l in 0..LANES {
+            acc[l] += (c[l] - shift).exp_fast();
+        }
+    }
+    acc.iter().copied().sum::<T>() + tail.iter().map(|&v| (v - shift).exp_fast()).sum::<T>()
+}
+
+#[inline(always)]
+fn sum_of<T: Real>(s: &[T]) -> T {
+    let mut acc = [T::ZERO; LANES];
+    let chunks = s.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for l in 0..LANES {
+            acc[l] += c[l];
+        }
+    }
+    acc.iter().chain(tail).copied().sum()
+}
+
 /// Merges one row segment into a running (max, sum of exp(s - max)).
 #[multiversion(targets(
     "x86_64+avx512f+avx512vl+avx512dq+avx512bw+avx2+fma",
     "x86_64+avx2+fma"
 ))]
 fn merge_lse<T: Real>(s: &[T], state: &mut (T, T)) {
-    let tile_max = s.iter().fold(T::NEG_INFINITY, |m, &v| m.max(v));
-    let max = state.0.max(tile_max);
+    let max = state.0.max(max_of(s));
     if max == T::NEG_INFINITY {
         return;
     }
-    let sum: T = s.iter().map(|&v| (v - max).exp_fast()).sum();
+    let sum = sum_exp_shifted(s, max);
     state.1 = state.1 * (state.0 - max).exp_fast() + sum;
     state.0 = max;
+}
+
+/// Row sums of an m x n tile.
+#[multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512dq+avx512bw+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+fn row_sums<T: Real>(w: &[T], n: usize) -> Vec<T> {
+    w.chunks_exact(n).map(sum_of).collect()
+}
+
+/// Column sums of an m x n tile.
+#[multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512dq+avx512bw+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+fn col_sums<T: Real>(w: &[T], n: usize) -> Vec<T> {
+    let mut out = vec![T::ZERO; n];
+    for row in w.chunks_exact(n) {
+        for (o, &v) in out.iter_mut().zip(row) {
+            *o += v;
+        }
+    }
+    out
 }
 
 /// The gradient weight of every pair: w_ij = slope(t_ij) * (exp(s_ij - lse_i) [+ exp(s_ij -
@@ -313,14 +381,24 @@ fn apply_weights<T: Real>(
     d: usize,
     out: &mut [T],
 ) {
-    let wt = |i: usize, j: usize| if transpose { w[j * m + i] } else { w[i * n + j] };
+    let wt = |i: usize, j: usize| {
+        if transpose {
+            w[j * m + i]
+        } else {
+            w[i * n + j]
+        }
+    };
     let stride = if transpose { m } else { n };
     match g {
         Geometry::Dot => gemm_acc(out, m, d, n, w, stride, transpose, y, T::ONE),
         Geometry::SqEuclid => {
             let two = T::ONE + T::ONE;
-            for i in 0..m {
-                let row_sum: T = (0..n).map(|j| wt(i, j)).sum();
+            let sums = if transpose {
+                col_sums(w, m)
+            } else {
+                row_sums(w, n)
+            };
+            for (i, &row_sum) in sums.iter().enumerate() {
                 for (o, &v) in out[i * d..(i + 1) * d].iter_mut().zip(&x[i * d..]) {
                     *o += two * row_sum * v;
                 }
@@ -441,21 +519,29 @@ fn row_stats<T: Real, K: LogKernel<T>>(
 ) -> RowStats<T> {
     let (na, nc) = (tiles.a.rows, tiles.c.rows);
     let mut neg = vec![(T::NEG_INFINITY, T::ZERO); na];
-    neg.par_chunks_mut(ROWS).enumerate().for_each(|(bi, state)| {
-        let r0 = bi * ROWS;
-        let m = state.len();
-        let mut t = vec![T::ZERO; m * COLS];
-        for c0 in (0..nc).step_by(COLS) {
-            let n = COLS.min(nc - c0);
-            let t = &mut t[..m * n];
-            tiles.fill(r0, m, c0, n, t);
-            log_kernel_tile(k, t);
-            info.mask_logits(r0, m, c0, n, t);
-            for (i, st) in state.iter_mut().enumerate() {
-                merge_lse(&t[i * n..(i + 1) * n], st);
+    neg.par_chunks_mut(ROWS)
+        .enumerate()
+        .for_each(|(bi, state)| {
+            let r0 = bi * ROWS;
+            let m = state.len();
+            let mut t = vec![T::ZERO; m * COLS];
+            for c0 in (0..nc).step_by(COLS) {
+                let n = COLS.min(nc - c0);
+                let t = &mut t[..m * n];
+                tiles.fill(r0, m, c0, n, t);
+                log_kernel_tile(k, t);
+                info.mask_logits(r0, m, c0, n, t);
+                for (i, st) in state.iter_mut().enumerate() {
+                    merge_lse(&t[i * n..(i + 1) * n], st);
+                }
             }
-        }
-    });
+        });
+    finish_rows(&neg, info)
+}
+
+/// Joins each anchor's positive to its negatives' (max, sum) state, in f64.
+fn finish_rows<T: Real>(neg: &[(T, T)], info: &Anchors<'_, T>) -> RowStats<T> {
+    let na = neg.len();
     let inv_count = 1.0 / na as f64;
     let in_denominator = matches!(info.positives, Positives::Index(_));
     let mut total = 0.0;
@@ -470,14 +556,19 @@ fn row_stats<T: Real, K: LogKernel<T>>(
         } else if max > s_pos {
             // r >= 1: loss = (max - s_pos) + ln(sum + exp(s_pos - max)).
             let inv_r = (s_pos - max).exp() / sum;
-            (max - s_pos + (sum + (s_pos - max).exp()).ln(), -1.0 / (1.0 + inv_r))
+            (
+                max - s_pos + (sum + (s_pos - max).exp()).ln(),
+                -1.0 / (1.0 + inv_r),
+            )
         } else {
             let r = sum * (max - s_pos).exp();
             (r.ln_1p(), -r / (1.0 + r))
         };
         total += loss_i;
         lse.push(T::from_f64(s_pos + loss_i));
-        pos_weight.push(T::from_f64(p_minus_1 * info.slope_pos[i].to_f64() * inv_count));
+        pos_weight.push(T::from_f64(
+            p_minus_1 * info.slope_pos[i].to_f64() * inv_count,
+        ));
     }
     RowStats {
         lse,
@@ -486,10 +577,75 @@ fn row_stats<T: Real, K: LogKernel<T>>(
     }
 }
 
+/// Side of the square tiles of the symmetric engine.
+const SQUARE: usize = 128;
+
+/// The tiles (I, J) with J >= I of an n x n symmetric problem, dealt round-robin to `workers`.
+fn upper_tiles(n: usize, workers: usize) -> Vec<Vec<(usize, usize)>> {
+    let blocks = n.div_ceil(SQUARE);
+    let mut dealt = vec![Vec::new(); workers];
+    let all = (0..blocks).flat_map(|bi| (bi..blocks).map(move |bj| (bi * SQUARE, bj * SQUARE)));
+    for (k, tile) in all.enumerate() {
+        dealt[k % workers].push(tile);
+    }
+    dealt
+}
+
+/// A heap buffer for one square tile (64 to 128 KiB: too large for a worker's stack).
+fn tile_buffer<T: Real>() -> Vec<T> {
+    vec![T::ZERO; SQUARE * SQUARE]
+}
+
+/// Merges (max, sum) log-sum-exp states.
+fn merge_state<T: Real>(a: (T, T), b: (T, T)) -> (T, T) {
+    let max = a.0.max(b.0);
+    if max == T::NEG_INFINITY {
+        return a;
+    }
+    (
+        max,
+        a.1 * (a.0 - max).exp_fast() + b.1 * (b.0 - max).exp_fast(),
+    )
+}
+
+/// Merges a tile's columns into the running states of the column rows.
+#[multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512dq+avx512bw+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+fn merge_lse_columns<T: Real>(s: &[T], n: usize, state: &mut [(T, T)], scratch: &mut [T]) {
+    let (max, sum) = scratch.split_at_mut(n);
+    max.iter_mut()
+        .zip(state.iter())
+        .for_each(|(m, st)| *m = st.0);
+    for row in s.chunks_exact(n) {
+        for (m, &v) in max.iter_mut().zip(row) {
+            *m = m.max(v);
+        }
+    }
+    sum.iter_mut().for_each(|v| *v = T::ZERO);
+    for row in s.chunks_exact(n) {
+        for ((acc, &v), &m) in sum.iter_mut().zip(row).zip(max.iter()) {
+            *acc += (v - m).exp_fast();
+        }
+    }
+    for ((st, &m), &add) in state.iter_mut().zip(max.iter()).zip(sum.iter()) {
+        if m != T::NEG_INFINITY {
+            st.1 = st.1 * (st.0 - m).exp_fast() + add;
+            st.0 = m;
+        }
+    }
+}
+
 /// InfoNCE where the candidates are the anchors themselves, each anchor excluded from its own
 /// denominator and `pos` an involution (pos[pos[i]] = i): the SimCLR pairing. Returns the mean
-/// loss and d L / d z. Every tile is computed twice (once per pass), and each pass serves both
-/// ends of every pair, so no gradient is scattered across threads.
+/// loss and d L / d z.
+///
+/// The logits are symmetric (s_ij = s_ji), so only the tiles on and above the diagonal are
+/// computed: pass 1 feeds each tile to the log-sum-exp of its rows and of its columns, and in
+/// pass 2 the weight w_ij = slope_ij (p_ij + p_ji) / n is symmetric too, so one tile gives
+/// the gradient of both blocks. Each worker accumulates into its own states and gradient
+/// (O(workers N d) memory), summed in a fixed order so results do not depend on scheduling.
 pub(crate) fn infonce_self<T: Real, K: LogKernel<T>>(
     k: &K,
     z: MatRef<'_, T>,
@@ -507,32 +663,93 @@ pub(crate) fn infonce_self<T: Real, K: LogKernel<T>>(
     };
     let diag: Vec<usize> = (0..n_rows).collect();
     let info = Anchors::new(k, z, z, Positives::Index(pos), Some(&diag));
+    let dealt = upper_tiles(n_rows, rayon::current_num_threads().max(1));
+    let tile_size = |r0: usize, c0: usize| (SQUARE.min(n_rows - r0), SQUARE.min(n_rows - c0));
+
+    // Pass 1: log-sum-exp states of the negatives.
+    let partial: Vec<Vec<(T, T)>> = dealt
+        .par_iter()
+        .map(|tiles_here| {
+            let mut state = vec![(T::NEG_INFINITY, T::ZERO); n_rows];
+            let mut t = tile_buffer::<T>();
+            let mut scratch = vec![T::ZERO; 2 * SQUARE];
+            for &(r0, c0) in tiles_here {
+                let (m, n) = tile_size(r0, c0);
+                let t = &mut t[..m * n];
+                tiles.fill(r0, m, c0, n, t);
+                log_kernel_tile(k, t);
+                // pos is an involution: masking (i, pos i) also masks (pos j, j).
+                info.mask_logits(r0, m, c0, n, t);
+                for i in 0..m {
+                    merge_lse(&t[i * n..(i + 1) * n], &mut state[r0 + i]);
+                }
+                if r0 != c0 {
+                    merge_lse_columns(t, n, &mut state[c0..c0 + n], &mut scratch);
+                }
+            }
+            state
+        })
+        .collect();
+    let mut neg = vec![(T::NEG_INFINITY, T::ZERO); n_rows];
+    for state in &partial {
+        for (a, &b) in neg.iter_mut().zip(state) {
+            *a = merge_state(*a, b);
+        }
+    }
+    drop(partial);
     let RowStats {
         lse,
         loss,
         pos_weight,
-    } = row_stats(k, &tiles, &info);
+    } = finish_rows(&neg, &info);
     let inv_count = T::from_f64(1.0 / n_rows as f64);
 
-    let mut grad = Mat::zeros(n_rows, d);
-    grad.data
-        .par_chunks_mut(ROWS * d)
-        .enumerate()
-        .for_each(|(bi, out)| {
-            let r0 = bi * ROWS;
-            let m = out.len() / d;
-            let mut w = vec![T::ZERO; m * COLS];
-            for c0 in (0..n_rows).step_by(COLS) {
-                let n = COLS.min(n_rows - c0);
+    // Pass 2: gradients.
+    let partial: Vec<Mat<T>> = dealt
+        .par_iter()
+        .map(|tiles_here| {
+            let mut grad = Mat::zeros(n_rows, d);
+            let mut w = tile_buffer::<T>();
+            for &(r0, c0) in tiles_here {
+                let (m, n) = tile_size(r0, c0);
                 let w = &mut w[..m * n];
                 tiles.fill(r0, m, c0, n, w);
                 weight_tile(k, w, n, &lse[r0..r0 + m], Some(&lse[c0..c0 + n]), inv_count);
                 info.mask_weights(r0, m, c0, n, w, true);
                 let x = &z.data[r0 * d..(r0 + m) * d];
                 let y = &z.data[c0 * d..(c0 + n) * d];
-                apply_weights(g, w, false, m, n, x, y, d, out);
+                apply_weights(
+                    g,
+                    w,
+                    false,
+                    m,
+                    n,
+                    x,
+                    y,
+                    d,
+                    &mut grad.data[r0 * d..(r0 + m) * d],
+                );
+                if r0 != c0 {
+                    apply_weights(
+                        g,
+                        w,
+                        true,
+                        n,
+                        m,
+                        y,
+                        x,
+                        d,
+                        &mut grad.data[c0 * d..(c0 + n) * d],
+                    );
+                }
             }
-        });
+            grad
+        })
+        .collect();
+    let mut grad = Mat::zeros(n_rows, d);
+    for part in &partial {
+        grad.add_scaled(part, T::ONE);
+    }
     // The positive pairs, exactly; pos is an involution, so each pair gets both weights.
     for i in 0..n_rows {
         let p = pos[i];

@@ -122,12 +122,7 @@ impl Kernel {
                 Ok(())
             }
             Kernel::ArcCos { order, tau } => {
-                check_param(
-                    "order",
-                    *order as f64,
-                    (1..=3).contains(order),
-                    "1, 2 or 3",
-                )?;
+                check_param("order", *order as f64, (1..=3).contains(order), "1, 2 or 3")?;
                 check_param("tau", *tau, *tau > 0.0 && *tau <= 1.0, "a value in (0, 1]")
             }
         }
@@ -368,7 +363,14 @@ mod tests {
             check_slope(&Laplacian { inv_tau: 5.0 }, t);
             check_slope(&QuarterPower { inv_tau: 3.0 }, t);
             let geometry = Geometry::SqEuclid;
-            check_slope(&Power { exponent: 0.75, inv_tau: 3.0, geometry }, t);
+            check_slope(
+                &Power {
+                    exponent: 0.75,
+                    inv_tau: 3.0,
+                    geometry,
+                },
+                t,
+            );
             let parts = vec![(0.3f64.ln(), 0.5, 5.0), (0.7f64.ln(), 1.0, 2.5)];
             check_slope(&Mixture { parts, geometry }, t);
         }

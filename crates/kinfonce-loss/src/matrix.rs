@@ -117,7 +117,10 @@ impl<T: Real> Mat<T> {
 
     /// The rows as nested vectors (for JSON).
     pub fn to_rows(&self) -> Vec<Vec<T>> {
-        self.data.chunks(self.cols.max(1)).map(<[T]>::to_vec).collect()
+        self.data
+            .chunks(self.cols.max(1))
+            .map(<[T]>::to_vec)
+            .collect()
     }
 
     /// `self += scale * other`, elementwise.

@@ -52,7 +52,11 @@ pub fn moco<T: Real>(
     k: MatRef<'_, T>,
     queue: MatRef<'_, T>,
 ) -> Result<LossOutput<T>, LossError> {
-    evaluate(&LossSpec::kernel(kernel.clone()), Pairing::Moco, &[q, k, queue])
+    evaluate(
+        &LossSpec::kernel(kernel.clone()),
+        Pairing::Moco,
+        &[q, k, queue],
+    )
 }
 
 /// CLIP pairing: two modalities, symmetric.
@@ -320,13 +324,23 @@ pub fn infonce<T: Real>(
 }
 
 /// One kernel in one pairing (inputs already checked).
-fn kernel_loss<T: Real>(kernel: &Kernel, pairing: Pairing, inputs: &[MatRef<'_, T>]) -> LossOutput<T> {
+fn kernel_loss<T: Real>(
+    kernel: &Kernel,
+    pairing: Pairing,
+    inputs: &[MatRef<'_, T>],
+) -> LossOutput<T> {
     match pairing {
         Pairing::SimClr => {
             let b = inputs[0].rows;
             let z = Mat::vstack(inputs[0], inputs[1]);
             let pos: Vec<usize> = (0..2 * b).map(|i| (i + b) % (2 * b)).collect();
-            let (loss, grad) = dispatch(kernel, SelfTask { z: z.view(), pos: &pos });
+            let (loss, grad) = dispatch(
+                kernel,
+                SelfTask {
+                    z: z.view(),
+                    pos: &pos,
+                },
+            );
             let (g1, g2) = grad.split_rows(b);
             LossOutput {
                 loss,
@@ -369,7 +383,10 @@ fn kernel_loss<T: Real>(kernel: &Kernel, pairing: Pairing, inputs: &[MatRef<'_, 
             ga.add_scaled(&ba.candidates, T::ONE);
             let mut gb = ab.candidates;
             gb.add_scaled(&ba.anchors, T::ONE);
-            ga.data.iter_mut().chain(gb.data.iter_mut()).for_each(|v| *v *= half);
+            ga.data
+                .iter_mut()
+                .chain(gb.data.iter_mut())
+                .for_each(|v| *v *= half);
             LossOutput {
                 loss: 0.5 * (ab.loss + ba.loss),
                 grads: vec![ga, gb],

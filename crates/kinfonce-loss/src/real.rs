@@ -109,16 +109,21 @@ impl Real for f32 {
         // Below -87.3 the result is subnormal or zero: flush to zero (also for -inf).
         let underflow = self < -87.3;
         let x = self.clamp(-87.3, 88.7);
-        let n = (x * LOG2E + 0.5).floor();
+        // Round x log2(e) to the nearest integer n with the 1.5 * 2^23 trick: the sum's low
+        // mantissa bits then hold n, read back by a bit cast (an `as i32` would not vectorise).
+        const MAGIC: f32 = 12_582_912.0;
+        let shifted = x * LOG2E + MAGIC;
+        let n = shifted - MAGIC;
         let r = x - n * LN2_HI - n * LN2_LO;
         let mut p = 1.987_569_1e-4_f32;
         p = p * r + 1.398_199_9e-3;
         p = p * r + 8.333_452e-3;
         p = p * r + 4.166_579_6e-2;
         p = p * r + 1.666_666_5e-1;
-        p = p * r + 5.000_000_1e-1;
+        p = p * r + 0.5;
         let er = p * r * r + r + 1.0;
-        let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+        let n_bits = shifted.to_bits().wrapping_sub(MAGIC.to_bits());
+        let scale = f32::from_bits(n_bits.wrapping_add(127) << 23);
         if underflow {
             0.0
         } else {

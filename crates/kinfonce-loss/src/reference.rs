@@ -21,7 +21,9 @@ pub fn log_kernel(kernel: &Kernel, x: &[f64], y: &[f64]) -> f64 {
         Kernel::Exp(e) => -distance(e.p, x, y).powf(e.gamma) / e.tau,
         Kernel::Mixture(parts) => parts
             .iter()
-            .map(|c| c.weight * (-distance(c.kernel.p, x, y).powf(c.kernel.gamma) / c.kernel.tau).exp())
+            .map(|c| {
+                c.weight * (-distance(c.kernel.p, x, y).powf(c.kernel.gamma) / c.kernel.tau).exp()
+            })
             .sum::<f64>()
             .ln(),
         Kernel::ArcCos { order, tau } => {
@@ -45,7 +47,10 @@ fn logsumexp(v: &[f64]) -> f64 {
 
 /// -ln softmax of the positive among `candidates`, for one anchor.
 fn anchor_loss(kernel: &Kernel, x: &[f64], positive: &[f64], candidates: &[&[f64]]) -> f64 {
-    let logits: Vec<f64> = candidates.iter().map(|c| log_kernel(kernel, x, c)).collect();
+    let logits: Vec<f64> = candidates
+        .iter()
+        .map(|c| log_kernel(kernel, x, c))
+        .collect();
     logsumexp(&logits) - log_kernel(kernel, x, positive)
 }
 
@@ -58,9 +63,9 @@ fn kernel_loss(kernel: &Kernel, pairing: Pairing, inputs: &[Mat<f64>]) -> f64 {
                 .chain((0..b).map(|i| inputs[1].row(i)))
                 .collect();
             let anchors: Vec<usize> = match pairing {
-                Pairing::Gathered { offset, local } => {
-                    (offset..offset + local).chain(b + offset..b + offset + local).collect()
-                }
+                Pairing::Gathered { offset, local } => (offset..offset + local)
+                    .chain(b + offset..b + offset + local)
+                    .collect(),
                 _ => (0..2 * b).collect(),
             };
             let total: f64 = anchors

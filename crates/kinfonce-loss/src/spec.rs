@@ -90,7 +90,9 @@ impl LossSpec {
             LossSpec::InfoNce { kernel } => kernel.validate(),
             LossSpec::Sum { parts } => {
                 if parts.is_empty() {
-                    return Err(LossError::Spec("a sum of losses needs at least one part".into()));
+                    return Err(LossError::Spec(
+                        "a sum of losses needs at least one part".into(),
+                    ));
                 }
                 for (w, k) in parts {
                     check_param("weight", *w, *w >= 0.0, "a value >= 0")?;

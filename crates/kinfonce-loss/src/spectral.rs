@@ -36,7 +36,13 @@ pub fn spectral_simclr<T: Real>(
     }
     let fro: f64 = gram.iter().map(|g| g * g).sum();
     let norms4: f64 = (0..z.rows)
-        .map(|r| z.row(r).iter().map(|v| v.to_f64().powi(2)).sum::<f64>().powi(2))
+        .map(|r| {
+            z.row(r)
+                .iter()
+                .map(|v| v.to_f64().powi(2))
+                .sum::<f64>()
+                .powi(2)
+        })
         .sum();
     let pairs = (b * (b - 1)) as f64;
     let align: f64 = (0..b)

@@ -9,11 +9,15 @@ use kinfonce_loss::Real;
 use serde_json::Value;
 
 fn golden_text() -> Option<String> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden/kernel_infonce.json");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../../shared/golden/kernel_infonce.json");
     match std::fs::read_to_string(&path) {
         Ok(t) => Some(t),
         Err(e) => {
-            eprintln!("skipping: golden vectors not found at {} ({e})", path.display());
+            eprintln!(
+                "skipping: golden vectors not found at {} ({e})",
+                path.display()
+            );
             None
         }
     }
@@ -28,7 +32,8 @@ fn check_all<T: Real>(tol: f64) {
     for (case, expected) in cases.iter().zip(doc["cases"].as_array().unwrap()) {
         let got: CaseResult = case.run::<T>().unwrap();
         let want_loss = expected["loss"].as_f64().unwrap();
-        let want_grads: Vec<Vec<Vec<f64>>> = serde_json::from_value(expected["grads"].clone()).unwrap();
+        let want_grads: Vec<Vec<Vec<f64>>> =
+            serde_json::from_value(expected["grads"].clone()).unwrap();
         let scale = want_grads
             .iter()
             .flatten()
@@ -36,11 +41,23 @@ fn check_all<T: Real>(tol: f64) {
             .fold(want_loss.abs(), |m, g| m.max(g.abs()));
         let mut worst = (got.loss - want_loss).abs();
         assert_eq!(got.grads.len(), want_grads.len(), "{}", case.name);
-        for (g, w) in got.grads.iter().flatten().flatten().zip(want_grads.iter().flatten().flatten()) {
+        for (g, w) in got
+            .grads
+            .iter()
+            .flatten()
+            .flatten()
+            .zip(want_grads.iter().flatten().flatten())
+        {
             worst = worst.max((g - w).abs());
         }
         let rel = worst / scale;
-        eprintln!("{:<40} {} loss {:.12} want {:.12} rel err {rel:.2e}", case.name, T::NAME, got.loss, want_loss);
+        eprintln!(
+            "{:<40} {} loss {:.12} want {:.12} rel err {rel:.2e}",
+            case.name,
+            T::NAME,
+            got.loss,
+            want_loss
+        );
         if rel > tol || !rel.is_finite() {
             failures.push(format!("{}: relative error {rel:.3e} > {tol:e}", case.name));
         }

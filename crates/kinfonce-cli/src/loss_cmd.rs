@@ -1,0 +1,42 @@
+//! `kinfonce loss --cases FILE.json`: losses and gradients for cases in the golden format.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use kinfonce_loss::cases::{parse_cases, CaseResult};
+
+#[derive(clap::Args)]
+#[command(after_help = "\
+Case format (shared/golden/README.md): {\"cases\": [{\"name\", \"kind\", \"params\", \"inputs\"}]}.
+kinds: exp (gamma, tau, p = 1 | 2 | \"inf\"), loss_sum (gamma, gamma2, lambda, tau),
+loss_concat (gamma, gamma2, lambda, tau, split), kernel_mixture (components [[w, gamma, tau]]),
+acos (order, tau), spectral, moco (gamma, tau; inputs q, k, queue), clip (gamma, tau).
+Kernel convention: K = exp(-||x - y||_p^gamma / tau); gamma 2 on unit vectors = NT-Xent at tau / 2.
+
+Example:
+  kinfonce loss --cases ../shared/golden/kernel_infonce.json --dtype f32")]
+pub struct LossArgs {
+    /// JSON file of cases (other fields such as expected values are ignored).
+    #[arg(long, value_name = "FILE.json")]
+    cases: PathBuf,
+    /// Precision of the computation.
+    #[arg(long, default_value = "f64", value_parser = ["f32", "f64"])]
+    dtype: String,
+}
+
+/// Prints `{"cases":[{"name","loss","grads"}]}` on one line; `grads` nests like the inputs.
+pub fn run(args: LossArgs) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.cases)
+        .with_context(|| format!("cannot read the case file {}", args.cases.display()))?;
+    let cases = parse_cases(&text).with_context(|| format!("in {}", args.cases.display()))?;
+    let results = cases
+        .iter()
+        .map(|case| match args.dtype.as_str() {
+            "f32" => case.run::<f32>(),
+            _ => case.run::<f64>(),
+        })
+        .collect::<Result<Vec<CaseResult>, _>>()
+        .with_context(|| format!("in {}", args.cases.display()))?;
+    println!("{}", serde_json::json!({ "cases": results }));
+    Ok(())
+}
