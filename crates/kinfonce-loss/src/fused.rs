@@ -348,16 +348,37 @@ fn weight_tile<T: Real, K: LogKernel<T>>(
     lse_cols: Option<&[T]>,
     inv_count: T,
 ) {
+    // When the tile's log-sum-exps lie within a span whose exponentials are safe in f32,
+    // exp(s - lse_j) is factored through exp(s - lse_i) instead of computed afresh.
+    let col_factor = lse_cols.and_then(|lse_c| {
+        let (lo, hi) = lse_rows
+            .iter()
+            .chain(lse_c)
+            .fold((lse_c[0], lse_c[0]), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        (hi - lo < T::from_f64(60.0)).then(|| {
+            let centre = T::from_f64(0.5) * (lo + hi);
+            let b: Vec<T> = lse_c.iter().map(|&l| (centre - l).exp_fast()).collect();
+            (centre, b)
+        })
+    });
     for (i, row) in t.chunks_exact_mut(n).enumerate() {
         let lse_i = lse_rows[i];
-        match lse_cols {
-            Some(lse_c) => {
+        match (lse_cols, &col_factor) {
+            (Some(_), Some((centre, b))) => {
+                // p_ji = p_ij exp(lse_i - lse_j) = p_ij a_i b_j: one exp per pair.
+                let a_i = (lse_i - *centre).exp_fast();
+                for (v, &b_j) in row.iter_mut().zip(b) {
+                    let (s, slope) = k.log_k_slope(*v);
+                    *v = slope * (s - lse_i).exp_fast() * (T::ONE + a_i * b_j) * inv_count;
+                }
+            }
+            (Some(lse_c), None) => {
                 for (v, &lse_j) in row.iter_mut().zip(lse_c) {
                     let (s, slope) = k.log_k_slope(*v);
                     *v = slope * ((s - lse_i).exp_fast() + (s - lse_j).exp_fast()) * inv_count;
                 }
             }
-            None => {
+            (None, _) => {
                 for v in row.iter_mut() {
                     let (s, slope) = k.log_k_slope(*v);
                     *v = slope * (s - lse_i).exp_fast() * inv_count;
@@ -637,6 +658,95 @@ fn merge_lse_columns<T: Real>(s: &[T], n: usize, state: &mut [(T, T)], scratch: 
     }
 }
 
+/// Merges a tile into the states of its rows and of its columns with one exp per entry:
+/// e_ij = exp(s_ij - M_i) feeds the row sums, and exp(s_ij - N_j) = e_ij exp(M_i - c) exp(c - N_j)
+/// the column sums, when the shifts M, N lie within a span whose exponentials are safe in f32
+/// (otherwise the columns take their own exps).
+#[multiversion(targets(
+    "x86_64+avx512f+avx512vl+avx512dq+avx512bw+avx2+fma",
+    "x86_64+avx2+fma"
+))]
+fn merge_lse_both<T: Real>(
+    s: &mut [T],
+    n: usize,
+    rows: &mut [(T, T)],
+    cols: &mut [(T, T)],
+    scratch: &mut [T],
+) {
+    let (col_shift, col_sum) = scratch.split_at_mut(n);
+    col_shift
+        .iter_mut()
+        .zip(cols.iter())
+        .for_each(|(m, st)| *m = st.0);
+    for row in s.chunks_exact(n) {
+        for (m, &v) in col_shift.iter_mut().zip(row) {
+            *m = m.max(v);
+        }
+    }
+    let row_shift: Vec<T> = rows
+        .iter()
+        .zip(s.chunks_exact(n))
+        .map(|(st, row)| st.0.max(max_of(row)))
+        .collect();
+    let finite = row_shift
+        .iter()
+        .chain(col_shift.iter())
+        .filter(|v| **v != T::NEG_INFINITY);
+    let (lo, hi) = finite.fold((-T::NEG_INFINITY, T::NEG_INFINITY), |(lo, hi), &v| {
+        (lo.min(v), hi.max(v))
+    });
+    if hi - lo >= T::from_f64(60.0) {
+        merge_lse_columns(s, n, cols, scratch);
+        for (row, st) in s.chunks_exact(n).zip(rows.iter_mut()) {
+            merge_lse(row, st);
+        }
+        return;
+    }
+    let centre = T::from_f64(0.5) * (lo + hi);
+    let factor = |shift: T, sign: T| {
+        if shift == T::NEG_INFINITY {
+            T::ZERO
+        } else {
+            (sign * (shift - centre)).exp_fast()
+        }
+    };
+    let b: Vec<T> = col_shift.iter().map(|&c| factor(c, -T::ONE)).collect();
+    col_sum.iter_mut().for_each(|v| *v = T::ZERO);
+    for ((row, st), &m) in s.chunks_exact_mut(n).zip(rows.iter_mut()).zip(&row_shift) {
+        if m == T::NEG_INFINITY {
+            continue;
+        }
+        let mut acc = [T::ZERO; LANES];
+        for v in row.iter_mut() {
+            *v = (*v - m).exp_fast();
+        }
+        let chunks = row.chunks_exact(LANES);
+        let tail: T = chunks.remainder().iter().copied().sum();
+        for c in chunks {
+            for l in 0..LANES {
+                acc[l] += c[l];
+            }
+        }
+        let row_sum = acc.iter().copied().sum::<T>() + tail;
+        st.1 = st.1 * (st.0 - m).exp_fast() + row_sum;
+        st.0 = m;
+        let a = factor(m, T::ONE);
+        for (acc, &e) in col_sum.iter_mut().zip(row.iter()) {
+            *acc += a * e;
+        }
+    }
+    for ((st, &shift), (&add, &bj)) in cols
+        .iter_mut()
+        .zip(col_shift.iter())
+        .zip(col_sum.iter().zip(&b))
+    {
+        if shift != T::NEG_INFINITY {
+            st.1 = st.1 * (st.0 - shift).exp_fast() + add * bj;
+            st.0 = shift;
+        }
+    }
+}
+
 /// InfoNCE where the candidates are the anchors themselves, each anchor excluded from its own
 /// denominator and `pos` an involution (pos[pos[i]] = i): the SimCLR pairing. Returns the mean
 /// loss and d L / d z.
@@ -680,11 +790,14 @@ pub(crate) fn infonce_self<T: Real, K: LogKernel<T>>(
                 log_kernel_tile(k, t);
                 // pos is an involution: masking (i, pos i) also masks (pos j, j).
                 info.mask_logits(r0, m, c0, n, t);
-                for i in 0..m {
-                    merge_lse(&t[i * n..(i + 1) * n], &mut state[r0 + i]);
-                }
-                if r0 != c0 {
-                    merge_lse_columns(t, n, &mut state[c0..c0 + n], &mut scratch);
+                if r0 == c0 {
+                    for i in 0..m {
+                        merge_lse(&t[i * n..(i + 1) * n], &mut state[r0 + i]);
+                    }
+                } else {
+                    // Off the diagonal, r0 + m <= c0: the row and column states are disjoint.
+                    let (rows, cols) = state.split_at_mut(c0);
+                    merge_lse_both(t, n, &mut rows[r0..r0 + m], &mut cols[..n], &mut scratch);
                 }
             }
             state
