@@ -218,7 +218,8 @@ fn tau_grid_agrees_with_reference_in_f32_and_f64() {
     for tau in [1e-3, 0.01, 0.1, 1.0, 10.0] {
         for gamma in [0.5, 1.0, 2.0] {
             let spec = LossSpec::kernel(Kernel::exp(gamma, tau));
-            let x = inputs_for(&mut rng, Pairing::SimClr, 20, 12);
+            // 140 rows: two square tiles, so both merge paths (factored and not) run.
+            let x = inputs_for(&mut rng, Pairing::SimClr, 70, 12);
             let want = reference_loss(&spec, Pairing::SimClr, &x);
             let got64 = run(&spec, Pairing::SimClr, &x).loss;
             assert!(
