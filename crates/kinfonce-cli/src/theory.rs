@@ -1,8 +1,536 @@
-//! `kinfonce theory ...` (being written).
+//! `kinfonce theory ...`: the theory lab. Each experiment prints its closed-form predictions
+//! next to the measured values (and with `--json` one JSON object on the last stdout line:
+//! `{"experiment", "params", "claims": [{"name", "predicted", "measured", "tolerance", "holds"}]}`),
+//! and writes SVG + PNG plots with `--out DIR`. The command fails (exit 1) if a claim does not hold.
 
-#[derive(clap::Args)]
-pub struct TheoryArgs {}
+use clap::{Args, Subcommand};
+use kinfonce_graph::experiments::{
+    all, batch_size, clip, cross_entropy, kernels, mrf, planted, scale, spectral_agreement,
+};
+use kinfonce_graph::generators::PlantedConfig;
+use kinfonce_graph::kernel::ExpKernel;
+use kinfonce_graph::report::Report;
+use std::path::PathBuf;
 
-pub fn run(_args: TheoryArgs) -> anyhow::Result<()> {
-    anyhow::bail!("the theory lab is being written")
+/// The theory lab: InfoNCE is spectral clustering, shown numerically.
+///
+/// Kernel convention: K(x, y) = exp(-||x - y||^gamma / tau), gamma = 2 unless stated; with
+/// gamma = 2, -log K = d^2 / tau, the trace form's factor is 2 / tau and planted block centres
+/// sit at squared distance tau ln(p/q). Tolerances: exact identities 1e-9, Monte Carlo 3
+/// standard errors, optimisation 1e-3.
+#[derive(Args, Debug)]
+pub struct TheoryArgs {
+    #[command(subcommand)]
+    pub experiment: TheoryCommand,
+}
+
+/// Flags every experiment takes.
+#[derive(Args, Debug, Clone)]
+pub struct CommonArgs {
+    /// Print one JSON object on the last stdout line (the table goes to stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Folder for the plots (SVG and PNG); created if missing.
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Random seed (graphs, initialisations, Monte Carlo draws).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TheoryCommand {
+    /// Row factorisation of the MRF P(W; pi) by enumerating all unit-out-degree subgraphs.
+    Mrf {
+        /// Nodes of the random graph (the enumeration grows like degree^n; keep <= 8).
+        #[arg(long, default_value_t = 6)]
+        nodes: usize,
+        /// Probability of each edge beyond the connecting ring.
+        #[arg(long, default_value_t = 0.6)]
+        edge_prob: f64,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// H(pi, K_Z) three ways (direct, trace form, Monte Carlo) and sampled InfoNCE = H.
+    CrossEntropy {
+        /// Nodes of the random graph.
+        #[arg(long, default_value_t = 30)]
+        nodes: usize,
+        /// Probability of each edge beyond the connecting ring.
+        #[arg(long, default_value_t = 0.2)]
+        edge_prob: f64,
+        /// Embedding dimension.
+        #[arg(long, default_value_t = 3)]
+        dim: usize,
+        /// Temperature tau (gamma = 2).
+        #[arg(long, default_value_t = 0.5)]
+        tau: f64,
+        /// Monte Carlo samples.
+        #[arg(long, default_value_t = 4000)]
+        samples: usize,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Free-embedding optimum on a planted partition: blocks collapse, centres at squared
+    /// distance (tau ln(p/q))^(2/gamma), H reaches sum_i Entropy(P_i). Needs dim >= blocks - 1.
+    Planted {
+        /// Number of blocks K.
+        #[arg(long, default_value_t = 4)]
+        blocks: usize,
+        /// Nodes per block M.
+        #[arg(long, default_value_t = 8)]
+        block_size: usize,
+        /// Weight within a block, in [0, 1].
+        #[arg(long, default_value_t = 0.9)]
+        p: f64,
+        /// Weight across blocks, in [0, 1] (0: no finite optimum, prediction null).
+        #[arg(long, default_value_t = 0.1)]
+        q: f64,
+        /// Kernel temperature tau > 0.
+        #[arg(long, default_value_t = 0.5)]
+        tau: f64,
+        /// Kernel exponent gamma in (0, 2].
+        #[arg(long, default_value_t = 2.0)]
+        gamma: f64,
+        /// Embedding dimension (>= blocks - 1).
+        #[arg(long, default_value_t = 3)]
+        dim: usize,
+        /// L-BFGS iteration budget.
+        #[arg(long, default_value_t = 3000)]
+        max_iter: usize,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// SBM sweep over q/p: InfoNCE clusters vs Laplacian-eigenvector clusters (ARI curves).
+    SpectralAgreement {
+        /// Number of blocks.
+        #[arg(long, default_value_t = 4)]
+        blocks: usize,
+        /// Nodes per block.
+        #[arg(long, default_value_t = 40)]
+        block_size: usize,
+        /// Edge probability within blocks.
+        #[arg(long, default_value_t = 0.5)]
+        p: f64,
+        /// Ratios q/p to sweep, comma-separated.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "0.02,0.05,0.1,0.15,0.2,0.3,0.4,0.6"
+        )]
+        ratios: Vec<f64>,
+        /// Embedding dimension of the InfoNCE embeddings.
+        #[arg(long, default_value_t = 4)]
+        dim: usize,
+        /// Kernel temperature tau (gamma 2).
+        #[arg(long, default_value_t = 0.5)]
+        tau: f64,
+        /// Adam steps of InfoNCE training.
+        #[arg(long, default_value_t = 400)]
+        steps: usize,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// CLIP on the bipartite pair graph: identity, edge- vs object-uniform gap, co-clustering.
+    Clip {
+        /// Classes.
+        #[arg(long, default_value_t = 3)]
+        classes: usize,
+        /// Images (and base texts) per class.
+        #[arg(long, default_value_t = 8)]
+        per_class: usize,
+        /// LaCLIP-style rewrites per text.
+        #[arg(long, default_value_t = 1)]
+        rewrites: usize,
+        /// Monte Carlo draws.
+        #[arg(long, default_value_t = 3000)]
+        samples: usize,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Mini-batch InfoNCE vs the full loss H as the batch grows (bias, gradient error).
+    BatchSize {
+        /// Batch sizes, comma-separated (the largest should be the node count, 100 by default).
+        #[arg(long, value_delimiter = ',', default_value = "4,8,16,32,64,100")]
+        batches: Vec<usize>,
+        /// Batches drawn per size.
+        #[arg(long, default_value_t = 300)]
+        draws: usize,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Positive-definiteness of exp(-||x - y||^gamma) (iff gamma <= 2) and of mixtures; max-entropy.
+    Kernels {
+        /// Exponents gamma to test, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "0.5,1,1.5,2,2.5,3,4")]
+        gammas: Vec<f64>,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Benchmark (not in `all`): sparse SBM, 100,000 nodes in 10 blocks, degree 40, 20% across;
+    /// sparse spectral embedding and mini-batch InfoNCE (d = 16) each must reach ARI >= 0.95.
+    Scale {
+        /// Blocks.
+        #[arg(long, default_value_t = 10)]
+        blocks: usize,
+        /// Nodes per block.
+        #[arg(long, default_value_t = 10_000)]
+        block_size: usize,
+        /// Average degree.
+        #[arg(long, default_value_t = 40.0)]
+        degree: f64,
+        /// Fraction of each node's edges across blocks.
+        #[arg(long, default_value_t = 0.2)]
+        across: f64,
+        /// InfoNCE embedding dimension.
+        #[arg(long, default_value_t = 16)]
+        dim: usize,
+        /// InfoNCE mini-batch size.
+        #[arg(long, default_value_t = 1024)]
+        batch: usize,
+        /// Passes over the nodes.
+        #[arg(long, default_value_t = 10)]
+        epochs: usize,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
+    /// Every experiment at default size; writes DIR/report.md with the plots.
+    All {
+        /// Output folder for report.md and the plots.
+        #[arg(long, value_name = "DIR", default_value = "theory-report")]
+        out: PathBuf,
+        /// Print one JSON object (all reports) on the last stdout line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Runs one experiment (or all) and returns the reports, without printing.
+pub fn execute(cmd: &TheoryCommand) -> anyhow::Result<Vec<Report>> {
+    let report = match cmd {
+        TheoryCommand::Mrf {
+            nodes,
+            edge_prob,
+            common,
+        } => mrf::run(
+            &mrf::MrfConfig {
+                nodes: *nodes,
+                edge_prob: *edge_prob,
+                seed: common.seed,
+            },
+            common.out.as_deref(),
+        )?,
+        TheoryCommand::CrossEntropy {
+            nodes,
+            edge_prob,
+            dim,
+            tau,
+            samples,
+            common,
+        } => cross_entropy::run(
+            &cross_entropy::CrossEntropyConfig {
+                nodes: *nodes,
+                edge_prob: *edge_prob,
+                dim: *dim,
+                tau: *tau,
+                samples: *samples,
+                seed: common.seed,
+            },
+            common.out.as_deref(),
+        )?,
+        TheoryCommand::Planted {
+            blocks,
+            block_size,
+            p,
+            q,
+            tau,
+            gamma,
+            dim,
+            max_iter,
+            common,
+        } => planted::run(
+            &planted::PlantedExperimentConfig {
+                graph: PlantedConfig {
+                    blocks: *blocks,
+                    block_size: *block_size,
+                    p: *p,
+                    q: *q,
+                },
+                kernel: ExpKernel {
+                    gamma: *gamma,
+                    tau: *tau,
+                },
+                dim: *dim,
+                seed: common.seed,
+                max_iter: *max_iter,
+            },
+            common.out.as_deref(),
+        )?,
+        TheoryCommand::SpectralAgreement {
+            blocks,
+            block_size,
+            p,
+            ratios,
+            dim,
+            tau,
+            steps,
+            common,
+        } => spectral_agreement::run(
+            &spectral_agreement::SpectralAgreementConfig {
+                blocks: *blocks,
+                block_size: *block_size,
+                p: *p,
+                ratios: ratios.clone(),
+                dim: *dim,
+                kernel: ExpKernel {
+                    gamma: 2.0,
+                    tau: *tau,
+                },
+                steps: *steps,
+                seed: common.seed,
+            },
+            common.out.as_deref(),
+        )?,
+        TheoryCommand::Clip {
+            classes,
+            per_class,
+            rewrites,
+            samples,
+            common,
+        } => clip::run(
+            &clip::ClipConfig {
+                classes: *classes,
+                per_class: *per_class,
+                rewrites: *rewrites,
+                samples: *samples,
+                seed: common.seed,
+                ..Default::default()
+            },
+            common.out.as_deref(),
+        )?,
+        TheoryCommand::BatchSize {
+            batches,
+            draws,
+            common,
+        } => batch_size::run(
+            &batch_size::BatchSizeConfig {
+                batches: batches.clone(),
+                draws: *draws,
+                seed: common.seed,
+                ..Default::default()
+            },
+            common.out.as_deref(),
+        )?,
+        TheoryCommand::Kernels { gammas, common } => kernels::run(
+            &kernels::KernelsConfig {
+                gammas: gammas.clone(),
+                seed: common.seed,
+                ..Default::default()
+            },
+            common.out.as_deref(),
+        )?,
+        TheoryCommand::Scale {
+            blocks,
+            block_size,
+            degree,
+            across,
+            dim,
+            batch,
+            epochs,
+            common,
+        } => scale::run(
+            &scale::ScaleConfig {
+                blocks: *blocks,
+                block_size: *block_size,
+                degree: *degree,
+                across: *across,
+                dim: *dim,
+                batch: *batch,
+                epochs: *epochs,
+                seed: common.seed,
+                ..Default::default()
+            },
+            |line| eprintln!("{line}"),
+        )?,
+        TheoryCommand::All { out, .. } => {
+            return Ok(all::run_all(out, |name| eprintln!("running {name} ..."))?);
+        }
+    };
+    Ok(vec![report])
+}
+
+fn wants_json(cmd: &TheoryCommand) -> bool {
+    match cmd {
+        TheoryCommand::Mrf { common, .. }
+        | TheoryCommand::CrossEntropy { common, .. }
+        | TheoryCommand::Planted { common, .. }
+        | TheoryCommand::SpectralAgreement { common, .. }
+        | TheoryCommand::Clip { common, .. }
+        | TheoryCommand::BatchSize { common, .. }
+        | TheoryCommand::Kernels { common, .. }
+        | TheoryCommand::Scale { common, .. } => common.json,
+        TheoryCommand::All { json, .. } => *json,
+    }
+}
+
+/// The JSON line: one report as is; `all` as `{"experiment": "all", "reports": [...]}`.
+pub fn json_line(cmd: &TheoryCommand, reports: &[Report]) -> String {
+    match (cmd, reports) {
+        (TheoryCommand::All { out, .. }, _) => serde_json::json!({
+            "experiment": "all",
+            "report": out.join("report.md"),
+            "claims_total": reports.iter().map(|r| r.claims.len()).sum::<usize>(),
+            "claims_holding": reports.iter().map(|r| r.claims.iter().filter(|c| c.holds).count()).sum::<usize>(),
+            "reports": reports,
+        })
+        .to_string(),
+        (_, [one]) => one.to_json_line(),
+        _ => serde_json::to_string(reports).unwrap_or_default(),
+    }
+}
+
+pub fn run(args: TheoryArgs) -> anyhow::Result<()> {
+    let cmd = &args.experiment;
+    let reports = execute(cmd)?;
+    let json = wants_json(cmd);
+    for r in &reports {
+        if json {
+            eprint!("{}", r.to_text());
+        } else {
+            print!("{}", r.to_text());
+        }
+    }
+    if let TheoryCommand::All { out, .. } = cmd {
+        let line = format!("report: {}", out.join("report.md").display());
+        if json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }
+    if json {
+        println!("{}", json_line(cmd, &reports));
+    }
+    let failed: Vec<String> = reports
+        .iter()
+        .flat_map(|r| {
+            r.claims
+                .iter()
+                .filter(|c| !c.holds)
+                .map(move |c| format!("{}/{}", r.experiment, c.name))
+        })
+        .collect();
+    if !failed.is_empty() {
+        anyhow::bail!(
+            "{} claim(s) did not hold: {}",
+            failed.len(),
+            failed.join(", ")
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        cmd: TheoryCommand,
+    }
+
+    #[test]
+    fn planted_json_contract() {
+        let cli = Cli::try_parse_from([
+            "theory",
+            "planted",
+            "--blocks",
+            "3",
+            "--block-size",
+            "4",
+            "--p",
+            "0.8",
+            "--q",
+            "0.2",
+            "--tau",
+            "0.5",
+            "--dim",
+            "2",
+            "--seed",
+            "1",
+            "--json",
+        ])
+        .unwrap();
+        let reports = execute(&cli.cmd).unwrap();
+        let line = json_line(&cli.cmd, &reports);
+        assert!(!line.contains('\n'));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["experiment"], "planted");
+        assert_eq!(v["params"]["blocks"], 3);
+        for name in [
+            "center_sq_distance",
+            "within_block_spread",
+            "cross_entropy_vs_bound",
+        ] {
+            let c = v["claims"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == name)
+                .unwrap();
+            for key in ["predicted", "measured", "tolerance", "holds"] {
+                assert!(c.get(key).is_some(), "{name} lacks {key}");
+            }
+            assert_eq!(c["holds"], true, "{c}");
+        }
+        let d = v["claims"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "center_sq_distance")
+            .unwrap();
+        assert!((d["predicted"].as_f64().unwrap() - 0.5 * 4f64.ln()).abs() < 1e-12);
+    }
+
+    #[test]
+    fn planted_refuses_small_dim() {
+        let cli =
+            Cli::try_parse_from(["theory", "planted", "--blocks", "5", "--dim", "3"]).unwrap();
+        let e = execute(&cli.cmd).unwrap_err().to_string();
+        assert!(e.contains("dim") && e.contains("blocks - 1 = 4"), "{e}");
+    }
+
+    #[test]
+    fn q_zero_predicts_null() {
+        let cli = Cli::try_parse_from([
+            "theory",
+            "planted",
+            "--blocks",
+            "2",
+            "--block-size",
+            "3",
+            "--p",
+            "1",
+            "--q",
+            "0",
+            "--dim",
+            "1",
+            "--max-iter",
+            "200",
+            "--json",
+        ])
+        .unwrap();
+        let reports = execute(&cli.cmd).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&json_line(&cli.cmd, &reports)).unwrap();
+        let d = v["claims"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "center_sq_distance")
+            .unwrap();
+        assert!(d["predicted"].is_null());
+        assert_eq!(d["holds"], true);
+    }
 }
