@@ -10,6 +10,7 @@
 //! gamma = 2 unless stated; so with gamma = 2, -log K = d^2 / tau, the trace form's factor is
 //! 2 / tau and planted block centres sit at squared distance tau ln(p/q).
 
+pub mod edge_list;
 pub mod error;
 pub mod experiments;
 pub mod free_embedding;
