@@ -1,8 +1,575 @@
-//! `kinfonce pretrain` (being written).
+//! `kinfonce pretrain`: self-supervised pretraining of a ResNet encoder with a Kernel-InfoNCE
+//! loss (SimCLR pairing), on the CPU or a CUDA GPU.
+//!
+//! Precedence of settings: flag > `--config FILE` (TOML, keys = flag names in snake_case) >
+//! preset > built-in default.
 
-#[derive(clap::Args)]
-pub struct PretrainArgs {}
+use anyhow::{bail, Context};
+use kinfonce_train::config::TRAJECTORY_KEYS;
+use kinfonce_train::trainer::{self, read_run_config};
+use kinfonce_train::{RunOptions, TrainConfig, Trainer};
+use std::path::{Path, PathBuf};
 
-pub fn run(_args: PretrainArgs) -> anyhow::Result<()> {
-    anyhow::bail!("pretraining is being written")
+/// Pretrain an encoder with a Kernel-InfoNCE loss.
+///
+/// Kernel convention: K(x, y) = exp(-||x - y||_p^gamma / tau); gamma = 2 on unit vectors is
+/// SimCLR's NT-Xent at temperature tau / 2. Presets (DESIGN.md): gaussian (gamma 2, tau 0.4),
+/// laplacian (gamma 1, tau 0.2), exp-0.5 (gamma 0.5, tau 0.15), simple-sum (one softmax over
+/// 0.5 K(1, 0.2) + 0.5 K(2, 0.4)), sum-of-losses (0.5 L(gamma 1) + 0.5 L(gamma 2), tau 0.2),
+/// concat-sum (head output doubled; gamma 1 on the first half, gamma 2 on the second, tau 0.2).
+///
+/// A run is a folder: config.toml, metrics.jsonl (+ metrics.csv), checkpoints/, report.md,
+/// loss.svg. Ctrl-C (SIGINT) or SIGTERM saves a checkpoint and stops; `--resume DIR` continues.
+#[derive(clap::Args, Debug, Default)]
+pub struct PretrainArgs {
+    /// Data set: a file or folder (CIFAR-10/100 binary or .tar.gz, MNIST IDX, STL-10, an
+    /// ImageFolder, TinyImageNet). [default: $KINFONCE_DATA, else
+    /// ../shared/data/cifar10/cifar-10-binary.tar.gz]
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Data layout when detection is not wanted: cifar10, cifar100, mnist, stl10, imagefolder,
+    /// tiny-imagenet.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Loss preset: gaussian, laplacian, exp-0.5, simple-sum, sum-of-losses, concat-sum.
+    /// [default: laplacian]
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Kernel exponent gamma in (0, 2] (first kernel of sum-of-losses / concat-sum).
+    #[arg(long)]
+    pub gamma: Option<f64>,
+    /// Second kernel's gamma of sum-of-losses / concat-sum.
+    #[arg(long)]
+    pub gamma2: Option<f64>,
+    /// Kernel temperature tau > 0 (shared by both kernels of sum-of-losses / concat-sum).
+    #[arg(long)]
+    pub tau: Option<f64>,
+    /// Norm of the kernel distance: 1, 2 or inf.
+    #[arg(long)]
+    pub p: Option<String>,
+    /// Weight lambda in [0, 1] of the first loss (sum-of-losses, concat-sum).
+    #[arg(long)]
+    pub lambda: Option<f64>,
+    /// The whole loss as JSON (kinfonce-loss `LossSpec`), overriding the preset, e.g.
+    /// '{"loss":"info_nce","kernel":{"type":"exp","gamma":1.0,"tau":0.2}}'.
+    #[arg(long)]
+    pub loss_json: Option<String>,
+    /// Encoder: resnet18, resnet34, resnet50. [default: resnet18]
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Base channel count (64 = standard ResNet; 16 or 8 for small CPU runs). [default: 64]
+    #[arg(long)]
+    pub width: Option<i64>,
+    /// Stem: auto (CIFAR stem below 64 px), cifar, imagenet. [default: auto]
+    #[arg(long)]
+    pub stem: Option<String>,
+    /// Projection head hidden width. [default: 2048]
+    #[arg(long)]
+    pub hidden_dim: Option<i64>,
+    /// Projection output dimension (doubled by concat-sum). [default: 128]
+    #[arg(long)]
+    pub out_dim: Option<i64>,
+    /// Norm p of the projection normalisation (1, 2 or inf). [default: 2]
+    #[arg(long)]
+    pub norm_p: Option<f64>,
+    /// Squared norm mu of the projections (scale sqrt(mu)). [default: 1]
+    #[arg(long)]
+    pub mu: Option<f64>,
+    /// Pairs (images) per step; each step sees 2 x batch views. [default: 256]
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Schedule length in epochs (warmup min(10 epochs, 10%) then cosine). [default: 10 when
+    /// --max-steps is absent]
+    #[arg(long)]
+    pub epochs: Option<u64>,
+    /// Stop after this many steps (alone: the schedule's horizon).
+    #[arg(long)]
+    pub max_steps: Option<u64>,
+    /// Train on a class-balanced seeded subset of N training images.
+    #[arg(long)]
+    pub subset: Option<usize>,
+    /// Fraction of training images held out for the k-NN monitor. [default: 0.1]
+    #[arg(long)]
+    pub val_fraction: Option<f64>,
+    /// Seed of everything random. [default: 0]
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Optimiser: adam, lars, sgd. [default: adam]
+    #[arg(long)]
+    pub optimizer: Option<String>,
+    /// Base learning rate. [default: adam 1e-3, lars 0.3, sgd 0.05]
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Weight decay (not on biases and BatchNorm). [default: 1e-6]
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
+    /// Momentum of SGD and LARS. [default: 0.9]
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    /// LARS trust coefficient. [default: 0.001]
+    #[arg(long)]
+    pub trust_coefficient: Option<f64>,
+    /// Learning rate of the online linear probe. [default: 0.001]
+    #[arg(long)]
+    pub probe_lr: Option<f64>,
+    /// Compute precision: f32 or bf16 (f32 master weights and loss). [default: f32]
+    #[arg(long)]
+    pub precision: Option<String>,
+    /// Channels-last memory layout (faster convolutions on CPUs).
+    #[arg(long)]
+    pub channels_last: bool,
+    /// Device: cpu, cuda, cuda:N. [default: cpu]
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Threads for libtorch and the augmentation workers (0 = all cores). [default: 0]
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Reproducible run: same seed and threads give bitwise the same losses.
+    #[arg(long)]
+    pub deterministic: bool,
+    /// A step line in metrics.jsonl every N steps. [default: 10]
+    #[arg(long)]
+    pub log_every: Option<u64>,
+    /// Checkpoint every N steps (0 = off). [default: 0]
+    #[arg(long)]
+    pub checkpoint_every: Option<u64>,
+    /// Checkpoint every M minutes (0 = off). [default: 10]
+    #[arg(long)]
+    pub checkpoint_minutes: Option<f64>,
+    /// Checkpoints kept. [default: 3]
+    #[arg(long)]
+    pub keep_checkpoints: Option<usize>,
+    /// k-NN monitor: neighbours k. [default: 200]
+    #[arg(long)]
+    pub knn_k: Option<i64>,
+    /// k-NN monitor: temperature. [default: 0.1]
+    #[arg(long)]
+    pub knn_t: Option<f64>,
+    /// k-NN monitor every N epochs (0 = off). [default: 1]
+    #[arg(long)]
+    pub knn_every: Option<u64>,
+    /// k-NN monitor: at most N bank images from train. [default: 10000]
+    #[arg(long)]
+    pub knn_bank: Option<usize>,
+    /// k-NN monitor: at most N query images from val. [default: 2000]
+    #[arg(long)]
+    pub knn_queries: Option<usize>,
+    /// TOML file of settings (keys: these flags in snake_case).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Run folder. [default: runs/<preset>-<arch>-w<width>-<unix time>]
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run in DIR from its newest checkpoint, with its saved configuration.
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
+    /// Print the summary as one JSON object on the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+const LOSS_KEYS: [&str; 5] = ["gamma", "gamma2", "tau", "p", "lambda"];
+
+/// The flags given, as a TOML table with the config file's keys.
+fn flag_table(a: &PretrainArgs) -> anyhow::Result<toml::Table> {
+    let mut t = toml::Table::new();
+    macro_rules! put {
+        ($($name:ident),*) => {$(
+            if let Some(v) = &a.$name {
+                t.insert(stringify!($name).into(), toml::Value::try_from(v.clone())?);
+            }
+        )*};
+    }
+    put!(
+        data, format, preset, gamma, gamma2, tau, p, lambda, arch, width, stem, hidden_dim,
+        out_dim, norm_p, mu
+    );
+    put!(
+        batch,
+        epochs,
+        max_steps,
+        subset,
+        val_fraction,
+        seed,
+        optimizer,
+        lr,
+        weight_decay,
+        momentum
+    );
+    put!(
+        trust_coefficient,
+        probe_lr,
+        precision,
+        device,
+        threads,
+        log_every,
+        checkpoint_every
+    );
+    put!(
+        checkpoint_minutes,
+        keep_checkpoints,
+        knn_k,
+        knn_t,
+        knn_every,
+        knn_bank,
+        knn_queries
+    );
+    if a.channels_last {
+        t.insert("channels_last".into(), toml::Value::Boolean(true));
+    }
+    if a.deterministic {
+        t.insert("deterministic".into(), toml::Value::Boolean(true));
+    }
+    if let Some(json) = &a.loss_json {
+        let spec: kinfonce_loss::LossSpec =
+            serde_json::from_str(json).context("--loss-json is not a valid loss specification")?;
+        t.insert("loss".into(), toml::Value::try_from(spec)?);
+    }
+    Ok(t)
+}
+
+/// Applies gamma / gamma2 / tau / p / lambda to the preset's loss.
+fn apply_loss_options(
+    spec: &mut kinfonce_loss::LossSpec,
+    opts: &toml::Table,
+) -> anyhow::Result<()> {
+    use kinfonce_loss::{Kernel, LossSpec, Norm};
+    let f = |k: &str| -> anyhow::Result<Option<f64>> {
+        match opts.get(k) {
+            None => Ok(None),
+            Some(toml::Value::Float(v)) => Ok(Some(*v)),
+            Some(toml::Value::Integer(v)) => Ok(Some(*v as f64)),
+            Some(v) => bail!("`{k}` = {v}: expected a number"),
+        }
+    };
+    let p = match opts.get("p") {
+        None => None,
+        Some(toml::Value::String(s)) => Some(Norm::parse(s)?),
+        Some(v) => Some(Norm::parse(&v.to_string())?),
+    };
+    let (gamma, gamma2, tau, lambda) = (f("gamma")?, f("gamma2")?, f("tau")?, f("lambda")?);
+    let set = |k: &mut Kernel, g: Option<f64>, what: &str| -> anyhow::Result<()> {
+        match k {
+            Kernel::Exp(e) => {
+                if let Some(g) = g {
+                    e.gamma = g;
+                }
+                if let Some(t) = tau {
+                    e.tau = t;
+                }
+                if let Some(p) = p {
+                    e.p = p;
+                }
+                Ok(())
+            }
+            Kernel::Mixture(parts) => {
+                if g.is_some() || tau.is_some() {
+                    bail!("--gamma/--tau are ambiguous for the {what} mixture (two kernels); give the whole loss with --loss-json")
+                }
+                if let Some(p) = p {
+                    for c in parts.iter_mut() {
+                        c.kernel.p = p;
+                    }
+                }
+                Ok(())
+            }
+            Kernel::ArcCos { tau: t, .. } => {
+                if let Some(v) = tau {
+                    *t = v;
+                }
+                Ok(())
+            }
+        }
+    };
+    match spec {
+        LossSpec::InfoNce { kernel } => {
+            if gamma2.is_some() || lambda.is_some() {
+                bail!("--gamma2 and --lambda apply to sum-of-losses and concat-sum only");
+            }
+            set(kernel, gamma, "simple-sum")?;
+        }
+        LossSpec::Sum { parts } => {
+            if let Some(l) = lambda {
+                if parts.len() != 2 {
+                    bail!("--lambda needs a sum of exactly two losses");
+                }
+                parts[0].0 = l;
+                parts[1].0 = 1.0 - l;
+            }
+            let n = parts.len();
+            for (i, (_, k)) in parts.iter_mut().enumerate() {
+                let g = if i == 0 {
+                    gamma
+                } else if i + 1 == n {
+                    gamma2
+                } else {
+                    None
+                };
+                set(k, g, "sum")?;
+            }
+        }
+        LossSpec::Concat {
+            lambda: l,
+            first,
+            second,
+            ..
+        } => {
+            if let Some(v) = lambda {
+                *l = v;
+            }
+            set(first, gamma, "concat")?;
+            set(second, gamma2, "concat")?;
+        }
+        LossSpec::Spectral => {
+            if [gamma, gamma2, tau, lambda].iter().any(Option::is_some) || p.is_some() {
+                bail!("the spectral loss has no kernel options");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn resolve_config(args: &PretrainArgs) -> anyhow::Result<TrainConfig> {
+    let toml::Value::Table(mut merged) = toml::Value::try_from(TrainConfig::default())? else {
+        bail!("the default configuration is not a table");
+    };
+    if let Ok(data) = std::env::var("KINFONCE_DATA") {
+        merged.insert("data".into(), toml::Value::String(data));
+    }
+    if let Some(path) = &args.config {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading --config {}", path.display()))?;
+        let file: toml::Table = toml::from_str(&text)
+            .with_context(|| format!("{} is not valid TOML", path.display()))?;
+        merged.extend(file);
+    }
+    merged.extend(flag_table(args)?);
+    let mut loss_opts = toml::Table::new();
+    for k in LOSS_KEYS {
+        if let Some(v) = merged.remove(k) {
+            loss_opts.insert(k.into(), v);
+        }
+    }
+    let mut config: TrainConfig = toml::Value::Table(merged)
+        .try_into()
+        .context("invalid setting (check the key names against `kinfonce pretrain --help`)")?;
+    if !loss_opts.is_empty() {
+        let mut spec = config.loss_spec()?;
+        apply_loss_options(&mut spec, &loss_opts)?;
+        config.loss = Some(spec);
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn git_revision() -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// libtorch's OpenMP reads OMP_WAIT_POLICY when it loads, before `main`: re-run this process
+/// with it set, so idle OpenMP threads sleep instead of spinning against the augmentation pool.
+fn ensure_passive_openmp() {
+    if std::env::var_os("OMP_WAIT_POLICY").is_some() {
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    if let Ok(exe) = std::env::current_exe() {
+        let err = std::process::Command::new(exe)
+            .args(std::env::args_os().skip(1))
+            .env("OMP_WAIT_POLICY", "PASSIVE")
+            .exec();
+        eprintln!("warning: could not re-run with OMP_WAIT_POLICY=PASSIVE: {err}");
+    }
+}
+
+fn given_trajectory_flags(args: &PretrainArgs) -> anyhow::Result<Vec<String>> {
+    let flags = flag_table(args)?;
+    let mut given: Vec<String> = flags
+        .keys()
+        .filter(|k| TRAJECTORY_KEYS.contains(&k.as_str()) || LOSS_KEYS.contains(&k.as_str()))
+        .map(|k| format!("--{}", k.replace('_', "-")))
+        .collect();
+    if args.config.is_some() {
+        given.push("--config".into());
+    }
+    Ok(given)
+}
+
+pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
+    ensure_passive_openmp();
+    let (config, run_dir, resume) = match &args.resume {
+        Some(dir) => {
+            let refused = given_trajectory_flags(&args)?;
+            if !refused.is_empty() {
+                bail!(
+                    "--resume {} continues the saved configuration; {} would change its trajectory. \
+                     Start a new run with --out to train differently",
+                    dir.display(),
+                    refused.join(", ")
+                );
+            }
+            if args.out.is_some() {
+                bail!("--resume DIR writes into DIR; drop --out");
+            }
+            let mut config = read_run_config(dir)
+                .with_context(|| format!("reading the run in {}", dir.display()))?;
+            if let Some(m) = args.max_steps {
+                if config.epochs == 0 && m != config.max_steps {
+                    bail!(
+                        "--max-steps {m} would change the schedule of this run (its horizon is --max-steps {}); \
+                         runs scheduled with --epochs may change --max-steps",
+                        config.max_steps
+                    );
+                }
+                config.max_steps = m;
+            }
+            macro_rules! keep {
+                ($($name:ident),*) => {$( if let Some(v) = args.$name { config.$name = v; } )*};
+            }
+            keep!(
+                log_every,
+                checkpoint_every,
+                checkpoint_minutes,
+                keep_checkpoints,
+                knn_k,
+                knn_t,
+                knn_every,
+                knn_bank,
+                knn_queries
+            );
+            (config, dir.clone(), true)
+        }
+        None => {
+            let config = resolve_config(&args)?;
+            let out = args.out.clone().unwrap_or_else(|| {
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                PathBuf::from(format!(
+                    "runs/{}-{}-w{}-{t}",
+                    config.preset, config.arch, config.width
+                ))
+            });
+            (config, out, false)
+        }
+    };
+    let threads = trainer::configure_threads(config.threads);
+    trainer::install_signal_handler();
+    let device = trainer::parse_device(&config.device)?;
+    let provenance = vec![
+        ("git_revision".to_string(), git_revision()),
+        (
+            "libtorch".to_string(),
+            "2.11.0 (PyPI wheel torch==2.11.0)".to_string(),
+        ),
+        ("cpu".to_string(), cpu_model()),
+        (
+            "gpu".to_string(),
+            if device == kinfonce_train::tch::Device::Cpu {
+                "none".into()
+            } else {
+                format!("{device:?}")
+            },
+        ),
+        ("threads".to_string(), threads.to_string()),
+        (
+            "command".to_string(),
+            std::env::args().collect::<Vec<_>>().join(" "),
+        ),
+    ];
+    eprintln!(
+        "kinfonce pretrain: {} width {} on {}, preset {}, batch {} pairs, {} {}{}, {threads} threads -> {}",
+        config.arch,
+        config.width,
+        config.data.display(),
+        config.preset,
+        config.batch,
+        config.device,
+        config.precision,
+        if config.channels_last { " + channels-last" } else { "" },
+        run_dir.display()
+    );
+    let mut trainer = Trainer::new(
+        config,
+        &run_dir,
+        resume,
+        RunOptions {
+            quiet: false,
+            provenance,
+        },
+    )?;
+    let summary = trainer.run()?;
+    print_summary(&summary, &run_dir, args.json);
+    Ok(())
+}
+
+fn print_summary(s: &kinfonce_train::Summary, run_dir: &Path, json: bool) {
+    let pct = |v: Option<f64>| {
+        v.map(|x| format!("{:.2}%", 100.0 * x))
+            .unwrap_or_else(|| "n/a".into())
+    };
+    println!(
+        "{} after {} steps ({} epochs): loss {:.4} (first {}), k-NN top-1 {} (at initialisation {}), online probe {}, {:.0} views/s, {:.1} s",
+        if s.interrupted { "interrupted" } else { "done" },
+        s.steps,
+        s.epochs_completed,
+        s.final_loss,
+        s.first_loss.map(|l| format!("{l:.4}")).unwrap_or_else(|| "n/a".into()),
+        pct(s.knn_top1),
+        pct(s.knn_top1_init),
+        pct(s.online_top1),
+        s.views_per_s,
+        s.wall_s
+    );
+    println!(
+        "run folder: {} (report.md, metrics.jsonl, checkpoints/)",
+        run_dir.display()
+    );
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(s).unwrap_or_else(|_| "{}".into())
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_preset_and_bad_presets_are_named() {
+        let args = PretrainArgs {
+            preset: Some("gaussian".into()),
+            tau: Some(0.3),
+            ..Default::default()
+        };
+        let config = resolve_config(&args).unwrap();
+        let text = format!("{config:?}");
+        assert!(text.contains("0.3"), "tau flag not applied: {text}");
+        let bad = PretrainArgs {
+            preset: Some("cosine".into()),
+            ..Default::default()
+        };
+        let err = format!("{:#}", resolve_config(&bad).unwrap_err());
+        assert!(err.contains("cosine"), "{err}");
+    }
 }
