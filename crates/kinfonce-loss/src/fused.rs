@@ -880,7 +880,6 @@ pub(crate) fn infonce_general<T: Real, K: LogKernel<T>>(
     c: MatRef<'_, T>,
     positives: Positives<'_, T>,
     exclude: Option<&[usize]>,
-    want_candidate_grad: bool,
 ) -> InfoNceGrads<T> {
     let g = k.geometry();
     let (na, nc, d) = (a.rows, c.rows, a.cols);
@@ -899,6 +898,12 @@ pub(crate) fn infonce_general<T: Real, K: LogKernel<T>>(
         pos_weight,
     } = row_stats(k, &tiles, &info);
     let inv_count = T::from_f64(1.0 / na as f64);
+    // The gradient weights of the anchor tile (r0..r0+m) x (c0..c0+n), masked.
+    let weights = |r0: usize, m: usize, c0: usize, n: usize, w: &mut [T]| {
+        tiles.fill(r0, m, c0, n, w);
+        weight_tile(k, w, n, &lse[r0..r0 + m], None, inv_count);
+        info.mask_weights(r0, m, c0, n, w, false);
+    };
 
     // Anchor gradients, one row block per task.
     let mut ga = Mat::zeros(na, d);
@@ -912,9 +917,7 @@ pub(crate) fn infonce_general<T: Real, K: LogKernel<T>>(
             for c0 in (0..nc).step_by(COLS) {
                 let n = COLS.min(nc - c0);
                 let w = &mut w[..m * n];
-                tiles.fill(r0, m, c0, n, w);
-                weight_tile(k, w, n, &lse[r0..r0 + m], None, inv_count);
-                info.mask_weights(r0, m, c0, n, w, false);
+                weights(r0, m, c0, n, w);
                 let x = &a.data[r0 * d..(r0 + m) * d];
                 let y = &c.data[c0 * d..(c0 + n) * d];
                 apply_weights(g, w, false, m, n, x, y, d, out);
@@ -923,26 +926,22 @@ pub(crate) fn infonce_general<T: Real, K: LogKernel<T>>(
 
     // Candidate gradients, one candidate block per task (tiles recomputed: no scatter).
     let mut gc = Mat::zeros(nc, d);
-    if want_candidate_grad {
-        gc.data
-            .par_chunks_mut(COLS * d)
-            .enumerate()
-            .for_each(|(bj, out)| {
-                let c0 = bj * COLS;
-                let n = out.len() / d;
-                let mut w = vec![T::ZERO; ROWS * n];
-                for r0 in (0..na).step_by(ROWS) {
-                    let m = ROWS.min(na - r0);
-                    let w = &mut w[..m * n];
-                    tiles.fill(r0, m, c0, n, w);
-                    weight_tile(k, w, n, &lse[r0..r0 + m], None, inv_count);
-                    info.mask_weights(r0, m, c0, n, w, false);
-                    let x = &c.data[c0 * d..(c0 + n) * d];
-                    let y = &a.data[r0 * d..(r0 + m) * d];
-                    apply_weights(g, w, true, n, m, x, y, d, out);
-                }
-            });
-    }
+    gc.data
+        .par_chunks_mut(COLS * d)
+        .enumerate()
+        .for_each(|(bj, out)| {
+            let c0 = bj * COLS;
+            let n = out.len() / d;
+            let mut w = vec![T::ZERO; ROWS * n];
+            for r0 in (0..na).step_by(ROWS) {
+                let m = ROWS.min(na - r0);
+                let w = &mut w[..m * n];
+                weights(r0, m, c0, n, w);
+                let x = &c.data[c0 * d..(c0 + n) * d];
+                let y = &a.data[r0 * d..(r0 + m) * d];
+                apply_weights(g, w, true, n, m, x, y, d, out);
+            }
+        });
 
     // Positive pairs, exactly.
     let mut gp = match positives {
@@ -956,9 +955,7 @@ pub(crate) fn infonce_general<T: Real, K: LogKernel<T>>(
             Positives::Rows(r) => (r.row(i), gp.as_mut().expect("rows").row_mut(i)),
         };
         add_pair_grad(g, pos_weight[i], xi, y, ga.row_mut(i));
-        if want_candidate_grad || matches!(positives, Positives::Rows(_)) {
-            add_pair_grad(g, pos_weight[i], y, xi, target);
-        }
+        add_pair_grad(g, pos_weight[i], y, xi, target);
     }
     InfoNceGrads {
         loss,

@@ -254,7 +254,7 @@ struct GeneralTask<'a, T> {
 impl<T: Real> KernelTask<T> for GeneralTask<'_, T> {
     type Out = InfoNceGrads<T>;
     fn run<K: LogKernel<T>>(self, k: &K) -> Self::Out {
-        infonce_general(k, self.a, self.c, self.positives, self.exclude, true)
+        infonce_general(k, self.a, self.c, self.positives, self.exclude)
     }
 }
 
