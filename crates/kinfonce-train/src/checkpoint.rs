@@ -29,10 +29,16 @@ pub struct TrainingState {
     pub probe_optimizer_step: u64,
     /// The run's seed (data order, augmentations, initialisation).
     pub seed: u64,
-    /// Loss of the last step.
+    /// Loss of the last step (NaN before the first step, written as null).
+    #[serde(deserialize_with = "nan_when_null")]
     pub last_loss: f64,
     /// Seconds of training so far.
     pub elapsed_s: f64,
+}
+
+/// JSON has no NaN: serde_json writes it as null; read null back as NaN.
+fn nan_when_null<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// The named tensors of one checkpoint.
@@ -148,14 +154,19 @@ fn read_tensors(path: &Path) -> Result<HashMap<String, Tensor>> {
     Ok(tensors.into_iter().collect())
 }
 
-/// Reads the checkpoint folder `path`.
-pub fn load(path: &Path) -> Result<Checkpoint> {
+/// Reads only the [`TrainingState`] of the checkpoint folder `path`.
+pub fn load_state(path: &Path) -> Result<TrainingState> {
     let state_path = path.join("state.json");
     let text = fs::read_to_string(&state_path).map_err(io_err(&state_path))?;
-    let state: TrainingState = serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
+    serde_json::from_str(&text).map_err(|e| TrainError::Checkpoint {
         path: state_path.clone(),
         message: format!("state.json does not parse: {e}"),
-    })?;
+    })
+}
+
+/// Reads the checkpoint folder `path`.
+pub fn load(path: &Path) -> Result<Checkpoint> {
+    let state = load_state(path)?;
     Ok(Checkpoint {
         path: path.to_path_buf(),
         encoder: read_tensors(&path.join("encoder.safetensors"))?,

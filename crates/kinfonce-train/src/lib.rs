@@ -4,12 +4,16 @@
 pub use tch;
 
 pub mod checkpoint;
+pub mod compare;
 pub mod config;
 pub mod error;
+pub mod eval;
+pub mod features;
 pub mod layers;
 pub mod loss_tensor;
 pub mod monitor;
 pub mod optim;
+pub mod plots;
 pub mod projection;
 pub mod report;
 pub mod resnet;

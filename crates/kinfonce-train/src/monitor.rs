@@ -19,18 +19,42 @@ pub fn knn_top1(
     num_classes: i64,
 ) -> f64 {
     let _guard = tch::no_grad_guard();
+    let m = queries.size()[0];
+    if bank.size()[0] == 0 || m == 0 {
+        return 0.0;
+    }
+    let scores = knn_scores(bank, bank_labels, queries, k, temperature, num_classes);
+    let query_labels = query_labels.to_device(scores.device()).to_kind(Kind::Int64);
+    let hits = scores
+        .argmax(1, false)
+        .eq_tensor(&query_labels)
+        .sum(Kind::Int64);
+    i64::try_from(hits).unwrap_or(0) as f64 / m as f64
+}
+
+/// The class scores of the weighted k-NN vote: score(q, c) = sum over the k bank items most
+/// cosine-similar to q that have label c of exp(cos(q, b) / t). Queries are processed in
+/// chunks of 512 so memory stays at 512 x N.
+///
+/// # Shapes
+/// `bank` `[N, d]`, `bank_labels` `[N]` (int64), `queries` `[M, d]`; returns f32 `[M, C]`.
+pub fn knn_scores(
+    bank: &Tensor,
+    bank_labels: &Tensor,
+    queries: &Tensor,
+    k: i64,
+    temperature: f64,
+    num_classes: i64,
+) -> Tensor {
+    let _guard = tch::no_grad_guard();
     let bank = crate::projection::normalize_p(&bank.to_kind(Kind::Float), 2.0);
     let queries = crate::projection::normalize_p(&queries.to_kind(Kind::Float), 2.0);
     let bank_labels = bank_labels.to_device(bank.device()).to_kind(Kind::Int64);
-    let query_labels = query_labels.to_device(bank.device()).to_kind(Kind::Int64);
     let n = bank.size()[0];
     let m = queries.size()[0];
-    if n == 0 || m == 0 {
-        return 0.0;
-    }
     let k = k.min(n);
-    let mut correct = 0i64;
     let chunk = 512;
+    let mut parts = Vec::new();
     let mut start = 0;
     while start < m {
         let len = chunk.min(m - start);
@@ -41,16 +65,16 @@ pub fn knn_top1(
             .index_select(0, &index.flatten(0, -1))
             .reshape([len, k]);
         let weights = (values / temperature).exp();
-        let scores = Tensor::zeros([len, num_classes], (Kind::Float, bank.device()))
-            .scatter_add(1, &labels, &weights);
-        let predicted = scores.argmax(1, false);
-        let hits = predicted
-            .eq_tensor(&query_labels.narrow(0, start, len))
-            .sum(Kind::Int64);
-        correct += i64::try_from(hits).unwrap_or(0);
+        parts.push(
+            Tensor::zeros([len, num_classes], (Kind::Float, bank.device()))
+                .scatter_add(1, &labels, &weights),
+        );
         start += len;
     }
-    correct as f64 / m as f64
+    if parts.is_empty() {
+        return Tensor::zeros([0, num_classes], (Kind::Float, bank.device()));
+    }
+    Tensor::cat(&parts, 0)
 }
 
 /// Collapse diagnostics of a batch of projections.

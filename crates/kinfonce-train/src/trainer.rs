@@ -42,6 +42,11 @@ pub fn request_stop() {
     INTERRUPTED.store(true, Ordering::SeqCst);
 }
 
+/// True once SIGINT/SIGTERM (or [`request_stop`]) asked the process to stop.
+pub fn stop_requested() -> bool {
+    INTERRUPTED.load(Ordering::SeqCst)
+}
+
 /// The libtorch device named `cpu`, `cuda` or `cuda:N`, checked to exist.
 pub fn parse_device(name: &str) -> Result<Device> {
     let missing = |why: String| TrainError::Device(name.to_string(), why);

@@ -1,0 +1,867 @@
+//! Kernel-vs-kernel studies: evaluation of finished runs with cached results, the metrics of
+//! each run folder, statistics over seeds and the study's `report.md` with its figures.
+//!
+//! A study folder holds `runs/<preset>-seed<S>/` (standard pretraining run folders, each with
+//! `eval-knn.json`, `eval-linear.json`, `eval-knn-init.json`, `eval-linear-init.json` and,
+//! for the first seed of each kernel, `pca-test.json`), then `report.md`, `loss.svg`,
+//! `knn-monitor.svg` and `pca-<preset>.svg`.
+
+use crate::checkpoint;
+use crate::config::TrainConfig;
+use crate::error::{io_err, Result, TrainError};
+use crate::eval::{
+    knn_record, linear_fast_record, pca_2d, EvalRecord, FeatureSet, KnnConfig, ProbeConfig,
+};
+use crate::features::{
+    run_normalization, EncoderSource, EvalData, EvalDataOptions, FeatureOptions, FrozenEncoder,
+};
+use crate::plots::{self, Series};
+use crate::trainer::read_run_config;
+use kinfonce_data::{DataConfig, DataFormat, Dataset, Split};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use tch::Tensor;
+
+/// The run folder of one (preset, seed) of a study.
+pub fn run_dir(out: &Path, preset: &str, seed: u64) -> PathBuf {
+    out.join("runs").join(format!("{preset}-seed{seed}"))
+}
+
+/// The settings of `existing` (a run folder's config) that differ from `wanted` among the
+/// trajectory keys, as `key: existing -> wanted`.
+pub fn trajectory_differences(existing: &TrainConfig, wanted: &TrainConfig) -> Result<Vec<String>> {
+    let as_table = |c: &TrainConfig| -> Result<toml::Table> {
+        match toml::Value::try_from(c).map_err(|e| TrainError::Config(e.to_string()))? {
+            toml::Value::Table(t) => Ok(t),
+            _ => Err(TrainError::Config("configuration is not a table".into())),
+        }
+    };
+    let (a, b) = (as_table(existing)?, as_table(wanted)?);
+    let show =
+        |v: Option<&toml::Value>| v.map(|v| v.to_string()).unwrap_or_else(|| "(unset)".into());
+    Ok(crate::config::TRAJECTORY_KEYS
+        .iter()
+        .filter(|k| a.get(**k) != b.get(**k))
+        .map(|k| format!("{k}: {} -> {}", show(a.get(*k)), show(b.get(*k))))
+        .collect())
+}
+
+/// Where a run folder stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunState {
+    /// No run yet (no config.toml).
+    Absent,
+    /// A run with no complete checkpoint, or one short of its schedule: resume.
+    Unfinished { step: u64, total: u64 },
+    /// Its newest checkpoint is at the schedule's last step.
+    Finished { step: u64 },
+}
+
+/// The number of steps the schedule of `config` runs, given its steps per epoch (the trainer's
+/// rule: epochs x steps per epoch, cut by max_steps; 10 epochs when neither is set).
+pub fn total_steps(config: &TrainConfig, steps_per_epoch: u64) -> u64 {
+    match (config.epochs, config.max_steps) {
+        (0, 0) => 10 * steps_per_epoch,
+        (0, m) => m,
+        (e, 0) => e * steps_per_epoch,
+        (e, m) => m.min(e * steps_per_epoch),
+    }
+}
+
+/// The state of the run in `dir`, from its config.toml (`provenance.steps_per_epoch`) and the
+/// newest checkpoint's `state.json`.
+pub fn run_state(dir: &Path) -> Result<RunState> {
+    let path = dir.join("config.toml");
+    if !path.is_file() {
+        return Ok(RunState::Absent);
+    }
+    let config = read_run_config(dir)?;
+    let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+    let doc: toml::Table = toml::from_str(&text)
+        .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
+    let spe = doc
+        .get("provenance")
+        .and_then(|p| p.get("steps_per_epoch"))
+        .and_then(toml::Value::as_integer)
+        .ok_or_else(|| {
+            TrainError::Config(format!(
+                "{}: no provenance.steps_per_epoch (not written by kinfonce pretrain?)",
+                path.display()
+            ))
+        })? as u64;
+    let total = total_steps(&config, spe);
+    let step = match checkpoint::latest(&dir.join("checkpoints"))? {
+        Some(ck) => checkpoint::load_state(&ck)?.step,
+        None => 0,
+    };
+    Ok(if step >= total && step > 0 {
+        RunState::Finished { step }
+    } else {
+        RunState::Unfinished { step, total }
+    })
+}
+
+/// What the metrics of a run folder say.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunMetrics {
+    /// Loss of the last step line.
+    pub final_loss: f64,
+    /// Completed epochs (epoch lines without `partial_epoch`).
+    pub epochs: u64,
+    /// Steps of the newest checkpoint.
+    pub steps: u64,
+    /// Seconds of training (the newest checkpoint's `elapsed_s`, monitors included).
+    pub wall_s: f64,
+    /// Training views per second (the last epoch line's).
+    pub views_per_s: f64,
+    /// (epoch, mean loss of that epoch).
+    pub loss_curve: Vec<(f64, f64)>,
+    /// (epoch, k-NN monitor top-1), epoch 0 = at initialisation.
+    pub knn_curve: Vec<(f64, f64)>,
+}
+
+/// Reads `metrics.jsonl` and the newest checkpoint's state of a run folder.
+pub fn read_metrics(dir: &Path) -> Result<RunMetrics> {
+    let path = dir.join("metrics.jsonl");
+    let text = fs::read_to_string(&path).map_err(io_err(&path))?;
+    let mut m = RunMetrics {
+        final_loss: f64::NAN,
+        ..Default::default()
+    };
+    for line in text.lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let epoch = v["epoch"].as_f64().unwrap_or(0.0);
+        let is_epoch_line = v.get("views_per_s").is_some() && v.get("alignment").is_some()
+            || v["step"].as_u64() == Some(0)
+            || v.get("partial_epoch").is_some();
+        if let Some(acc) = v["knn_top1"].as_f64() {
+            m.knn_curve.push((epoch, acc));
+        }
+        if is_epoch_line {
+            if let Some(loss) = v["loss"].as_f64() {
+                m.loss_curve.push((epoch, loss));
+            }
+            if let Some(vps) = v["views_per_s"].as_f64() {
+                m.views_per_s = vps;
+            }
+            if v.get("partial_epoch").is_none() && v["step"].as_u64() != Some(0) {
+                m.epochs = m.epochs.max(epoch as u64);
+            }
+        } else if let Some(loss) = v["loss"].as_f64() {
+            m.final_loss = loss;
+        }
+    }
+    if let Some(ck) = checkpoint::latest(&dir.join("checkpoints"))? {
+        let state = checkpoint::load_state(&ck)?;
+        m.steps = state.step;
+        m.wall_s = state.elapsed_s;
+        if m.final_loss.is_nan() {
+            m.final_loss = state.last_loss;
+        }
+    }
+    Ok(m)
+}
+
+/// Mean and sample standard deviation (n - 1; 0 for a single value).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Stats {
+    pub mean: f64,
+    pub std: f64,
+    pub n: usize,
+}
+
+pub fn stats(xs: &[f64]) -> Stats {
+    let n = xs.len();
+    if n == 0 {
+        return Stats {
+            mean: f64::NAN,
+            std: f64::NAN,
+            n,
+        };
+    }
+    let mean = xs.iter().sum::<f64>() / n as f64;
+    let std = if n > 1 {
+        (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
+    } else {
+        0.0
+    };
+    Stats { mean, std, n }
+}
+
+/// The verdict of the spread rule: the difference of means counts as larger than the seed
+/// noise when |mean_a - mean_b| > std_a + std_b (sample standard deviations over seeds).
+pub fn exceeds_spread(a: &Stats, b: &Stats) -> Option<bool> {
+    if a.n < 2 || b.n < 2 {
+        return None;
+    }
+    Some((a.mean - b.mean).abs() > a.std + b.std)
+}
+
+/// A 2-D PCA projection of test embeddings (a seeded, evenly spaced sample).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PcaRecord {
+    pub points: Vec<(f64, f64)>,
+    pub labels: Vec<usize>,
+    pub class_names: Vec<String>,
+    /// Fraction of the variance of the sample on each axis.
+    pub explained: [f64; 2],
+}
+
+/// PCA of at most `max_points` rows of `features` (evenly spaced).
+pub fn pca_record(
+    features: &Tensor,
+    labels: &[u32],
+    class_names: &[String],
+    max_points: usize,
+) -> PcaRecord {
+    let n = features.size()[0] as usize;
+    let m = n.min(max_points.max(2));
+    let idx: Vec<i64> = (0..m).map(|i| (i * n / m) as i64).collect();
+    let sample = features.index_select(0, &Tensor::from_slice(&idx));
+    let (points, explained) = pca_2d(&sample);
+    PcaRecord {
+        points,
+        labels: idx.iter().map(|&i| labels[i as usize] as usize).collect(),
+        class_names: class_names.to_vec(),
+        explained,
+    }
+}
+
+/// The data sets read once per (path, format) and cut per run (each seed has its own split).
+#[derive(Default)]
+pub struct DataCache {
+    sets: HashMap<(PathBuf, String), (DataFormat, Dataset, Option<Dataset>)>,
+}
+
+impl DataCache {
+    /// The evaluation splits of the run `config` (its data set, its seed's split).
+    pub fn eval_data(
+        &mut self,
+        config: &TrainConfig,
+        options: &EvalDataOptions,
+    ) -> Result<EvalData> {
+        let path = options.data.clone().unwrap_or_else(|| config.data.clone());
+        let format_name = options.format.clone().unwrap_or_else(|| {
+            if options.data.is_none() {
+                config.format.clone()
+            } else {
+                String::new()
+            }
+        });
+        let mut dc = DataConfig::new(&path);
+        if !format_name.is_empty() {
+            dc.format = Some(
+                format_name
+                    .parse::<DataFormat>()
+                    .map_err(|e| TrainError::Data(e.to_string()))?,
+            );
+        }
+        dc.val_fraction = config.val_fraction;
+        dc.seed = config.seed;
+        let key = (path.clone(), format_name);
+        if !self.sets.contains_key(&key) {
+            let data_err = |e: kinfonce_data::DataError| TrainError::Data(e.to_string());
+            let format = dc.resolved_format().map_err(data_err)?;
+            let official = dc
+                .read_official(true, options.report_split == Split::Test)
+                .map_err(data_err)?;
+            let train = official.train.ok_or_else(|| {
+                TrainError::Data(format!("{}: no training images", path.display()))
+            })?;
+            self.sets
+                .insert(key.clone(), (format, train, official.test));
+        }
+        let (format, train, test) = &self.sets[&key];
+        EvalData::from_official(
+            &dc,
+            *format,
+            train,
+            test.clone(),
+            run_normalization(config, *format),
+            options,
+        )
+    }
+}
+
+/// The four cached evaluations of a run.
+#[derive(Debug, Clone)]
+pub struct RunEvals {
+    pub knn: EvalRecord,
+    pub linear: EvalRecord,
+    pub knn_init: EvalRecord,
+    pub linear_init: EvalRecord,
+}
+
+/// Settings of a study's evaluations.
+#[derive(Debug, Clone, Default)]
+pub struct StudyEvalOptions {
+    pub features: FeatureOptions,
+    pub data: EvalDataOptions,
+    pub knn: KnnConfig,
+    /// The probe (its seed is replaced by each run's seed).
+    pub probe: ProbeConfig,
+    /// Write `pca-test.json` for this run.
+    pub pca: bool,
+    /// Test points in the PCA figure. Default (0) 2000.
+    pub pca_points: usize,
+}
+
+fn read_record(path: &Path) -> Option<EvalRecord> {
+    fs::read_to_string(path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).expect("records serialise");
+    let tmp = path.with_extension("json.tmp");
+    fs::write(&tmp, text).map_err(io_err(&tmp))?;
+    fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+/// Baselines at initialisation already computed in this study, keyed by everything that
+/// determines them (the encoder at initialisation depends on arch, width, stem, seed and the
+/// data, not on the loss).
+pub type InitCache = HashMap<String, (EvalRecord, EvalRecord)>;
+
+fn init_key(config: &TrainConfig, options: &StudyEvalOptions) -> String {
+    format!(
+        "{}|{}|{}|{}|{}|{:?}|{:?}|{}|{}|{:?}|{:?}|{}",
+        config.arch,
+        config.width,
+        config.stem,
+        config.seed,
+        config.val_fraction,
+        options.data.data.as_ref().unwrap_or(&config.data),
+        options.data.format,
+        config.precision,
+        config.channels_last,
+        options.data.subset_train,
+        options.probe,
+        options.knn.k
+    )
+}
+
+/// Evaluates a finished run (k-NN and the fast probe, trained and at initialisation), reading
+/// each result from the run folder when it is there and writing it when computed.
+/// `progress` receives one-line status messages.
+pub fn evaluate_run(
+    dir: &Path,
+    data: &mut DataCache,
+    init_cache: &mut InitCache,
+    options: &StudyEvalOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<RunEvals> {
+    let paths = [
+        dir.join("eval-knn.json"),
+        dir.join("eval-linear.json"),
+        dir.join("eval-knn-init.json"),
+        dir.join("eval-linear-init.json"),
+    ];
+    let pca_path = dir.join("pca-test.json");
+    let mut cached: Vec<Option<EvalRecord>> = paths.iter().map(|p| read_record(p)).collect();
+    let config = read_run_config(dir)?;
+    let key = init_key(&config, options);
+    if cached[2].is_none() || cached[3].is_none() {
+        if let Some((k, l)) = init_cache.get(&key) {
+            progress("random-init baseline: same network and seed as an earlier run, reused");
+            write_json(&paths[2], k)?;
+            write_json(&paths[3], l)?;
+            cached[2] = Some(k.clone());
+            cached[3] = Some(l.clone());
+        }
+    }
+    let need_pca = options.pca && !pca_path.is_file();
+    let probe = ProbeConfig {
+        seed: config.seed,
+        ..options.probe
+    };
+    let mut eval_data: Option<EvalData> = None;
+    for (trained, slots) in [(true, [0usize, 1]), (false, [2, 3])] {
+        let missing = cached[slots[0]].is_none() || cached[slots[1]].is_none();
+        if !missing && (!trained || !need_pca) {
+            continue;
+        }
+        if eval_data.is_none() {
+            eval_data = Some(data.eval_data(&config, &options.data)?);
+        }
+        let ed = eval_data.as_ref().expect("loaded");
+        let source = EncoderSource {
+            run_dir: Some(dir.to_path_buf()),
+            checkpoint: None,
+            init: !trained,
+        };
+        let encoder = FrozenEncoder::load_with_config(
+            &source,
+            config.clone(),
+            &options.features,
+            ed.train.height().max(ed.train.width()),
+            ed.train.channels(),
+        )?;
+        let what = if trained {
+            "trained"
+        } else {
+            "at initialisation"
+        };
+        if !missing {
+            // Only the PCA figure is missing: test features suffice.
+            progress(&format!("test features ({what}) for the PCA figure"));
+            let test =
+                encoder.features(&ed.test, &ed.normalization, &options.features, &mut |_| {})?;
+            let pca = pca_record(
+                &test,
+                ed.test.labels(),
+                ed.test.class_names(),
+                pca_points(options),
+            );
+            write_json(&pca_path, &pca)?;
+            continue;
+        }
+        progress(&format!(
+            "features ({what}) of {} train + {} {} images",
+            ed.train.len(),
+            ed.test.len(),
+            ed.test_split
+        ));
+        let fs_ = FeatureSet::compute(&encoder, ed, &options.features, &mut |_, _, _| {})?;
+        if trained && need_pca {
+            let pca = pca_record(
+                &fs_.test,
+                ed.test.labels(),
+                ed.test.class_names(),
+                pca_points(options),
+            );
+            write_json(&pca_path, &pca)?;
+        }
+        if cached[slots[0]].is_none() {
+            let r = knn_record(&encoder, ed, &fs_, &options.knn)?;
+            progress(&format!("k-NN ({what}): top-1 {:.2}%", 100.0 * r.top1));
+            write_json(&paths[slots[0]], &r)?;
+            cached[slots[0]] = Some(r);
+        }
+        if cached[slots[1]].is_none() {
+            let (r, _) = linear_fast_record(&encoder, ed, &fs_, &probe, &mut |_, _| {})?;
+            progress(&format!(
+                "fast linear probe ({what}): top-1 {:.2}%, top-5 {:.2}%",
+                100.0 * r.top1,
+                100.0 * r.top5
+            ));
+            write_json(&paths[slots[1]], &r)?;
+            cached[slots[1]] = Some(r);
+        }
+    }
+    let [knn, linear, knn_init, linear_init]: [EvalRecord; 4] = cached
+        .into_iter()
+        .map(|r| r.expect("every record computed or cached"))
+        .collect::<Vec<_>>()
+        .try_into()
+        .expect("four records");
+    init_cache.insert(key, (knn_init.clone(), linear_init.clone()));
+    Ok(RunEvals {
+        knn,
+        linear,
+        knn_init,
+        linear_init,
+    })
+}
+
+fn pca_points(options: &StudyEvalOptions) -> usize {
+    if options.pca_points == 0 {
+        2000
+    } else {
+        options.pca_points
+    }
+}
+
+/// One run of a study, evaluated.
+#[derive(Debug, Clone)]
+pub struct StudyRun {
+    pub preset: String,
+    pub seed: u64,
+    pub dir: PathBuf,
+    pub config: TrainConfig,
+    pub evals: RunEvals,
+    pub metrics: RunMetrics,
+}
+
+/// What the report states besides the runs.
+#[derive(Debug, Clone, Default)]
+pub struct StudyInfo {
+    /// The command line that reproduces the study.
+    pub command: String,
+    /// Machine description lines (CPU, threads, device, versions).
+    pub machine: Vec<(String, String)>,
+    /// Wall time of this invocation, seconds.
+    pub wall_s: f64,
+    /// Kernels in the order given.
+    pub kernels: Vec<String>,
+    pub seeds: Vec<u64>,
+}
+
+fn pct(x: f64) -> String {
+    if x.is_finite() {
+        format!("{:.2}", 100.0 * x)
+    } else {
+        "n/a".into()
+    }
+}
+
+fn pm(s: &Stats) -> String {
+    if s.n == 0 {
+        "n/a".into()
+    } else if s.n == 1 {
+        format!("{} (1 seed)", pct(s.mean))
+    } else {
+        format!("{} ± {}", pct(s.mean), pct(s.std))
+    }
+}
+
+/// Mean over seeds of curves sampled at the same x (x values present in every series).
+fn mean_curve(curves: &[&Vec<(f64, f64)>]) -> Vec<(f64, f64)> {
+    let mut by_x: BTreeMap<i64, Vec<f64>> = BTreeMap::new();
+    for c in curves {
+        for &(x, y) in c.iter() {
+            by_x.entry((x * 1000.0).round() as i64).or_default().push(y);
+        }
+    }
+    by_x.into_iter()
+        .filter(|(_, ys)| ys.len() == curves.len())
+        .map(|(x, ys)| (x as f64 / 1000.0, ys.iter().sum::<f64>() / ys.len() as f64))
+        .collect()
+}
+
+fn runs_of<'a>(runs: &'a [StudyRun], preset: &str) -> Vec<&'a StudyRun> {
+    runs.iter().filter(|r| r.preset == preset).collect()
+}
+
+/// Writes `report.md`, `loss.svg`, `knn-monitor.svg` and `pca-<preset>.svg` into `out`.
+/// Returns the report's path.
+pub fn write_report(out: &Path, runs: &[StudyRun], info: &StudyInfo) -> Result<PathBuf> {
+    fs::create_dir_all(out).map_err(io_err(out))?;
+    let kernels: Vec<&str> = info
+        .kernels
+        .iter()
+        .map(String::as_str)
+        .filter(|k| runs.iter().any(|r| r.preset == *k))
+        .collect();
+    let of = |k: &str| runs_of(runs, k);
+    let st = |k: &str, f: &dyn Fn(&StudyRun) -> f64| {
+        stats(&of(k).into_iter().map(f).collect::<Vec<_>>())
+    };
+
+    // Figures.
+    let mut loss_series = Vec::new();
+    let mut knn_series = Vec::new();
+    for k in &kernels {
+        let losses: Vec<&Vec<(f64, f64)>> =
+            of(k).into_iter().map(|r| &r.metrics.loss_curve).collect();
+        let knns: Vec<&Vec<(f64, f64)>> = of(k).into_iter().map(|r| &r.metrics.knn_curve).collect();
+        loss_series.push(Series {
+            name: k.to_string(),
+            points: mean_curve(&losses),
+        });
+        knn_series.push(Series {
+            name: k.to_string(),
+            points: mean_curve(&knns)
+                .into_iter()
+                .map(|(x, y)| (x, 100.0 * y))
+                .collect(),
+        });
+    }
+    let write = |name: &str, text: String| -> Result<()> {
+        let p = out.join(name);
+        fs::write(&p, text).map_err(io_err(&p))
+    };
+    write(
+        "loss.svg",
+        plots::line_plot(
+            &loss_series,
+            "Pretraining loss per epoch (mean over seeds)",
+            "epoch",
+            "loss (each kernel's own scale)",
+        ),
+    )?;
+    write(
+        "knn-monitor.svg",
+        plots::line_plot(
+            &knn_series,
+            "k-NN monitor top-1 on val (mean over seeds)",
+            "epoch",
+            "k-NN top-1 (%)",
+        ),
+    )?;
+    let mut pca_figures = Vec::new();
+    for k in &kernels {
+        if let Some(r) = of(k)
+            .into_iter()
+            .find(|r| r.dir.join("pca-test.json").is_file())
+        {
+            let text = fs::read_to_string(r.dir.join("pca-test.json"))
+                .map_err(io_err(r.dir.join("pca-test.json")))?;
+            if let Ok(p) = serde_json::from_str::<PcaRecord>(&text) {
+                let name = format!("pca-{k}.svg");
+                write(
+                    &name,
+                    plots::scatter_plot(
+                        &p.points,
+                        &p.labels,
+                        &p.class_names,
+                        &format!(
+                            "{k}, seed {}: PCA of {} test embeddings",
+                            r.seed,
+                            p.points.len()
+                        ),
+                        &format!("PC1 ({:.1}% of variance)", 100.0 * p.explained[0]),
+                        &format!("PC2 ({:.1}% of variance)", 100.0 * p.explained[1]),
+                    ),
+                )?;
+                pca_figures.push((k.to_string(), r.seed, name));
+            }
+        }
+    }
+
+    let mut md = String::new();
+    let _ = writeln!(md, "# Kernel comparison: {}\n", kernels.join(", "));
+    let _ = writeln!(
+        md,
+        "Written by `kinfonce compare`. Every number below comes from the run folders under `runs/` \
+         (their `metrics.jsonl`, checkpoints and `eval-*.json`).\n"
+    );
+    let _ = writeln!(md, "Command:\n\n```\n{}\n```\n", info.command);
+    let _ = writeln!(md, "| machine | |\n|---|---|");
+    for (k, v) in &info.machine {
+        let _ = writeln!(md, "| {k} | {v} |");
+    }
+    let total_train: f64 = runs.iter().map(|r| r.metrics.wall_s).sum();
+    let _ = writeln!(
+        md,
+        "| pretraining time, all runs | {:.0} s |\n| this invocation (wall) | {:.0} s |\n",
+        total_train, info.wall_s
+    );
+
+    // Main table.
+    let _ = writeln!(
+        md,
+        "## Results (mean ± sample std over seeds, top-1 in %)\n"
+    );
+    let _ = writeln!(
+        md,
+        "| kernel | seeds | k-NN top-1 | k-NN at init | linear top-1 | linear top-5 | linear at init (top-1) | final loss |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
+    for k in &kernels {
+        let n = of(k).len();
+        let _ = writeln!(
+            md,
+            "| {k} | {n} | {} | {} | {} | {} | {} | {:.4} |",
+            pm(&st(k, &|r| r.evals.knn.top1)),
+            pm(&st(k, &|r| r.evals.knn_init.top1)),
+            pm(&st(k, &|r| r.evals.linear.top1)),
+            pm(&st(k, &|r| r.evals.linear.top5)),
+            pm(&st(k, &|r| r.evals.linear_init.top1)),
+            st(k, &|r| r.metrics.final_loss).mean,
+        );
+    }
+    let _ = writeln!(md);
+
+    // Verdicts.
+    let _ = writeln!(md, "## Differences against gaussian\n");
+    let _ = writeln!(
+        md,
+        "Rule: a difference of means counts as larger than the seed-to-seed spread when \
+         |mean_kernel - mean_gaussian| > std_kernel + std_gaussian (sample standard deviations \
+         over seeds). This is a plain spread rule, not a significance test; with 2 or 3 seeds it \
+         only separates gaps that are large against the noise.\n"
+    );
+    if kernels.contains(&"gaussian") {
+        for k in kernels.iter().filter(|k| **k != "gaussian") {
+            for (metric, f) in [
+                (
+                    "k-NN top-1",
+                    &(|r: &StudyRun| r.evals.knn.top1) as &dyn Fn(&StudyRun) -> f64,
+                ),
+                ("linear top-1", &|r: &StudyRun| r.evals.linear.top1),
+            ] {
+                let (a, g) = (st(k, f), st("gaussian", f));
+                let diff = 100.0 * (a.mean - g.mean);
+                let spread = 100.0 * (a.std + g.std);
+                let verdict = match exceeds_spread(&a, &g) {
+                    None => "cannot tell: fewer than 2 seeds on a side".to_string(),
+                    Some(true) => format!(
+                        "**exceeds** the spread ({:+.2} points vs {:.2}): {k} is {} than gaussian at this scale",
+                        diff,
+                        spread,
+                        if diff > 0.0 { "better" } else { "worse" }
+                    ),
+                    Some(false) => format!(
+                        "does **not** exceed the spread ({diff:+.2} points vs {spread:.2}): indistinguishable from seed noise"
+                    ),
+                };
+                let _ = writeln!(md, "- {k} vs gaussian, {metric}: {verdict}.");
+            }
+        }
+    } else {
+        let _ = writeln!(md, "(gaussian is not among the kernels of this study.)");
+    }
+    let _ = writeln!(md);
+
+    // Per-run rows.
+    let _ = writeln!(md, "## Runs\n");
+    let _ = writeln!(
+        md,
+        "| run | epochs | steps | final loss | train time (s) | views/s | k-NN top-1 | linear top-1 | linear top-5 | k-NN init | linear init |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in runs {
+        let m = &r.metrics;
+        let _ = writeln!(
+            md,
+            "| `{}` | {} | {} | {:.4} | {:.0} | {:.0} | {} | {} | {} | {} | {} |",
+            r.dir.strip_prefix(out).unwrap_or(&r.dir).display(),
+            m.epochs,
+            m.steps,
+            m.final_loss,
+            m.wall_s,
+            m.views_per_s,
+            pct(r.evals.knn.top1),
+            pct(r.evals.linear.top1),
+            pct(r.evals.linear.top5),
+            pct(r.evals.knn_init.top1),
+            pct(r.evals.linear_init.top1),
+        );
+    }
+    let _ = writeln!(md);
+
+    // Figures.
+    let _ = writeln!(md, "## Figures\n");
+    let _ = writeln!(
+        md,
+        "![loss](loss.svg)\n\n![k-NN monitor](knn-monitor.svg)\n"
+    );
+    for (k, seed, name) in &pca_figures {
+        let _ = writeln!(md, "![PCA {k} seed {seed}]({name})\n");
+    }
+
+    // Protocol.
+    let _ = writeln!(md, "## Protocol\n");
+    if let Some(first) = runs.first() {
+        let c = &first.config;
+        let _ = writeln!(
+            md,
+            "Pretraining (identical for every run except the loss and the seed): data `{}`{}, \
+             `train` = the training images minus a seeded class-balanced {:.0}% validation split{}, \
+             {} width {} (stem {}), projection head {} -> {} (concat-sum doubles the output), \
+             batch {} pairs, {} epochs{}, optimiser {} (lr {}, weight decay {}), linear warmup \
+             min(10 epochs, 10%) then cosine per step, precision {}{}, device {}, {} threads. \
+             SimCLR augmentations of the data set's preset. The k-NN monitor (k {}, t {}) uses at \
+             most {} train images as the bank and {} val images as queries.\n",
+            c.data.display(),
+            if c.format.is_empty() { String::new() } else { format!(" ({})", c.format) },
+            100.0 * c.val_fraction,
+            if c.subset > 0 {
+                format!(", then a class-balanced seeded subset of {} images for pretraining", c.subset)
+            } else {
+                String::new()
+            },
+            c.arch,
+            c.width,
+            c.stem,
+            c.hidden_dim,
+            c.out_dim,
+            c.batch,
+            c.epochs,
+            if c.max_steps > 0 { format!(" (stopped at step {})", c.max_steps) } else { String::new() },
+            c.optimizer,
+            c.base_lr().unwrap_or(c.lr),
+            c.weight_decay,
+            c.precision,
+            if c.channels_last { " + channels-last" } else { "" },
+            c.device,
+            c.threads,
+            c.knn_k,
+            c.knn_t,
+            c.knn_bank,
+            c.knn_queries
+        );
+        let _ = writeln!(
+            md,
+            "Losses (kernel convention K(x, y) = exp(-||x - y||_p^gamma / tau)):\n"
+        );
+        for k in &kernels {
+            if let Some(r) = of(k).first() {
+                let spec = r
+                    .config
+                    .loss_spec()
+                    .ok()
+                    .and_then(|s| serde_json::to_string(&s).ok())
+                    .unwrap_or_else(|| "?".into());
+                let _ = writeln!(md, "- `{k}`: `{spec}`");
+            }
+        }
+        let _ = writeln!(md);
+        let _ = writeln!(
+            md,
+            "Evaluation (each run's newest checkpoint = the end of its schedule):\n"
+        );
+        let _ = writeln!(md, "- k-NN: {}.", first.evals.knn.description);
+        let _ = writeln!(md, "- Linear: {}.", first.evals.linear.description);
+        let _ = writeln!(
+            md,
+            "- At init: the same network drawn with the run's seed before any step (the trainer's \
+             initialisation), evaluated by the same two protocols.\n"
+        );
+        let _ = writeln!(
+            md,
+            "The fast probe is not the official protocol (which augments the train images every \
+             epoch: `kinfonce eval linear` without `--fast`); see `kinfonce eval linear --help` for \
+             the expected gap. The evaluation's `train` split follows the run's seed, so seeds \
+             differ in initialisation, data order, augmentations, subset and split alike.\n"
+        );
+    }
+    let path = out.join("report.md");
+    fs::write(&path, md).map_err(io_err(&path))?;
+    Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_and_spread_rule_by_hand() {
+        let a = stats(&[0.5, 0.6, 0.7]);
+        assert!((a.mean - 0.6).abs() < 1e-12);
+        assert!((a.std - 0.1).abs() < 1e-12);
+        let b = stats(&[0.3, 0.3, 0.3]);
+        // |0.6 - 0.3| = 0.3 > 0.1 + 0: exceeds.
+        assert_eq!(exceeds_spread(&a, &b), Some(true));
+        let c = stats(&[0.55, 0.65]);
+        assert_eq!(exceeds_spread(&a, &c), Some(false));
+        assert_eq!(exceeds_spread(&a, &stats(&[0.1])), None);
+    }
+
+    #[test]
+    fn mean_curve_keeps_common_points() {
+        let a = vec![(0.0, 1.0), (1.0, 3.0), (2.0, 5.0)];
+        let b = vec![(0.0, 3.0), (1.0, 5.0)];
+        assert_eq!(mean_curve(&[&a, &b]), vec![(0.0, 2.0), (1.0, 4.0)]);
+    }
+
+    #[test]
+    fn schedule_totals_follow_the_trainer() {
+        let mut c = TrainConfig::default();
+        assert_eq!(total_steps(&c, 7), 70);
+        c.epochs = 3;
+        assert_eq!(total_steps(&c, 7), 21);
+        c.max_steps = 5;
+        assert_eq!(total_steps(&c, 7), 5);
+        c.epochs = 0;
+        assert_eq!(total_steps(&c, 7), 5);
+    }
+}
