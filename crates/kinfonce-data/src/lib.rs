@@ -28,6 +28,7 @@ mod resize;
 pub mod rng;
 mod split;
 mod stl10;
+mod synthetic;
 mod tensor;
 
 pub use augment::{
@@ -46,6 +47,7 @@ pub use loader::{
 pub use read::{DataConfig, OfficialSplits, Split, Splits};
 pub use split::{class_balanced_subset, class_balanced_val_split};
 pub use stl10::STL10_CLASSES;
+pub use synthetic::{synthetic_image, write_synthetic_cifar, SYNTHETIC_CLASSES};
 pub use tensor::{Dtype, Element, Layout};
 
 #[cfg(feature = "fetch")]

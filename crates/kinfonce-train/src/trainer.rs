@@ -818,18 +818,17 @@ impl Trainer {
                     window_views = 0;
                     window_start = Instant::now();
                 }
-                let due_steps = self.config.checkpoint_every > 0
-                    && self.state.step.is_multiple_of(self.config.checkpoint_every);
-                let due_time = self.config.checkpoint_minutes > 0.0
-                    && last_ckpt_time.elapsed().as_secs_f64()
-                        >= 60.0 * self.config.checkpoint_minutes;
-                let interrupted = INTERRUPTED.load(Ordering::SeqCst);
-                if due_steps || due_time || interrupted {
+                if self.state.batch_in_epoch >= spe {
+                    // The epoch's last step: its checkpoint comes after the epoch line, so that
+                    // a resume starts the next epoch instead of closing this one twice.
+                    break;
+                }
+                if checkpoint_due(&self.config, self.state.step, last_ckpt_time) {
                     self.state.elapsed_s = elapsed_before + start.elapsed().as_secs_f64();
                     self.save_checkpoint()?;
                     last_ckpt_time = Instant::now();
                 }
-                if interrupted {
+                if INTERRUPTED.load(Ordering::SeqCst) {
                     summary.interrupted = true;
                     break 'outer;
                 }
@@ -870,6 +869,15 @@ impl Trainer {
                 epoch_loss_n = 0;
                 self.state.epoch += 1;
                 self.state.batch_in_epoch = 0;
+                if checkpoint_due(&self.config, self.state.step, last_ckpt_time) {
+                    self.state.elapsed_s = elapsed_before + start.elapsed().as_secs_f64();
+                    self.save_checkpoint()?;
+                    last_ckpt_time = Instant::now();
+                }
+                if INTERRUPTED.load(Ordering::SeqCst) {
+                    summary.interrupted = true;
+                    break 'outer;
+                }
             }
         }
         // The run ended inside an epoch: one last monitor line for it.
@@ -917,6 +925,15 @@ impl Trainer {
         crate::report::write_outputs(&self.run_dir, &self.config, &summary)?;
         Ok(summary)
     }
+}
+
+/// Whether a checkpoint is due after `step`: every `checkpoint_every` steps, every
+/// `checkpoint_minutes`, or now because SIGINT/SIGTERM asked to stop.
+fn checkpoint_due(config: &TrainConfig, step: u64, last: Instant) -> bool {
+    let due_steps = config.checkpoint_every > 0 && step.is_multiple_of(config.checkpoint_every);
+    let due_time = config.checkpoint_minutes > 0.0
+        && last.elapsed().as_secs_f64() >= 60.0 * config.checkpoint_minutes;
+    due_steps || due_time || INTERRUPTED.load(Ordering::SeqCst)
 }
 
 /// The `[config]` table of a run folder's config.toml.
