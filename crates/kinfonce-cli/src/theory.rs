@@ -125,8 +125,8 @@ pub enum TheoryCommand {
         /// Kernel temperature tau (gamma 2).
         #[arg(long, default_value_t = 0.5)]
         tau: f64,
-        /// Adam steps of InfoNCE training.
-        #[arg(long, default_value_t = 400)]
+        /// Adam steps of InfoNCE training (learning rate 0.05, cosine decay to 0).
+        #[arg(long, default_value_t = 1500)]
         steps: usize,
         #[command(flatten)]
         common: CommonArgs,
@@ -145,6 +145,9 @@ pub enum TheoryCommand {
         /// Monte Carlo draws.
         #[arg(long, default_value_t = 3000)]
         samples: usize,
+        /// Adam steps of the co-clustering training (cosine decay to 0).
+        #[arg(long, default_value_t = 800)]
+        steps: usize,
         #[command(flatten)]
         common: CommonArgs,
     },
@@ -185,12 +188,23 @@ pub enum TheoryCommand {
         /// InfoNCE embedding dimension.
         #[arg(long, default_value_t = 16)]
         dim: usize,
-        /// InfoNCE mini-batch size.
-        #[arg(long, default_value_t = 1024)]
+        /// InfoNCE mini-batch size (anchors per step; candidates are anchors + positives).
+        #[arg(long, default_value_t = 128)]
         batch: usize,
-        /// Passes over the nodes.
-        #[arg(long, default_value_t = 10)]
-        epochs: usize,
+        /// InfoNCE mini-batch steps (lazy Adam, 5% warmup, cosine decay to 0).
+        #[arg(long, default_value_t = 40_000)]
+        steps: usize,
+        /// Peak Adam learning rate of the InfoNCE training.
+        #[arg(long, default_value_t = 0.2)]
+        lr: f64,
+        /// Python with numpy + scipy for the side-by-side
+        /// `scipy.sparse.linalg.eigsh(A_norm, k, which='LA')` run; skipped with a note when the
+        /// file does not exist.
+        #[arg(long, value_name = "PYTHON", default_value = ".venv/bin/python")]
+        scipy_python: PathBuf,
+        /// Skip the scipy comparison.
+        #[arg(long)]
+        no_scipy: bool,
         #[command(flatten)]
         common: CommonArgs,
     },
@@ -296,6 +310,7 @@ pub fn execute(cmd: &TheoryCommand) -> anyhow::Result<Vec<Report>> {
             per_class,
             rewrites,
             samples,
+            steps,
             common,
         } => clip::run(
             &clip::ClipConfig {
@@ -303,6 +318,7 @@ pub fn execute(cmd: &TheoryCommand) -> anyhow::Result<Vec<Report>> {
                 per_class: *per_class,
                 rewrites: *rewrites,
                 samples: *samples,
+                steps: *steps,
                 seed: common.seed,
                 ..Default::default()
             },
@@ -336,22 +352,40 @@ pub fn execute(cmd: &TheoryCommand) -> anyhow::Result<Vec<Report>> {
             across,
             dim,
             batch,
-            epochs,
+            steps,
+            lr,
+            scipy_python,
+            no_scipy,
             common,
-        } => scale::run(
-            &scale::ScaleConfig {
-                blocks: *blocks,
-                block_size: *block_size,
-                degree: *degree,
-                across: *across,
-                dim: *dim,
-                batch: *batch,
-                epochs: *epochs,
-                seed: common.seed,
-                ..Default::default()
-            },
-            |line| eprintln!("{line}"),
-        )?,
+        } => {
+            let python = if *no_scipy {
+                None
+            } else if scipy_python.exists() {
+                Some(scipy_python.clone())
+            } else {
+                eprintln!(
+                    "scipy comparison skipped: {} does not exist (--scipy-python PATH to name a Python with scipy)",
+                    scipy_python.display()
+                );
+                None
+            };
+            scale::run(
+                &scale::ScaleConfig {
+                    blocks: *blocks,
+                    block_size: *block_size,
+                    degree: *degree,
+                    across: *across,
+                    dim: *dim,
+                    batch: *batch,
+                    steps: *steps,
+                    lr: *lr,
+                    python,
+                    seed: common.seed,
+                    ..Default::default()
+                },
+                |line| eprintln!("{line}"),
+            )?
+        }
         TheoryCommand::All { out, .. } => {
             return Ok(all::run_all(out, |name| eprintln!("running {name} ..."))?);
         }

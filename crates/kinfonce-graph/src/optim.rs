@@ -170,6 +170,73 @@ impl Adam {
     }
 }
 
+/// Cosine decay from `base` at step 0 to 0 at step `total`: lr_t = base (1 + cos(pi t / total)) / 2.
+///
+/// Sampled InfoNCE gives unbiased but noisy gradients of H(pi, K_Z) / n; with a constant step
+/// the iterate keeps jittering around the optimum at a distance that grows with the step, so the
+/// step must go to zero for the iterate to settle (Robbins and Monro).
+pub fn cosine_lr(base: f64, step: usize, total: usize) -> f64 {
+    if total == 0 {
+        return base;
+    }
+    let t = (step.min(total) as f64) / total as f64;
+    0.5 * base * (1.0 + (std::f64::consts::PI * t).cos())
+}
+
+/// Row-sparse ("lazy") Adam for an embedding table of `rows x dim` values: a step updates only
+/// the rows that received a gradient, and each row keeps its own step count for the bias
+/// correction, so a row seen for the k-th time moves like Adam's k-th step whatever the global
+/// step is. A mini-batch touches a few thousand of 100,000 rows; dense Adam would both waste the
+/// work and keep moving untouched rows along stale momentum.
+#[derive(Clone, Debug)]
+pub struct RowAdam {
+    /// Learning rate.
+    pub lr: f64,
+    /// First-moment decay (0.9).
+    pub beta1: f64,
+    /// Second-moment decay (0.999).
+    pub beta2: f64,
+    /// Denominator guard (1e-8).
+    pub eps: f64,
+    dim: usize,
+    m: Vec<f64>,
+    v: Vec<f64>,
+    t: Vec<i32>,
+}
+
+impl RowAdam {
+    /// Lazy Adam for `rows` rows of `dim` values each.
+    pub fn new(rows: usize, dim: usize, lr: f64) -> Self {
+        Self {
+            lr,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            dim,
+            m: vec![0.0; rows * dim],
+            v: vec![0.0; rows * dim],
+            t: vec![0; rows],
+        }
+    }
+
+    /// One Adam step of row `row` of `x` (the whole `rows x dim` table) with gradient `g` (dim).
+    pub fn step_row(&mut self, x: &mut [f64], row: usize, g: &[f64]) {
+        let d = self.dim;
+        self.t[row] += 1;
+        let c1 = 1.0 - self.beta1.powi(self.t[row]);
+        let c2 = 1.0 - self.beta2.powi(self.t[row]);
+        let (m, v) = (
+            &mut self.m[row * d..(row + 1) * d],
+            &mut self.v[row * d..(row + 1) * d],
+        );
+        for (((xi, mi), vi), gi) in x[row * d..(row + 1) * d].iter_mut().zip(m).zip(v).zip(g) {
+            *mi = self.beta1 * *mi + (1.0 - self.beta1) * gi;
+            *vi = self.beta2 * *vi + (1.0 - self.beta2) * gi * gi;
+            *xi -= self.lr * (*mi / c1) / ((*vi / c2).sqrt() + self.eps);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -203,5 +270,28 @@ mod tests {
             opt.step(&mut x, &g);
         }
         assert!(x[0].abs() < 1e-2 && x[1].abs() < 1e-2, "{x:?}");
+    }
+
+    #[test]
+    fn cosine_lr_ends_at_zero() {
+        assert_eq!(cosine_lr(0.2, 0, 100), 0.2);
+        assert!((cosine_lr(0.2, 50, 100) - 0.1).abs() < 1e-15);
+        assert!(cosine_lr(0.2, 100, 100).abs() < 1e-15);
+    }
+
+    #[test]
+    fn row_adam_matches_dense_adam_on_touched_rows_and_leaves_others() {
+        // Two rows of two values; row 1 never gets a gradient.
+        let mut dense = vec![1.0, -2.0];
+        let mut table = vec![1.0, -2.0, 5.0, 6.0];
+        let mut a = Adam::new(2, 0.1);
+        let mut r = RowAdam::new(2, 2, 0.1);
+        for step in 0..20 {
+            let g = vec![2.0 * dense[0] + step as f64 * 0.1, 4.0 * dense[1]];
+            a.step(&mut dense, &g);
+            r.step_row(&mut table, 0, &g);
+        }
+        assert_eq!(&table[..2], &dense[..]);
+        assert_eq!(&table[2..], &[5.0, 6.0]);
     }
 }

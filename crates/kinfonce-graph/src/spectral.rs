@@ -40,11 +40,10 @@ pub struct SpectralEmbedding {
     pub vectors: Mat<f64>,
 }
 
-/// The k eigenvectors of L_sym with the smallest eigenvalues.
-///
-/// # Shapes
-/// Returns `vectors`: n x k.
-pub fn spectral_embedding(graph: &Graph, k: usize) -> Result<SpectralEmbedding> {
+/// Refuses k = 0, k > n, and graphs with more connected components than k: L_sym has one
+/// eigenvalue 0 per component, so with fewer eigenvectors than components the k smallest
+/// eigenvectors are not determined (any k of the components' indicator directions would do).
+fn check_spectral_input(graph: &Graph, k: usize) -> Result<()> {
     let n = graph.n_nodes();
     if k == 0 || k > n {
         return Err(GraphError::TooManyClusters {
@@ -52,6 +51,23 @@ pub fn spectral_embedding(graph: &Graph, k: usize) -> Result<SpectralEmbedding> 
             points: n,
         });
     }
+    let (components, _) = graph.components();
+    if components > k {
+        return Err(GraphError::Disconnected {
+            components,
+            what: "a spectral embedding with fewer eigenvectors than components",
+        });
+    }
+    Ok(())
+}
+
+/// The k eigenvectors of L_sym with the smallest eigenvalues.
+///
+/// # Shapes
+/// Returns `vectors`: n x k.
+pub fn spectral_embedding(graph: &Graph, k: usize) -> Result<SpectralEmbedding> {
+    let n = graph.n_nodes();
+    check_spectral_input(graph, k)?;
     if n <= DENSE_LIMIT {
         let l = laplacian(graph, LaplacianKind::Symmetric)?;
         let (vals, vecs) = symmetric_eigen(&l)?;
@@ -71,6 +87,7 @@ pub fn sparse_spectral_embedding(
 ) -> Result<SpectralEmbedding> {
     use faer::dyn_stack::{MemBuffer, MemStack};
     use faer::matrix_free::eigen::{partial_eigen, partial_eigen_scratch, PartialEigenParams};
+    check_spectral_input(graph, k)?;
     let n = graph.n_nodes();
     let op = NormalizedAdjacency::new(graph, 1.0)?;
     let par = faer::Par::rayon(0);
@@ -215,5 +232,54 @@ mod tests {
         // Same subspace: all principal angles ~ 0.
         let angles = crate::metrics::principal_angles(&dense.vectors, &sparse.vectors).unwrap();
         assert!(angles.iter().all(|a| *a < 1e-6), "{angles:?}");
+    }
+
+    #[test]
+    fn bad_spectral_inputs_get_clear_errors() {
+        // Two triangles: two components.
+        let g = Graph::from_edges(
+            6,
+            &[
+                (0, 1, 1.0),
+                (1, 2, 1.0),
+                (0, 2, 1.0),
+                (3, 4, 1.0),
+                (4, 5, 1.0),
+                (3, 5, 1.0),
+            ],
+        )
+        .unwrap();
+        let e = spectral_embedding(&g, 1).unwrap_err().to_string();
+        assert_eq!(e, "graph is disconnected (2 connected components) but a spectral embedding with fewer eigenvectors than components assumes a connected graph");
+        let e = sparse_spectral_embedding(&g, 1, 1e-8)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("2 connected components"), "{e}");
+        // k = 2 is fine and separates the triangles.
+        let labels = spectral_clustering(&g, 2, 0).unwrap();
+        assert_eq!(
+            adjusted_rand_index(&labels, &[0, 0, 0, 1, 1, 1]).unwrap(),
+            1.0
+        );
+        let e = spectral_clustering(&g, 7, 0).unwrap_err().to_string();
+        assert_eq!(e, "asked for 7 clusters but there are only 6 points");
+    }
+
+    #[test]
+    fn sbm_probabilities_outside_unit_interval_are_refused() {
+        for (p_in, p_out, name) in [(1.2, 0.1, "p_in"), (0.5, -0.1, "p_out")] {
+            let e = SbmConfig {
+                p_in,
+                p_out,
+                ..Default::default()
+            }
+            .sample()
+            .unwrap_err()
+            .to_string();
+            assert!(
+                e.contains(&format!("`{name}`")) && e.contains("a probability in [0, 1]"),
+                "{e}"
+            );
+        }
     }
 }

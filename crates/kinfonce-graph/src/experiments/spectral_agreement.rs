@@ -16,6 +16,7 @@ use crate::mrf::transition_matrix;
 use crate::plot::{write_line_chart, LineChart, Series};
 use crate::report::{Claim, Report};
 use crate::spectral::spectral_clustering;
+use rayon::prelude::*;
 use std::path::Path;
 
 /// Settings of the `spectral-agreement` experiment.
@@ -33,7 +34,7 @@ pub struct SpectralAgreementConfig {
     pub dim: usize,
     /// Kernel (default gamma 2, tau 0.5).
     pub kernel: ExpKernel,
-    /// Adam steps (default 400).
+    /// Adam steps (default 1500; the learning rate decays to 0 along a cosine).
     pub steps: usize,
     /// Seed (default 0).
     pub seed: u64,
@@ -48,7 +49,7 @@ impl Default for SpectralAgreementConfig {
             ratios: vec![0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6],
             dim: 4,
             kernel: ExpKernel::default(),
-            steps: 400,
+            steps: 1500,
             seed: 0,
         }
     }
@@ -69,55 +70,67 @@ pub struct SweepPoint {
     pub nmi_infonce_vs_spectral: f64,
 }
 
+/// One point of the sweep: sample the SBM at q = ratio x p, cluster it both ways.
+fn sweep_point(config: &SpectralAgreementConfig, idx: usize, ratio: f64) -> Result<SweepPoint> {
+    let k = config.blocks;
+    let q = ratio * config.p;
+    let sbm = SbmConfig {
+        blocks: k,
+        block_size: config.block_size,
+        p_in: config.p,
+        p_out: q,
+        seed: config.seed + idx as u64,
+    };
+    let g = sbm.sample()?;
+    let truth = sbm.labels();
+    let spectral = spectral_clustering(&g, k, config.seed)?;
+    let p = transition_matrix(&g)?;
+    let fe = FreeEmbeddingConfig {
+        dim: config.dim,
+        kernel: config.kernel,
+        steps: config.steps,
+        lr: 0.05,
+        cosine_decay: true,
+        batch: None,
+        init_std: 0.1,
+        seed: config.seed + idx as u64,
+    };
+    let (z, _) = train_free_embeddings(&p, &fe)?;
+    let infonce = kmeans(
+        &z,
+        g.n_nodes(),
+        k,
+        &KMeansConfig {
+            clusters: k,
+            seed: config.seed,
+            ..Default::default()
+        },
+    )?
+    .labels;
+    Ok(SweepPoint {
+        ratio,
+        ari_spectral_truth: adjusted_rand_index(&spectral, &truth)?,
+        ari_infonce_truth: adjusted_rand_index(&infonce, &truth)?,
+        ari_infonce_vs_spectral: adjusted_rand_index(&infonce, &spectral)?,
+        nmi_infonce_vs_spectral: normalized_mutual_information(&infonce, &spectral)?,
+    })
+}
+
 /// Runs the experiment.
 pub fn run(config: &SpectralAgreementConfig, out: Option<&Path>) -> Result<Report> {
     crate::error::check_probability("p", config.p)?;
     config.kernel.validate()?;
     let k = config.blocks;
-    let mut sweep = Vec::new();
-    for (idx, &ratio) in config.ratios.iter().enumerate() {
-        let q = ratio * config.p;
-        crate::error::check_probability("q = ratio x p", q)?;
-        let sbm = SbmConfig {
-            blocks: k,
-            block_size: config.block_size,
-            p_in: config.p,
-            p_out: q,
-            seed: config.seed + idx as u64,
-        };
-        let g = sbm.sample()?;
-        let truth = sbm.labels();
-        let spectral = spectral_clustering(&g, k, config.seed)?;
-        let p = transition_matrix(&g)?;
-        let fe = FreeEmbeddingConfig {
-            dim: config.dim,
-            kernel: config.kernel,
-            steps: config.steps,
-            lr: 0.05,
-            batch: None,
-            init_std: 0.1,
-            seed: config.seed + idx as u64,
-        };
-        let (z, _) = train_free_embeddings(&p, &fe)?;
-        let infonce = kmeans(
-            &z,
-            g.n_nodes(),
-            k,
-            &KMeansConfig {
-                clusters: k,
-                seed: config.seed,
-                ..Default::default()
-            },
-        )?
-        .labels;
-        sweep.push(SweepPoint {
-            ratio,
-            ari_spectral_truth: adjusted_rand_index(&spectral, &truth)?,
-            ari_infonce_truth: adjusted_rand_index(&infonce, &truth)?,
-            ari_infonce_vs_spectral: adjusted_rand_index(&infonce, &spectral)?,
-            nmi_infonce_vs_spectral: normalized_mutual_information(&infonce, &spectral)?,
-        });
+    for &ratio in &config.ratios {
+        crate::error::check_probability("q = ratio x p", ratio * config.p)?;
     }
+    // Sweep points are independent: one per thread, each training on its own thread.
+    let sweep = config
+        .ratios
+        .par_iter()
+        .enumerate()
+        .map(|(idx, &ratio)| sweep_point(config, idx, ratio))
+        .collect::<Result<Vec<SweepPoint>>>()?;
     let recoverable: Vec<&SweepPoint> = sweep
         .iter()
         .filter(|s| s.ari_spectral_truth >= 0.9)
@@ -137,16 +150,25 @@ pub fn run(config: &SpectralAgreementConfig, out: Option<&Path>) -> Result<Repor
             .map(|s| s.ari_infonce_vs_spectral)
             .fold(f64::INFINITY, f64::min);
         claims.push(Claim::at_least("ari_infonce_vs_spectral", 1.0, min_agree, 0.05, "min over recoverable q/p (spectral ARI vs truth >= 0.9) of ARI(InfoNCE clusters, spectral clusters)"));
-        let min_truth = recoverable
+        // InfoNCE is spectral clustering, so it recovers the blocks exactly as well as spectral
+        // clustering does; near the detection threshold neither recovers them all (spectral ARI
+        // below 1), so the prediction is spectral's own ARI, not 1. Reported at the worst q/p.
+        let worst = recoverable
             .iter()
-            .map(|s| s.ari_infonce_truth)
-            .fold(f64::INFINITY, f64::min);
+            .min_by(|a, b| {
+                (a.ari_infonce_truth - a.ari_spectral_truth)
+                    .total_cmp(&(b.ari_infonce_truth - b.ari_spectral_truth))
+            })
+            .expect("recoverable is not empty");
         claims.push(Claim::at_least(
             "ari_infonce_vs_truth",
-            1.0,
-            min_truth,
+            worst.ari_spectral_truth,
+            worst.ari_infonce_truth,
             0.05,
-            "InfoNCE recovers the planted blocks wherever spectral clustering does",
+            &format!(
+                "InfoNCE recovers the planted blocks as well as spectral clustering wherever that recovers them: ARI(InfoNCE, truth) vs the predicted ARI(spectral, truth), at the worst recoverable q/p ({})",
+                worst.ratio
+            ),
         ));
     }
     let mut plots = Vec::new();
@@ -180,7 +202,7 @@ pub fn run(config: &SpectralAgreementConfig, out: Option<&Path>) -> Result<Repor
             "blocks": k, "block_size": config.block_size, "p": config.p, "ratios": config.ratios,
             "dim": config.dim, "tau": config.kernel.tau, "gamma": config.kernel.gamma, "steps": config.steps,
             "seed": config.seed, "kernel_convention": config.kernel.convention(),
-            "infonce": "full softmax over all nodes, one positive j ~ P_i per anchor per step, Adam lr 0.05",
+            "infonce": "full softmax over all nodes, one positive j ~ P_i per anchor per step, Adam lr 0.05 with cosine decay to 0",
             "spectral": "k smallest eigenvectors of L_sym, rows normalised, k-means++",
         }),
         claims,
@@ -198,7 +220,7 @@ mod tests {
         let cfg = SpectralAgreementConfig {
             block_size: 25,
             ratios: vec![0.05, 0.15],
-            steps: 300,
+            steps: 600,
             ..Default::default()
         };
         let r = run(&cfg, None).unwrap();
