@@ -44,7 +44,7 @@ fn inside(class: usize, u: f64, v: f64, phase: f64) -> bool {
         4 => box_ && ((v + phase) * 2.0).rem_euclid(1.0) < 0.5,
         5 => box_ && ((u + phase) * 2.0).rem_euclid(1.0) < 0.5,
         6 => box_ && (((u + 1.0) * 2.0).floor() + ((v + 1.0) * 2.0).floor()) as i64 % 2 == 0,
-        7 => v <= 0.9 && v >= -0.9 && u.abs() <= (v + 0.9) / 1.8,
+        7 => (-0.9..=0.9).contains(&v) && u.abs() <= (v + 0.9) / 1.8,
         8 => box_ && ((u + v + phase) * 1.5).rem_euclid(1.0) < 0.5,
         _ => {
             let (fu, fv) = ((u + 1.0) * 1.5, (v + 1.0) * 1.5);

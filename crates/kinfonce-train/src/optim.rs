@@ -144,8 +144,12 @@ impl Optimizer {
                     OptimizerKind::Adam => {
                         // torch.optim.Adam: g += wd p; m = lerp(m, g, 1 - b1); v = b2 v + (1 - b2) g^2;
                         // p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps).
+                        // In place where libtorch allows: at ResNet-18 width 64 every full-size
+                        // temporary costs about 1% of the training step.
                         let g = if wd != 0.0 {
-                            &grad + &slot.param * wd
+                            let mut g = slot.param.g_mul_scalar(wd);
+                            let _ = g.g_add_(&grad);
+                            g
                         } else {
                             grad
                         };
@@ -155,9 +159,12 @@ impl Optimizer {
                         let _ = v.addcmul_(&g, &(&g * (1.0 - c.beta2)));
                         let bc1 = 1.0 - c.beta1.powi(t);
                         let bc2_sqrt = (1.0 - c.beta2.powi(t)).sqrt();
-                        let denom = v.sqrt() / bc2_sqrt + c.eps;
-                        let update = &slot.first / denom * (lr / bc1);
-                        let _ = slot.param.g_sub_(&update);
+                        // p += m / d with d = -(sqrt(v) / bc2_sqrt + eps) * bc1 / lr.
+                        let mut d = v.sqrt();
+                        let _ = d.g_div_scalar_(bc2_sqrt);
+                        let _ = d.g_add_scalar_(c.eps);
+                        let _ = d.g_mul_scalar_(-bc1 / lr);
+                        let _ = slot.param.addcdiv_(&slot.first, &d);
                     }
                     OptimizerKind::Sgd | OptimizerKind::Lars => {
                         let mut d = if wd != 0.0 {
