@@ -5,7 +5,8 @@
 
 use clap::{Args, Subcommand};
 use kinfonce_graph::experiments::{
-    all, batch_size, clip, cross_entropy, kernels, mrf, planted, scale, spectral_agreement,
+    all, batch_size, clip, cross_entropy, kernels, knn_real, mrf, planted, scale,
+    spectral_agreement,
 };
 use kinfonce_graph::generators::PlantedConfig;
 use kinfonce_graph::kernel::ExpKernel;
@@ -208,15 +209,87 @@ pub enum TheoryCommand {
         #[command(flatten)]
         common: CommonArgs,
     },
+    /// k-nearest-neighbour graph over real MNIST test digits (pixels / 255): spectral clustering
+    /// vs InfoNCE free embeddings on the same graph, both scored against the digit labels.
+    /// Skipped with a message (not failed) when the data folder is absent.
+    KnnReal {
+        /// MNIST folder (IDX files, .gz or not); relative paths resolve from the current folder.
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_MNIST)]
+        data: PathBuf,
+        /// Test images used, evenly spaced over the 10,000 (classes stay balanced).
+        #[arg(long, default_value_t = 2000)]
+        n: usize,
+        /// Neighbours per image before symmetrising (binary weights).
+        #[arg(long, default_value_t = 10)]
+        neighbours: usize,
+        /// Clusters (and spectral eigenvectors).
+        #[arg(long, default_value_t = 10)]
+        clusters: usize,
+        /// InfoNCE embedding dimension.
+        #[arg(long, default_value_t = 16)]
+        dim: usize,
+        /// Temperature tau of the Gaussian kernel (gamma = 2).
+        #[arg(long, default_value_t = 0.5)]
+        tau: f64,
+        /// InfoNCE anchors per mini-batch step.
+        #[arg(long, default_value_t = 128)]
+        batch: usize,
+        /// InfoNCE mini-batch steps (lazy Adam, 5% warmup, cosine decay to 0).
+        #[arg(long, default_value_t = 12_000)]
+        steps: usize,
+        /// Peak Adam learning rate.
+        #[arg(long, default_value_t = 0.1)]
+        lr: f64,
+        #[command(flatten)]
+        common: CommonArgs,
+    },
     /// Every experiment at default size; writes DIR/report.md with the plots.
     All {
         /// Output folder for report.md and the plots.
         #[arg(long, value_name = "DIR", default_value = "theory-report")]
         out: PathBuf,
+        /// MNIST folder for `knn-real` (skipped, and noted in the report, when absent).
+        #[arg(long, value_name = "PATH", default_value = DEFAULT_MNIST)]
+        data: PathBuf,
         /// Print one JSON object (all reports) on the last stdout line.
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Default MNIST folder of `knn-real`, relative to the current folder.
+pub const DEFAULT_MNIST: &str = "../shared/data/mnist";
+
+/// Why `knn-real` cannot run on `path`, when the folder is absent.
+fn missing_data(path: &std::path::Path) -> Option<String> {
+    (!path.exists()).then(|| {
+        format!(
+            "MNIST not found at {} (--data PATH to point at the IDX files)",
+            path.display()
+        )
+    })
+}
+
+/// `n` MNIST test images, evenly spaced, as f64 pixels / 255 with their digit labels.
+pub fn load_mnist_points(
+    path: &std::path::Path,
+    n: usize,
+) -> anyhow::Result<knn_real::KnnRealData> {
+    let test = kinfonce_data::DataConfig::new(path).load(kinfonce_data::Split::Test)?;
+    let idx = knn_real::evenly_spaced(test.len(), n)?;
+    let dim = test.image_len();
+    let mut points = Vec::with_capacity(n * dim);
+    let mut labels = Vec::with_capacity(n);
+    for &i in &idx {
+        points.extend(test.image(i).iter().map(|&v| f64::from(v) / 255.0));
+        labels.push(test.labels()[i] as usize);
+    }
+    Ok(knn_real::KnnRealData {
+        points,
+        dim,
+        labels,
+        source: format!("MNIST test, {n} of {} images", test.len()),
+    })
 }
 
 /// Runs one experiment (or all) and returns the reports, without printing.
@@ -386,8 +459,51 @@ pub fn execute(cmd: &TheoryCommand) -> anyhow::Result<Vec<Report>> {
                 |line| eprintln!("{line}"),
             )?
         }
-        TheoryCommand::All { out, .. } => {
-            return Ok(all::run_all(out, |name| eprintln!("running {name} ..."))?);
+        TheoryCommand::KnnReal {
+            data,
+            n,
+            neighbours,
+            clusters,
+            dim,
+            tau,
+            batch,
+            steps,
+            lr,
+            common,
+        } => {
+            if let Some(reason) = missing_data(data) {
+                eprintln!("knn-real skipped: {reason}");
+                return Ok(vec![]);
+            }
+            let points = load_mnist_points(data, *n)?;
+            knn_real::run(
+                &knn_real::KnnRealConfig {
+                    neighbours: *neighbours,
+                    clusters: *clusters,
+                    dim: *dim,
+                    kernel: ExpKernel {
+                        gamma: 2.0,
+                        tau: *tau,
+                    },
+                    batch: *batch,
+                    steps: *steps,
+                    lr: *lr,
+                    seed: common.seed,
+                },
+                &points,
+                common.out.as_deref(),
+            )?
+        }
+        TheoryCommand::All { out, data, .. } => {
+            let loaded = match missing_data(data) {
+                Some(reason) => Err(reason),
+                None => Ok(load_mnist_points(data, 2000)?),
+            };
+            return Ok(all::run_all(
+                out,
+                loaded.as_ref().map_err(Clone::clone),
+                |name| eprintln!("running {name} ..."),
+            )?);
         }
     };
     Ok(vec![report])
@@ -402,7 +518,8 @@ fn wants_json(cmd: &TheoryCommand) -> bool {
         | TheoryCommand::Clip { common, .. }
         | TheoryCommand::BatchSize { common, .. }
         | TheoryCommand::Kernels { common, .. }
-        | TheoryCommand::Scale { common, .. } => common.json,
+        | TheoryCommand::Scale { common, .. }
+        | TheoryCommand::KnnReal { common, .. } => common.json,
         TheoryCommand::All { json, .. } => *json,
     }
 }
@@ -416,6 +533,12 @@ pub fn json_line(cmd: &TheoryCommand, reports: &[Report]) -> String {
             "claims_total": reports.iter().map(|r| r.claims.len()).sum::<usize>(),
             "claims_holding": reports.iter().map(|r| r.claims.iter().filter(|c| c.holds).count()).sum::<usize>(),
             "reports": reports,
+        })
+        .to_string(),
+        (TheoryCommand::KnnReal { data, .. }, []) => serde_json::json!({
+            "experiment": "knn-real",
+            "skipped": missing_data(data).unwrap_or_default(),
+            "claims": [],
         })
         .to_string(),
         (_, [one]) => one.to_json_line(),
@@ -566,5 +689,58 @@ mod tests {
             .unwrap();
         assert!(d["predicted"].is_null());
         assert_eq!(d["holds"], true);
+    }
+
+    #[test]
+    fn knn_real_skips_without_data() {
+        let cli = Cli::try_parse_from([
+            "theory",
+            "knn-real",
+            "--data",
+            "/nonexistent/mnist",
+            "--json",
+        ])
+        .unwrap();
+        let reports = execute(&cli.cmd).unwrap();
+        assert!(reports.is_empty());
+        let v: serde_json::Value = serde_json::from_str(&json_line(&cli.cmd, &reports)).unwrap();
+        assert_eq!(v["experiment"], "knn-real");
+        assert!(v["skipped"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/mnist"));
+    }
+
+    #[test]
+    fn knn_real_on_mnist_reports_spectral_recovery() {
+        let data =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/data/mnist");
+        if !data.exists() {
+            eprintln!("skipping: MNIST not found at {}", data.display());
+            return;
+        }
+        let points = load_mnist_points(&data, 500).unwrap();
+        assert_eq!(points.dim, 784);
+        assert!(points.points.iter().all(|&x| (0.0..=1.0).contains(&x)));
+        // Evenly spaced over the test set: every digit is present, none dominates.
+        let mut counts = [0usize; 10];
+        points.labels.iter().for_each(|&l| counts[l] += 1);
+        assert!(counts.iter().all(|&c| (25..=80).contains(&c)), "{counts:?}");
+        let r = knn_real::run(
+            &knn_real::KnnRealConfig {
+                steps: 2000,
+                ..Default::default()
+            },
+            &points,
+            None,
+        )
+        .unwrap();
+        let names: Vec<&str> = r.claims.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["ari_infonce_vs_spectral", "nmi_infonce_vs_truth"]);
+        // Spectral clustering of raw-pixel kNN graphs finds the digits well above chance
+        // (NMI 0.66 at n = 2,000); the prediction of the NMI claim is that number.
+        let nmi_spectral = r.details["nmi_spectral_vs_truth"].as_f64().unwrap();
+        assert!(nmi_spectral > 0.5, "{nmi_spectral}");
+        assert_eq!(r.claims[1].predicted, Some(nmi_spectral));
     }
 }

@@ -5,9 +5,18 @@ use crate::report::Report;
 use std::path::Path;
 use std::time::Instant;
 
+/// Real data for `knn-real`, or why it is skipped (e.g. the data set is not on this machine).
+pub type KnnRealInput<'a> = std::result::Result<&'a super::knn_real::KnnRealData, String>;
+
 /// Runs every experiment with default settings, writing plots under `out` and `out/report.md`.
-/// `progress` is told the name of each experiment before it starts.
-pub fn run_all(out: &Path, mut progress: impl FnMut(&str)) -> Result<Vec<Report>> {
+/// `knn_real` carries the points of the `knn-real` experiment, or the reason it is skipped (the
+/// report then lists it as skipped, not failed). `progress` is told the name of each experiment
+/// before it starts.
+pub fn run_all(
+    out: &Path,
+    knn_real: KnnRealInput<'_>,
+    mut progress: impl FnMut(&str),
+) -> Result<Vec<Report>> {
     std::fs::create_dir_all(out).map_err(|source| GraphError::Io {
         path: out.to_path_buf(),
         source,
@@ -44,7 +53,18 @@ pub fn run_all(out: &Path, mut progress: impl FnMut(&str)) -> Result<Vec<Report>
         "kernels",
         super::kernels::run(&Default::default(), Some(out))?
     );
-    let md = markdown(&reports, &timings, out);
+    let mut skipped = Vec::new();
+    match knn_real {
+        Ok(data) => step!(
+            "knn-real",
+            super::knn_real::run(&Default::default(), data, Some(out))?
+        ),
+        Err(reason) => {
+            progress(&format!("knn-real skipped: {reason}"));
+            skipped.push(("knn-real", reason));
+        }
+    }
+    let md = markdown(&reports, &timings, &skipped, out);
     let path = out.join("report.md");
     std::fs::write(&path, md).map_err(|source| GraphError::Io {
         path: path.clone(),
@@ -54,7 +74,13 @@ pub fn run_all(out: &Path, mut progress: impl FnMut(&str)) -> Result<Vec<Report>
 }
 
 /// The markdown report: a summary table, then one section per experiment.
-pub fn markdown(reports: &[Report], timings: &[(&str, f64)], base: &Path) -> String {
+/// `skipped` lists experiments that did not run, with the reason.
+pub fn markdown(
+    reports: &[Report],
+    timings: &[(&str, f64)],
+    skipped: &[(&str, String)],
+    base: &Path,
+) -> String {
     let total: usize = reports.iter().map(|r| r.claims.len()).sum();
     let holding: usize = reports
         .iter()
@@ -84,6 +110,9 @@ pub fn markdown(reports: &[Report], timings: &[(&str, f64)], base: &Path) -> Str
             r.claims.iter().filter(|c| c.holds).count(),
             secs
         ));
+    }
+    for (name, reason) in skipped {
+        s.push_str(&format!("| `{name}` | skipped: {reason} | - | - |\n"));
     }
     s.push('\n');
     for r in reports {

@@ -8,6 +8,7 @@ pub mod clip;
 pub mod common;
 pub mod cross_entropy;
 pub mod kernels;
+pub mod knn_real;
 pub mod mrf;
 pub mod planted;
 pub mod scale;

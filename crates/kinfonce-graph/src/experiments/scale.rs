@@ -64,7 +64,7 @@ impl Default for ScaleConfig {
 }
 
 /// Rows of the n x k matrix scaled to unit length (Ng, Jordan, Weiss), row-major.
-fn normalised_rows(v: &faer::Mat<f64>) -> Vec<f64> {
+pub(crate) fn normalised_rows(v: &faer::Mat<f64>) -> Vec<f64> {
     let (n, k) = (v.nrows(), v.ncols());
     let mut rows = vec![0.0; n * k];
     for i in 0..n {
