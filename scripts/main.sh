@@ -8,17 +8,15 @@ source "$(dirname "$0")/env.sh"
 
 cargo build --release --locked -p kinfonce-cli
 BIN="$ROOT/target/release/kinfonce"
-DATA="${KINFONCE_DATA:-$ROOT/../shared/data/cifar10/cifar-10-binary.tar.gz}"
-if [ ! -e "$DATA" ]; then
-  echo "kinfonce: no CIFAR-10 at $DATA; fetching it into $ROOT/data" >&2
-  "$BIN" data fetch cifar10 --dir "$ROOT/data"
-  DATA="$ROOT/data/cifar-10-binary.tar.gz"
-fi
-
+cd "$ROOT"
+# Without --data, `kinfonce pretrain` takes CIFAR-10 from $KINFONCE_DATA, the cache folder or
+# ../shared/data/cifar10/, downloads it when missing, and offline trains on its built-in
+# synthetic set, so this demo always completes.
 if [ $# -gt 0 ]; then
-  exec "$BIN" pretrain --data "$DATA" "$@"
+  exec "$BIN" pretrain "$@"
 fi
-# A CPU-sized default run: ResNet-18 width 16, bf16 + channels-last, 10,000 images, 2 epochs.
-exec "$BIN" pretrain --data "$DATA" --preset simple-sum --arch resnet18 --width 16 \
+# A CPU-sized default run (about 2 minutes on 2 cores): ResNet-18 width 16, bf16 +
+# channels-last, 10,000 images, 2 epochs; it ends by printing the k-NN accuracy and the run folder.
+exec "$BIN" pretrain --preset simple-sum --arch resnet18 --width 16 \
   --batch 128 --subset 10000 --epochs 2 --precision bf16 --channels-last \
   --out "$ROOT/runs/main-$(date +%Y%m%d-%H%M%S)"

@@ -5,7 +5,15 @@
 use clap::{Parser, Subcommand};
 
 mod bench;
+#[cfg(feature = "torch")]
+mod compare;
 mod data_cmd;
+#[cfg(feature = "torch")]
+mod default_data;
+#[cfg(feature = "torch")]
+mod embed;
+#[cfg(feature = "torch")]
+mod eval_cmd;
 mod loss_cmd;
 #[cfg(feature = "torch")]
 mod pretrain;
@@ -37,6 +45,16 @@ enum Command {
     /// Pretrain an encoder with a Kernel-InfoNCE loss (SimCLR pairing).
     #[cfg(feature = "torch")]
     Pretrain(Box<pretrain::PretrainArgs>),
+    /// Evaluate a pretrained encoder: linear probe or k-NN on frozen features.
+    #[cfg(feature = "torch")]
+    #[command(subcommand)]
+    Eval(eval_cmd::EvalCommand),
+    /// Export encoder features and labels (safetensors or .npy).
+    #[cfg(feature = "torch")]
+    Embed(Box<embed::EmbedArgs>),
+    /// Compare kernels over seeds: pretrain, evaluate, write a report.
+    #[cfg(feature = "torch")]
+    Compare(Box<compare::CompareArgs>),
 }
 
 fn main() {
@@ -48,6 +66,12 @@ fn main() {
         Command::Data(cmd) => data_cmd::run(cmd),
         #[cfg(feature = "torch")]
         Command::Pretrain(args) => pretrain::run(*args),
+        #[cfg(feature = "torch")]
+        Command::Eval(cmd) => eval_cmd::run(cmd),
+        #[cfg(feature = "torch")]
+        Command::Embed(args) => embed::run(*args),
+        #[cfg(feature = "torch")]
+        Command::Compare(args) => compare::run(*args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -4,6 +4,7 @@
 //! Precedence of settings: flag > `--config FILE` (TOML, keys = flag names in snake_case) >
 //! preset > built-in default.
 
+use crate::default_data;
 use anyhow::{bail, Context};
 use kinfonce_train::config::TRAJECTORY_KEYS;
 use kinfonce_train::trainer::{self, read_run_config};
@@ -23,8 +24,9 @@ use std::path::{Path, PathBuf};
 #[derive(clap::Args, Debug, Default)]
 pub struct PretrainArgs {
     /// Data set: a file or folder (CIFAR-10/100 binary or .tar.gz, MNIST IDX, STL-10, an
-    /// ImageFolder, TinyImageNet). [default: $KINFONCE_DATA, else
-    /// ../shared/data/cifar10/cifar-10-binary.tar.gz]
+    /// ImageFolder, TinyImageNet). [default: $KINFONCE_DATA, else CIFAR-10 from the cache
+    /// folder or ../shared/data/cifar10/, else downloaded (checksum verified); offline, a
+    /// built-in synthetic set of 10 shape classes]
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Data layout when detection is not wanted: cifar10, cifar100, mnist, stl10, imagefolder,
@@ -329,7 +331,9 @@ fn apply_loss_options(
     Ok(())
 }
 
-fn resolve_config(args: &PretrainArgs) -> anyhow::Result<TrainConfig> {
+/// The configuration `kinfonce pretrain` would run with these arguments (also used by
+/// `kinfonce compare`, so its runs are exactly those of `kinfonce pretrain`).
+pub(crate) fn resolve_config(args: &PretrainArgs) -> anyhow::Result<TrainConfig> {
     let toml::Value::Table(mut merged) = toml::Value::try_from(TrainConfig::default())? else {
         bail!("the default configuration is not a table");
     };
@@ -362,7 +366,7 @@ fn resolve_config(args: &PretrainArgs) -> anyhow::Result<TrainConfig> {
     Ok(config)
 }
 
-fn git_revision() -> String {
+pub(crate) fn git_revision() -> String {
     std::process::Command::new("git")
         .args(["rev-parse", "--short", "HEAD"])
         .output()
@@ -372,7 +376,7 @@ fn git_revision() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-fn cpu_model() -> String {
+pub(crate) fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
         .and_then(|t| {
@@ -385,7 +389,7 @@ fn cpu_model() -> String {
 
 /// libtorch's OpenMP reads OMP_WAIT_POLICY when it loads, before `main`: re-run this process
 /// with it set, so idle OpenMP threads sleep instead of spinning against the augmentation pool.
-fn ensure_passive_openmp() {
+pub(crate) fn ensure_passive_openmp() {
     if std::env::var_os("OMP_WAIT_POLICY").is_some() {
         return;
     }
@@ -397,6 +401,34 @@ fn ensure_passive_openmp() {
             .exec();
         eprintln!("warning: could not re-run with OMP_WAIT_POLICY=PASSIVE: {err}");
     }
+}
+
+/// The provenance lines of a run's config.toml (git revision, versions, machine, command).
+pub(crate) fn provenance(
+    device: kinfonce_train::tch::Device,
+    threads: usize,
+) -> Vec<(String, String)> {
+    vec![
+        ("git_revision".to_string(), git_revision()),
+        (
+            "libtorch".to_string(),
+            "2.11.0 (PyPI wheel torch==2.11.0)".to_string(),
+        ),
+        ("cpu".to_string(), cpu_model()),
+        (
+            "gpu".to_string(),
+            if device == kinfonce_train::tch::Device::Cpu {
+                "none".into()
+            } else {
+                format!("{device:?}")
+            },
+        ),
+        ("threads".to_string(), threads.to_string()),
+        (
+            "command".to_string(),
+            std::env::args().collect::<Vec<_>>().join(" "),
+        ),
+    ]
 }
 
 fn given_trajectory_flags(args: &PretrainArgs) -> anyhow::Result<Vec<String>> {
@@ -457,7 +489,17 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
             (config, dir.clone(), true)
         }
         None => {
-            let config = resolve_config(&args)?;
+            let mut config = resolve_config(&args)?;
+            let from_env = std::env::var_os("KINFONCE_DATA").map(PathBuf::from);
+            if args.data.is_none()
+                && (config.data == TrainConfig::default().data
+                    || Some(&config.data) == from_env.as_ref())
+            {
+                // No data named by a flag or the config file: CIFAR-10 from $KINFONCE_DATA or
+                // the cache, a download, or offline the built-in synthetic set, so the demo
+                // always completes.
+                config.data = default_data::default_data()?;
+            }
             let out = args.out.clone().unwrap_or_else(|| {
                 let t = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -474,27 +516,7 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
     let threads = trainer::configure_threads(config.threads);
     trainer::install_signal_handler();
     let device = trainer::parse_device(&config.device)?;
-    let provenance = vec![
-        ("git_revision".to_string(), git_revision()),
-        (
-            "libtorch".to_string(),
-            "2.11.0 (PyPI wheel torch==2.11.0)".to_string(),
-        ),
-        ("cpu".to_string(), cpu_model()),
-        (
-            "gpu".to_string(),
-            if device == kinfonce_train::tch::Device::Cpu {
-                "none".into()
-            } else {
-                format!("{device:?}")
-            },
-        ),
-        ("threads".to_string(), threads.to_string()),
-        (
-            "command".to_string(),
-            std::env::args().collect::<Vec<_>>().join(" "),
-        ),
-    ];
+    let provenance = provenance(device, threads);
     eprintln!(
         "kinfonce pretrain: {} width {} on {}, preset {}, batch {} pairs, {} {}{}, {threads} threads -> {}",
         config.arch,

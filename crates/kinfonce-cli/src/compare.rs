@@ -1,0 +1,372 @@
+//! `kinfonce compare`: pretrain every kernel with every seed, evaluate each run (k-NN and the
+//! fast linear probe, trained and at initialisation) and write the study's report.
+
+use crate::pretrain::{cpu_model, git_revision, provenance, resolve_config, PretrainArgs};
+use anyhow::{bail, Context};
+use kinfonce_data::Split;
+use kinfonce_train::compare::{
+    evaluate_run, read_metrics, run_dir, run_state, stats, trajectory_differences, write_report,
+    DataCache, InitCache, RunState, StudyEvalOptions, StudyInfo, StudyRun,
+};
+use kinfonce_train::eval::{KnnConfig, ProbeConfig};
+use kinfonce_train::features::{EvalDataOptions, FeatureOptions};
+use kinfonce_train::trainer::{self, read_run_config};
+use kinfonce_train::{RunOptions, TrainConfig, Trainer};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+const ALL_KERNELS: &str = "gaussian,laplacian,exp-0.5,simple-sum,sum-of-losses,concat-sum";
+
+/// Compare kernels: pretrain every kernel with every seed, evaluate, write DIR/report.md.
+///
+/// Each run is a standard pretraining run folder DIR/runs/<preset>-seed<S>/, configured exactly
+/// as `kinfonce pretrain --preset <preset> --seed <S> --out DIR/runs/<preset>-seed<S>` with the
+/// same shared flags (--epochs, --subset, --arch, --width, --batch, --precision,
+/// --channels-last, --threads, --data, ...) would configure it, so runs started by hand with
+/// that command are adopted. Resumable: a finished run is not trained again, an unfinished one
+/// resumes from its newest checkpoint, evaluations are cached in the run folder
+/// (eval-knn.json, eval-linear.json, eval-knn-init.json, eval-linear-init.json). An existing
+/// run with other trajectory settings is an error that names it.
+///
+/// Evaluation: weighted k-NN (k 200, t 0.1) and the fast linear probe (features without
+/// augmentation, SGD lr 0.3, momentum 0.9, weight decay 1e-6, cosine over 100 epochs, batch
+/// 256), fit on `train` (training images minus the validation split), reported on `test`;
+/// both also for the same network at initialisation. Ctrl-C stops cleanly (checkpoint saved);
+/// run the same command again to continue.
+#[derive(clap::Args, Debug)]
+pub struct CompareArgs {
+    /// Presets to compare, comma-separated.
+    #[arg(long, default_value = ALL_KERNELS, value_delimiter = ',')]
+    pub kernels: Vec<String>,
+    /// Seeds, comma-separated.
+    #[arg(long, default_value = "0,1,2", value_delimiter = ',')]
+    pub seeds: Vec<u64>,
+    /// Study folder (runs/, report.md, figures).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Pretraining epochs. [default: pretrain's, 10]
+    #[arg(long)]
+    pub epochs: Option<u64>,
+    /// Pretrain on a class-balanced seeded subset of N training images.
+    #[arg(long)]
+    pub subset: Option<usize>,
+    /// Encoder: resnet18, resnet34, resnet50. [default: resnet18]
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Base channel count. [default: 64]
+    #[arg(long)]
+    pub width: Option<i64>,
+    /// Pairs per pretraining step. [default: 256]
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Pretraining precision: f32 or bf16. [default: f32]
+    #[arg(long)]
+    pub precision: Option<String>,
+    /// Channels-last memory layout.
+    #[arg(long)]
+    pub channels_last: bool,
+    /// Threads for libtorch and the image pipeline (0 = all cores). [default: 0]
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Data set (any format pretrain reads). [default: as pretrain]
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Data layout when detection is not wanted.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Device: cpu, cuda, cuda:N. [default: cpu]
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Evaluation: use at most N train images (evenly spaced; default all of `train`).
+    #[arg(long, value_name = "N")]
+    pub subset_train: Option<usize>,
+    /// Evaluation: epochs of the fast linear probe.
+    #[arg(long, default_value_t = 100)]
+    pub probe_epochs: usize,
+    /// Evaluation: k of the k-NN classifier.
+    #[arg(long, default_value_t = 200)]
+    pub knn_k: i64,
+    /// Evaluation: temperature of the k-NN vote.
+    #[arg(long, default_value_t = 0.1)]
+    pub knn_t: f64,
+    /// Evaluation: images per forward pass.
+    #[arg(long, default_value_t = 256)]
+    pub eval_batch: usize,
+    /// Do not pretrain: evaluate and report the finished runs only (unfinished or absent runs
+    /// are listed and left out).
+    #[arg(long)]
+    pub report_only: bool,
+    /// Print a summary as one JSON object on the last line of stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The configuration `kinfonce pretrain` gives the run (preset, seed) of this study.
+pub(crate) fn run_config(a: &CompareArgs, preset: &str, seed: u64) -> anyhow::Result<TrainConfig> {
+    let args = PretrainArgs {
+        preset: Some(preset.to_string()),
+        seed: Some(seed),
+        epochs: a.epochs,
+        subset: a.subset,
+        arch: a.arch.clone(),
+        width: a.width,
+        batch: a.batch,
+        precision: a.precision.clone(),
+        channels_last: a.channels_last,
+        threads: a.threads,
+        data: a.data.clone(),
+        format: a.format.clone(),
+        device: a.device.clone(),
+        out: Some(run_dir(&a.out, preset, seed)),
+        ..Default::default()
+    };
+    resolve_config(&args).with_context(|| format!("configuring {preset} seed {seed}"))
+}
+
+fn unix_time() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Brings the run in `dir` to the end of its schedule. Returns false when interrupted.
+fn pretrain(dir: &Path, wanted: TrainConfig, label: &str) -> anyhow::Result<bool> {
+    if dir.join("config.toml").is_file() {
+        let existing = read_run_config(dir)?;
+        let diffs = trajectory_differences(&existing, &wanted)?;
+        if !diffs.is_empty() {
+            bail!(
+                "{} holds a run with other trajectory settings than this study asks for ({}); \
+                 move it away or run the study with the settings it was made with",
+                dir.display(),
+                diffs.join("; ")
+            );
+        }
+    }
+    let state = run_state(dir)?;
+    let (config, resume) = match state {
+        RunState::Finished { step } => {
+            eprintln!("[{label}] pretraining finished (step {step}), skipped");
+            return Ok(true);
+        }
+        RunState::Absent => (wanted, false),
+        RunState::Unfinished { step, total } => {
+            if kinfonce_train::checkpoint::latest(&dir.join("checkpoints"))?.is_none() {
+                // Started but stopped before its first checkpoint: nothing to resume from.
+                let aside = dir.with_file_name(format!(
+                    "{}.abandoned-{}",
+                    dir.file_name().unwrap_or_default().to_string_lossy(),
+                    unix_time()
+                ));
+                std::fs::rename(dir, &aside)
+                    .with_context(|| format!("moving {} aside", dir.display()))?;
+                eprintln!(
+                    "[{label}] {} had no checkpoint; moved to {} and starting afresh",
+                    dir.display(),
+                    aside.display()
+                );
+                (wanted, false)
+            } else {
+                eprintln!("[{label}] resuming at step {step} of {total}");
+                (read_run_config(dir)?, true)
+            }
+        }
+    };
+    let device = trainer::parse_device(&config.device)?;
+    let threads = trainer::configure_threads(config.threads);
+    if !resume {
+        eprintln!("[{label}] pretraining -> {}", dir.display());
+    }
+    let mut t = Trainer::new(
+        config,
+        dir,
+        resume,
+        RunOptions {
+            quiet: false,
+            provenance: provenance(device, threads),
+        },
+    )?;
+    let s = t.run()?;
+    eprintln!(
+        "[{label}] {} steps, loss {:.4}, k-NN monitor {}, {:.0} views/s, {:.0} s",
+        s.steps,
+        s.final_loss,
+        s.knn_top1
+            .map(|v| format!("{:.2}%", 100.0 * v))
+            .unwrap_or_else(|| "n/a".into()),
+        s.views_per_s,
+        s.wall_s
+    );
+    Ok(!s.interrupted)
+}
+
+pub fn run(a: CompareArgs) -> anyhow::Result<()> {
+    crate::pretrain::ensure_passive_openmp();
+    let start = Instant::now();
+    if a.kernels.is_empty() || a.seeds.is_empty() {
+        bail!("--kernels and --seeds need at least one value each");
+    }
+    let mut seen = std::collections::HashSet::new();
+    for k in &a.kernels {
+        if !seen.insert(k) {
+            bail!("--kernels lists {k} twice");
+        }
+    }
+    // Every configuration first, so a bad flag fails before hours of training.
+    let mut plan = Vec::new();
+    for k in &a.kernels {
+        for &s in &a.seeds {
+            plan.push((k.clone(), s, run_config(&a, k, s)?));
+        }
+    }
+    let threads = trainer::configure_threads(plan[0].2.threads);
+    trainer::install_signal_handler();
+    std::fs::create_dir_all(a.out.join("runs"))
+        .with_context(|| format!("creating {}", a.out.display()))?;
+    let eval_options = StudyEvalOptions {
+        features: FeatureOptions {
+            device: String::new(),
+            precision: String::new(),
+            batch: a.eval_batch.max(1),
+            threads,
+        },
+        data: EvalDataOptions {
+            data: None,
+            format: None,
+            report_split: Split::Test,
+            subset_train: a.subset_train,
+        },
+        knn: KnnConfig {
+            k: a.knn_k,
+            temperature: a.knn_t,
+        },
+        probe: ProbeConfig {
+            epochs: a.probe_epochs,
+            ..ProbeConfig::default()
+        },
+        pca: false,
+        pca_points: 2000,
+    };
+    eval_options.knn.validate()?;
+    eval_options.probe.validate()?;
+    let mut data = DataCache::default();
+    let mut init_cache = InitCache::new();
+    let mut runs = Vec::new();
+    let mut missing = Vec::new();
+    let total = plan.len();
+    for (i, (kernel, seed, config)) in plan.into_iter().enumerate() {
+        let dir = run_dir(&a.out, &kernel, seed);
+        let label = format!("{}/{total} {kernel} seed {seed}", i + 1);
+        if a.report_only {
+            if !matches!(run_state(&dir)?, RunState::Finished { .. }) {
+                eprintln!("[{label}] not finished, left out of the report");
+                missing.push(dir.display().to_string());
+                continue;
+            }
+        } else if !pretrain(&dir, config, &label)? {
+            eprintln!(
+                "interrupted: the checkpoint is saved; run the same command again to continue"
+            );
+            return Ok(());
+        }
+        if trainer::stop_requested() {
+            eprintln!("interrupted; run the same command again to continue");
+            return Ok(());
+        }
+        let options = StudyEvalOptions {
+            pca: seed == a.seeds[0],
+            ..eval_options.clone()
+        };
+        let evals = evaluate_run(&dir, &mut data, &mut init_cache, &options, &mut |msg| {
+            eprintln!("[{label}] {msg}")
+        })
+        .with_context(|| format!("evaluating {}", dir.display()))?;
+        let metrics = read_metrics(&dir)?;
+        runs.push(StudyRun {
+            preset: kernel,
+            seed,
+            config: read_run_config(&dir)?,
+            dir,
+            evals,
+            metrics,
+        });
+    }
+    let device = runs
+        .first()
+        .map(|r| r.config.device.clone())
+        .unwrap_or_else(|| "cpu".into());
+    let info = StudyInfo {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        machine: vec![
+            ("cpu".into(), cpu_model()),
+            ("threads".into(), threads.to_string()),
+            ("device".into(), device),
+            (
+                "libtorch".into(),
+                "2.11.0 (PyPI wheel torch==2.11.0), tch 0.24.0".into(),
+            ),
+            ("git revision".into(), git_revision()),
+        ],
+        wall_s: start.elapsed().as_secs_f64(),
+        kernels: a.kernels.clone(),
+        seeds: a.seeds.clone(),
+    };
+    if runs.is_empty() {
+        bail!(
+            "no finished run to report on ({} not finished)",
+            missing.len()
+        );
+    }
+    let report = write_report(&a.out, &runs, &info)?;
+    println!(
+        "{:>14} {:>6} {:>18} {:>18} {:>14} {:>14}",
+        "kernel", "seeds", "k-NN top-1 %", "linear top-1 %", "k-NN init %", "linear init %"
+    );
+    let mut summary = serde_json::Map::new();
+    for k in &a.kernels {
+        let of: Vec<&StudyRun> = runs.iter().filter(|r| &r.preset == k).collect();
+        if of.is_empty() {
+            continue;
+        }
+        let st = |f: &dyn Fn(&StudyRun) -> f64| stats(&of.iter().map(|r| f(r)).collect::<Vec<_>>());
+        let (knn, lin) = (st(&|r| r.evals.knn.top1), st(&|r| r.evals.linear.top1));
+        let (knn0, lin0) = (
+            st(&|r| r.evals.knn_init.top1),
+            st(&|r| r.evals.linear_init.top1),
+        );
+        println!(
+            "{k:>14} {:>6} {:>10.2} ± {:<5.2} {:>10.2} ± {:<5.2} {:>14.2} {:>14.2}",
+            of.len(),
+            100.0 * knn.mean,
+            100.0 * knn.std,
+            100.0 * lin.mean,
+            100.0 * lin.std,
+            100.0 * knn0.mean,
+            100.0 * lin0.mean
+        );
+        summary.insert(
+            k.clone(),
+            serde_json::json!({
+                "seeds": of.len(),
+                "knn_top1": knn, "linear_top1": lin,
+                "linear_top5": st(&|r| r.evals.linear.top5),
+                "knn_top1_init": knn0, "linear_top1_init": lin0,
+            }),
+        );
+    }
+    println!("report: {}", report.display());
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "report": report.display().to_string(),
+                "runs": runs.len(),
+                "not_finished": missing,
+                "kernels": summary,
+                "wall_s": info.wall_s,
+            })
+        );
+    }
+    Ok(())
+}
