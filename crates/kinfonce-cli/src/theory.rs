@@ -496,7 +496,10 @@ pub fn execute(cmd: &TheoryCommand) -> anyhow::Result<Vec<Report>> {
         }
         TheoryCommand::All { out, data, .. } => {
             let loaded = match missing_data(data) {
-                Some(reason) => Err(reason),
+                Some(reason) => {
+                    eprintln!("knn-real skipped: {reason}");
+                    Err(reason)
+                }
                 None => Ok(load_mnist_points(data, 2000)?),
             };
             return Ok(all::run_all(

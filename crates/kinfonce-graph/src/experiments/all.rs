@@ -59,10 +59,7 @@ pub fn run_all(
             "knn-real",
             super::knn_real::run(&Default::default(), data, Some(out))?
         ),
-        Err(reason) => {
-            progress(&format!("knn-real skipped: {reason}"));
-            skipped.push(("knn-real", reason));
-        }
+        Err(reason) => skipped.push(("knn-real", reason)),
     }
     let md = markdown(&reports, &timings, &skipped, out);
     let path = out.join("report.md");
