@@ -799,7 +799,9 @@ pub fn write_report(out: &Path, runs: &[StudyRun], info: &StudyInfo) -> Result<P
                     .config
                     .loss_spec()
                     .ok()
-                    .and_then(|s| serde_json::to_string(&s).ok())
+                    // A kernel mixture does not serialise as JSON (an internally tagged
+                    // sequence); its Debug form still states every weight, gamma and tau.
+                    .map(|s| serde_json::to_string(&s).unwrap_or_else(|_| format!("{s:?}")))
                     .unwrap_or_else(|| "?".into());
                 let _ = writeln!(md, "- `{k}`: `{spec}`");
             }
