@@ -140,8 +140,15 @@ pub fn latest(dir: &Path) -> Result<Option<PathBuf>> {
 fn prune(dir: &Path, keep: usize) -> Result<()> {
     let all = list(dir)?;
     let excess = all.len().saturating_sub(keep);
-    for (_, path) in all.into_iter().take(excess) {
-        fs::remove_dir_all(&path).map_err(io_err(&path))?;
+    for (step, path) in all.into_iter().take(excess) {
+        // Out of the listing first (one rename), then deleted: a kill mid-deletion leaves a
+        // hidden folder, never a listed checkpoint with missing files.
+        let trash = dir.join(format!(".{}.old", step_dir_name(step)));
+        if trash.exists() {
+            fs::remove_dir_all(&trash).map_err(io_err(&trash))?;
+        }
+        fs::rename(&path, &trash).map_err(io_err(&path))?;
+        fs::remove_dir_all(&trash).map_err(io_err(&trash))?;
     }
     Ok(())
 }
