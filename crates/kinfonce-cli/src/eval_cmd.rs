@@ -362,32 +362,21 @@ fn linear(a: LinearArgs) -> anyhow::Result<()> {
             &labels_tensor(&data.test),
             data.classes(),
         );
-        let r = EvalRecord {
-            protocol: "linear-saved".into(),
-            description: format!(
-                "the saved linear probe {} applied to frozen encoder features of the `{}` split ({} images), no augmentation",
-                path.display(),
-                data.test_split,
-                c.n
-            ),
-            top1: c.top1,
-            top5: c.top5,
-            n_train: 0,
-            n_test: c.n,
-            per_class: c.per_class,
-            class_names: data.train.class_names().to_vec(),
-            confusion: c.confusion,
-            feature_dim: encoder.feature_dim,
-            init: encoder.checkpoint.is_none(),
-            checkpoint: encoder.checkpoint.as_ref().map(|p| p.display().to_string()),
-            step: encoder.step,
-            data: data.path.display().to_string(),
-            test_split: data.test_split.to_string(),
-            knn: None,
-            probe: None,
-            probe_final_loss: None,
-            seconds: start.elapsed().as_secs_f64(),
-        };
+        let description = format!(
+            "the saved linear probe {} applied to frozen encoder features of the `{}` split ({} images), no augmentation",
+            path.display(),
+            data.test_split,
+            c.n
+        );
+        let r = EvalRecord::base(
+            "linear-saved",
+            description,
+            c,
+            &encoder,
+            &data,
+            0,
+            start.elapsed().as_secs_f64(),
+        );
         (r, probe)
     } else if a.fast {
         let fs = features_with_progress(&encoder, &data, &options)?;

@@ -3,9 +3,11 @@
 //! on the real CIFAR-10 archive when it is at hand; the bad inputs get clear errors.
 #![cfg(feature = "torch")]
 
+mod common;
+use common::cifar;
 use kinfonce_train::tch::Tensor;
 use serde_json::Value;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 fn kinfonce(args: &[&str]) -> (bool, String, String) {
@@ -402,17 +404,6 @@ fn eval_and_embed_on_image_folder_and_tiny_imagenet_with_clear_errors() {
         "--json",
     ]));
     assert_eq!(v["test_split"], "val");
-}
-
-fn cifar() -> Option<PathBuf> {
-    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data/cifar10/cifar-10-binary.tar.gz");
-    if p.exists() {
-        Some(p)
-    } else {
-        eprintln!("skipping the CIFAR-10 part: {} not found", p.display());
-        None
-    }
 }
 
 #[test]

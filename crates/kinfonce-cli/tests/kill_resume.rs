@@ -3,22 +3,13 @@
 //! checkpoint left behind by the kill loads (none is torn).
 #![cfg(feature = "torch")]
 
+mod common;
+use common::cifar;
 use kinfonce_train::checkpoint;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn cifar() -> Option<PathBuf> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data/cifar10/cifar-10-binary.tar.gz");
-    if path.exists() {
-        Some(path)
-    } else {
-        eprintln!("skipping: {} not found", path.display());
-        None
-    }
-}
 
 /// A tiny deterministic run: 64 images, 4 steps per epoch, 3 epochs, a checkpoint every step.
 fn pretrain(data: &Path, out: &Path) -> Command {

@@ -2,19 +2,10 @@
 //! record, parameter or step at fault; nothing already saved is lost.
 #![cfg(feature = "torch")]
 
+mod common;
+use common::cifar;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-fn cifar() -> Option<PathBuf> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../../shared/data/cifar10/cifar-10-binary.tar.gz");
-    if path.exists() {
-        Some(path)
-    } else {
-        eprintln!("skipping: {} not found", path.display());
-        None
-    }
-}
 
 /// Runs `kinfonce pretrain` with a tiny model and `args`; returns (exit code, stderr).
 fn pretrain(args: &[&str], out: &Path) -> (i32, String) {

@@ -434,7 +434,8 @@ pub struct EvalRecord {
 }
 
 impl EvalRecord {
-    fn base(
+    /// A record of `protocol` from its classification result, without k-NN or probe settings.
+    pub fn base(
         protocol: &str,
         description: String,
         c: Classification,
