@@ -22,7 +22,15 @@ if [ ! -x "$VENV/bin/python" ]; then
   fi
 fi
 if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
-  echo "kinfonce: installing torch==$TORCH_VERSION into $VENV (about 4 GB, once)" >&2
+  # The wheel and its CUDA libraries unpack to about 5 GB, and pip needs room for the
+  # downloads beside them; say so plainly rather than fail half-way with ENOSPC.
+  free_kb="$(df -Pk "$ROOT" | awk 'NR==2 {print $4}')"
+  if [ "${free_kb:-0}" -lt $((9 * 1024 * 1024)) ]; then
+    echo "kinfonce: installing torch==$TORCH_VERSION needs about 9 GB free on the disk holding $ROOT;" \
+      "only $((free_kb / 1024 / 1024)) GB are free. Free some space (old cargo target folders are the usual culprit) and rerun." >&2
+    exit 1
+  fi
+  echo "kinfonce: installing torch==$TORCH_VERSION into $VENV (about 5 GB, once)" >&2
   "$VENV/bin/pip" install --no-cache-dir --quiet "torch==$TORCH_VERSION" numpy
 fi
 
