@@ -264,7 +264,7 @@ fn apply_loss_options(
                 }
                 Ok(())
             }
-            Kernel::Mixture(parts) => {
+            Kernel::Mixture { components: parts } => {
                 if g.is_some() || tau.is_some() {
                     bail!("--gamma/--tau are ambiguous for the {what} mixture (two kernels); give the whole loss with --loss-json")
                 }

@@ -26,6 +26,7 @@ pub mod plot;
 pub mod report;
 pub mod rng;
 pub mod spectral;
+pub mod subspace;
 
 pub use error::{GraphError, Result};
 pub use graph::Graph;

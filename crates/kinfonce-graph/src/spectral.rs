@@ -2,13 +2,14 @@
 //! the k largest of the normalised adjacency D^{-1/2} A D^{-1/2}.
 //!
 //! Dense (faer's self-adjoint eigendecomposition) up to [`DENSE_LIMIT`] nodes; above it
-//! matrix-free Krylov-Schur (faer's `partial_eigen`) on D^{-1/2} A D^{-1/2} + I, whose spectrum
-//! lies in [0, 2], so largest magnitude = largest algebraic.
+//! matrix-free Chebyshev-filtered subspace iteration on D^{-1/2} A D^{-1/2}
+//! ([`crate::subspace`]).
 
 use crate::error::{GraphError, Result};
 use crate::graph::Graph;
 use crate::kmeans::{kmeans, KMeansConfig};
 use crate::laplacian::{laplacian, LaplacianKind, NormalizedAdjacency};
+use crate::subspace::{top_eigenpairs, SubspaceConfig};
 use faer::Mat;
 
 /// Largest n for which the dense solver is used.
@@ -79,76 +80,25 @@ pub fn spectral_embedding(graph: &Graph, k: usize) -> Result<SpectralEmbedding> 
     sparse_spectral_embedding(graph, k, 1e-10)
 }
 
-/// Matrix-free spectral embedding (Krylov-Schur on D^{-1/2} A D^{-1/2} + I).
+/// Matrix-free spectral embedding: the k largest eigenpairs of D^{-1/2} A D^{-1/2} by
+/// Chebyshev-filtered subspace iteration ([`crate::subspace`]), stopped when every residual
+/// ||M v - theta v|| is below `tolerance`.
 pub fn sparse_spectral_embedding(
     graph: &Graph,
     k: usize,
     tolerance: f64,
 ) -> Result<SpectralEmbedding> {
-    use faer::dyn_stack::{MemBuffer, MemStack};
-    use faer::matrix_free::eigen::{partial_eigen, partial_eigen_scratch, PartialEigenParams};
     check_spectral_input(graph, k)?;
-    let n = graph.n_nodes();
-    let op = NormalizedAdjacency::new(graph, 1.0)?;
-    let par = faer::Par::rayon(0);
-    let params = PartialEigenParams {
-        min_dim: (2 * k).max(20).min(n),
-        max_dim: (4 * k).max(40).min(n),
+    let op = NormalizedAdjacency::new(graph, 0.0)?;
+    let cfg = SubspaceConfig {
+        tolerance,
         ..Default::default()
     };
-    let mut mem = MemBuffer::new(partial_eigen_scratch(&op, k, par, params));
-    let mut v = Mat::<faer::c64>::zeros(n, k);
-    let mut w = vec![faer::c64::new(0.0, 0.0); k];
-    // A deterministic start vector with components along every node.
-    let v0 = faer::Col::<f64>::from_fn(n, |i| 1.0 + ((i * 7919 % 1000) as f64) / 1000.0);
-    let norm = v0.norm_l2();
-    let v0 = faer::Col::<f64>::from_fn(n, |i| v0[i] / norm);
-    let info = partial_eigen(
-        v.as_mut(),
-        &mut w,
-        &op,
-        v0.as_ref(),
-        tolerance,
-        par,
-        MemStack::new(&mut mem),
-        params,
-    );
-    if info.n_converged_eigen < k {
-        return Err(GraphError::NoConvergence {
-            what: "sparse spectral embedding (Krylov-Schur)",
-            detail: format!("{} of {k} eigenpairs converged", info.n_converged_eigen),
-        });
-    }
-    // Eigenvalues of L_sym = 1 - (lambda - 1) = 2 - lambda, ascending = lambda descending.
-    let mut order: Vec<usize> = (0..k).collect();
-    order.sort_by(|&a, &b| w[b].re.total_cmp(&w[a].re));
-    let eigenvalues = order.iter().map(|&c| 2.0 - w[c].re).collect();
-    // Real symmetric operator: real eigenvectors up to a complex phase; rotate each onto the reals.
-    let mut vectors = Mat::zeros(n, k);
-    for (dst, &c) in order.iter().enumerate() {
-        let (mut best, mut arg) = (0.0, 0usize);
-        for i in 0..n {
-            let a = v[(i, c)].norm();
-            if a > best {
-                best = a;
-                arg = i;
-            }
-        }
-        let phase = v[(arg, c)] / faer::c64::new(best, 0.0);
-        let mut norm2 = 0.0;
-        for i in 0..n {
-            let x = (v[(i, c)] * phase.conj()).re;
-            vectors[(i, dst)] = x;
-            norm2 += x * x;
-        }
-        let norm = norm2.sqrt();
-        for i in 0..n {
-            vectors[(i, dst)] /= norm;
-        }
-    }
+    let top = top_eigenpairs(&op, k, &cfg)?;
+    // L_sym = I - M: ascending L_sym eigenvalues = descending M eigenvalues.
     Ok(SpectralEmbedding {
-        eigenvalues,
-        vectors,
+        eigenvalues: top.values.iter().map(|v| 1.0 - v).collect(),
+        vectors: top.vectors,
     })
 }
 

@@ -180,7 +180,7 @@ impl Case {
                         }
                     })
                     .collect::<Result<_, _>>()?;
-                LossSpec::kernel(Kernel::Mixture(parts))
+                LossSpec::kernel(Kernel::mixture(parts))
             }
             "acos" => LossSpec::kernel(Kernel::ArcCos {
                 order: self.num("order", None)? as u8,

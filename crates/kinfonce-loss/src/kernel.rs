@@ -88,8 +88,9 @@ pub enum Kernel {
     /// exp(-||x - y||_p^gamma / tau).
     Exp(ExpKernel),
     /// sum_k w_k exp(-||x - y||_p^gamma_k / tau_k), all components with the same p
-    /// (the paper's Simple Sum: one softmax over the mixture).
-    Mixture(Vec<MixtureComponent>),
+    /// (the paper's Simple Sum: one softmax over the mixture). A struct variant so that the
+    /// internally tagged JSON form `{"type": "mixture", "components": [...]}` exists.
+    Mixture { components: Vec<MixtureComponent> },
     /// Arc-cosine kernel of order 1, 2 or 3 (Cho and Saul's J_0..J_2 up to constants), applied to
     /// the angle t = acos(clamp(tau <x, y> + 1 - tau, -1, 1)); the value is used directly:
     /// order 1: pi - t; 2: sin t + (pi - t) cos t; 3: 3 sin t cos t + (pi - t)(1 + 2 cos^2 t).
@@ -101,10 +102,14 @@ impl Kernel {
         Kernel::Exp(ExpKernel::new(gamma, tau))
     }
 
+    pub fn mixture(components: Vec<MixtureComponent>) -> Self {
+        Kernel::Mixture { components }
+    }
+
     pub fn validate(&self) -> Result<(), LossError> {
         match self {
             Kernel::Exp(k) => k.validate(),
-            Kernel::Mixture(parts) => {
+            Kernel::Mixture { components: parts } => {
                 if parts.is_empty() {
                     return Err(LossError::Spec(
                         "a kernel mixture needs at least one component".into(),
@@ -392,6 +397,6 @@ mod tests {
         assert!(err.to_string().contains("`tau` = 0"), "{err}");
         assert!(ExpKernel::new(f64::NAN, 0.2).validate().is_err());
         assert!(Kernel::ArcCos { order: 4, tau: 0.5 }.validate().is_err());
-        assert!(Kernel::Mixture(vec![]).validate().is_err());
+        assert!(Kernel::mixture(vec![]).validate().is_err());
     }
 }

@@ -207,7 +207,7 @@ fn dispatch<T: Real, V: KernelTask<T>>(kernel: &Kernel, task: V) -> V::Out {
                 }),
             }
         }
-        Kernel::Mixture(parts) => {
+        Kernel::Mixture { components: parts } => {
             let p = parts[0].kernel.p;
             let parts = parts
                 .iter()

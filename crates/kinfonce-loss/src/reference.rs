@@ -19,7 +19,7 @@ fn distance(p: Norm, x: &[f64], y: &[f64]) -> f64 {
 pub fn log_kernel(kernel: &Kernel, x: &[f64], y: &[f64]) -> f64 {
     match kernel {
         Kernel::Exp(e) => -distance(e.p, x, y).powf(e.gamma) / e.tau,
-        Kernel::Mixture(parts) => parts
+        Kernel::Mixture { components: parts } => parts
             .iter()
             .map(|c| {
                 c.weight * (-distance(c.kernel.p, x, y).powf(c.kernel.gamma) / c.kernel.tau).exp()

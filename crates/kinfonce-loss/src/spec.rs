@@ -58,7 +58,7 @@ impl LossSpec {
             "gaussian" => Self::kernel(exp(2.0, 0.4)),
             "laplacian" => Self::kernel(exp(1.0, 0.2)),
             "exp-0.5" => Self::kernel(exp(0.5, 0.15)),
-            "simple-sum" => Self::kernel(Kernel::Mixture(vec![
+            "simple-sum" => Self::kernel(Kernel::mixture(vec![
                 MixtureComponent {
                     weight: 0.5,
                     kernel: ExpKernel::new(1.0, 0.2),
@@ -142,6 +142,27 @@ mod tests {
         }
         let err = LossSpec::preset("cosine", 128).unwrap_err().to_string();
         assert!(err.contains("gaussian, laplacian"), "{err}");
+    }
+
+    /// Run configs and `--loss-json` carry specs as JSON; every preset must survive the trip
+    /// (the mixture once could not: a tagged enum cannot hold a bare sequence).
+    #[test]
+    fn every_preset_round_trips_through_json() {
+        for name in PRESETS {
+            let spec = LossSpec::preset(name, 128).unwrap();
+            let json = serde_json::to_string(&spec).unwrap();
+            let back: LossSpec = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, spec, "{name}: {json}");
+        }
+        let json = r#"{"loss": "info_nce", "kernel": {"type": "mixture", "components": [
+            {"weight": 1.0, "kernel": {"gamma": 1.0, "tau": 0.5, "p": "L2"}}]}}"#;
+        let spec: LossSpec = serde_json::from_str(json).unwrap();
+        assert!(matches!(
+            spec,
+            LossSpec::InfoNce {
+                kernel: Kernel::Mixture { .. }
+            }
+        ));
     }
 
     #[test]

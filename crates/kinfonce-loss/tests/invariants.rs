@@ -26,7 +26,7 @@ fn exp_p(gamma: f64, tau: f64, p: Norm) -> Kernel {
 /// Every loss kind, with the pairing it is tested in.
 fn all_kinds() -> Vec<(&'static str, LossSpec, Pairing)> {
     let k = |g, t| Kernel::exp(g, t);
-    let mixture = Kernel::Mixture(vec![
+    let mixture = Kernel::mixture(vec![
         MixtureComponent {
             weight: 0.5,
             kernel: ExpKernel::new(1.0, 0.2),

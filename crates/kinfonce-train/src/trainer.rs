@@ -967,7 +967,7 @@ pub fn tensor_loss_of(spec: &LossSpec) -> Result<TensorLoss> {
                 tau: e.tau,
                 p: p_of(e.p),
             }),
-            Kernel::Mixture(parts) => Ok(TensorLoss::Mixture {
+            Kernel::Mixture { components: parts } => Ok(TensorLoss::Mixture {
                 components: parts
                     .iter()
                     .map(|c| (c.weight, c.kernel.gamma, c.kernel.tau))

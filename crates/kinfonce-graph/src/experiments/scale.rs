@@ -1,6 +1,6 @@
 //! `scale` (a benchmark, not part of `all`): a sparse stochastic block model with 100,000 nodes
 //! in 10 blocks, average degree 40, 20% of each node's edges across blocks. Spectral embedding
-//! (the leading eigenvectors of D^{-1/2} A D^{-1/2}, matrix-free Krylov-Schur) and mini-batch
+//! (the leading eigenvectors of D^{-1/2} A D^{-1/2}, matrix-free Chebyshev-filtered subspace iteration) and mini-batch
 //! free-embedding InfoNCE (through `kinfonce-loss`) each cluster the nodes; the claims are
 //! ARI >= 0.95 against the planted blocks. Generation, eigensolver and training are timed apart.
 
@@ -259,7 +259,7 @@ pub fn run(config: &ScaleConfig, mut progress: impl FnMut(&str)) -> Result<Repor
             1.0,
             ari_spectral,
             0.05,
-            "spectral clustering (sparse Krylov-Schur) recovers the blocks",
+            "spectral clustering (sparse subspace iteration) recovers the blocks",
         ),
         Claim::at_least(
             "ari_infonce_vs_truth",
