@@ -799,9 +799,8 @@ pub fn write_report(out: &Path, runs: &[StudyRun], info: &StudyInfo) -> Result<P
                     .config
                     .loss_spec()
                     .ok()
-                    // A kernel mixture does not serialise as JSON (an internally tagged
-                    // sequence); its Debug form still states every weight, gamma and tau.
-                    .map(|s| serde_json::to_string(&s).unwrap_or_else(|_| format!("{s:?}")))
+                    // The same JSON `--loss-json` takes, so a row can be rerun by hand.
+                    .map(|s| serde_json::to_string(&s).expect("loss specs serialise"))
                     .unwrap_or_else(|| "?".into());
                 let _ = writeln!(md, "- `{k}`: `{spec}`");
             }

@@ -188,7 +188,7 @@ impl Block {
                 bn2,
                 downsample,
             } => {
-                let h = bn1.forward(&conv1.forward(x), train).relu();
+                let h = relu_in_place(bn1.forward(&conv1.forward(x), train));
                 (bn2.forward(&conv2.forward(&h), train), downsample)
             }
             Block::Bottleneck {
@@ -200,8 +200,8 @@ impl Block {
                 bn3,
                 downsample,
             } => {
-                let h = bn1.forward(&conv1.forward(x), train).relu();
-                let h = bn2.forward(&conv2.forward(&h), train).relu();
+                let h = relu_in_place(bn1.forward(&conv1.forward(x), train));
+                let h = relu_in_place(bn2.forward(&conv2.forward(&h), train));
                 (bn3.forward(&conv3.forward(&h), train), downsample)
             }
         };
@@ -209,7 +209,9 @@ impl Block {
             Some((conv, bn)) => bn.forward(&conv.forward(x), train),
             None => x.shallow_clone(),
         };
-        (out + identity).relu()
+        let mut out = out;
+        out += identity;
+        relu_in_place(out)
     }
 
     fn convs(&self) -> Vec<&Conv2d> {
@@ -230,6 +232,14 @@ impl Block {
     }
 }
 
+/// ReLU written over a batch norm's output, as torchvision's `ReLU(inplace=True)`: batch norm's
+/// backward needs its input, not its output, and at width 64 every fresh activation is tens of
+/// MB of allocation and page faults.
+fn relu_in_place(mut t: Tensor) -> Tensor {
+    let _ = t.relu_();
+    t
+}
+
 /// A ResNet encoder without the classifier: image batch to pooled features.
 #[derive(Debug)]
 pub struct ResNet {
@@ -246,7 +256,7 @@ impl ResNet {
     /// input `[N, C, H, W]` (any memory layout, f32 or bf16), output `[N, feature_dim]` in the
     /// input's dtype.
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        let mut h = self.bn1.forward(&self.conv1.forward(x), train).relu();
+        let mut h = relu_in_place(self.bn1.forward(&self.conv1.forward(x), train));
         if self.config.stem == Stem::Imagenet {
             h = h.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         }
