@@ -102,22 +102,29 @@ pub fn sparse_spectral_embedding(
     })
 }
 
+/// Rows of the n x k matrix scaled to unit length (Ng, Jordan, Weiss), row-major.
+pub(crate) fn normalised_rows(v: &Mat<f64>) -> Vec<f64> {
+    let (n, k) = (v.nrows(), v.ncols());
+    let mut rows = vec![0.0; n * k];
+    for i in 0..n {
+        let norm: f64 = (0..k)
+            .map(|c| v[(i, c)].powi(2))
+            .sum::<f64>()
+            .sqrt()
+            .max(1e-300);
+        for c in 0..k {
+            rows[i * k + c] = v[(i, c)] / norm;
+        }
+    }
+    rows
+}
+
 /// Normalised spectral clustering (Ng, Jordan, Weiss): the k smallest eigenvectors of L_sym,
 /// rows scaled to unit length, k-means++ with `seed`.
 pub fn spectral_clustering(graph: &Graph, k: usize, seed: u64) -> Result<Vec<usize>> {
     let emb = spectral_embedding(graph, k)?;
     let n = graph.n_nodes();
-    let mut rows = vec![0.0; n * k];
-    for i in 0..n {
-        let norm: f64 = (0..k)
-            .map(|c| emb.vectors[(i, c)].powi(2))
-            .sum::<f64>()
-            .sqrt()
-            .max(1e-300);
-        for c in 0..k {
-            rows[i * k + c] = emb.vectors[(i, c)] / norm;
-        }
-    }
+    let rows = normalised_rows(&emb.vectors);
     Ok(kmeans(
         &rows,
         n,

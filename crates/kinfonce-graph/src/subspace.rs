@@ -176,29 +176,42 @@ fn no_convergence(residual: f64, cfg: &SubspaceConfig) -> GraphError {
 /// Rows per parallel task in the block kernels below.
 const ROWS_PER_TASK: usize = 2048;
 
-/// A^T B (m x m) for row-major n x m blocks A and B.
-fn gram(a: &[f64], b: &[f64], m: usize) -> Mat<f64> {
-    let sums = a
-        .par_chunks(m * ROWS_PER_TASK)
+/// sum over rows i of `row_term(a_i, b_i, acc)`, a `len`-vector, for row-major n x m blocks:
+/// the parallel reduction behind the Gram matrix and the residual norms.
+fn sum_over_rows(
+    a: &[f64],
+    b: &[f64],
+    m: usize,
+    len: usize,
+    row_term: impl Fn(&[f64], &[f64], &mut [f64]) + Sync,
+) -> Vec<f64> {
+    a.par_chunks(m * ROWS_PER_TASK)
         .zip(b.par_chunks(m * ROWS_PER_TASK))
         .map(|(a, b)| {
-            let mut g = vec![0.0; m * m];
+            let mut acc = vec![0.0; len];
             for (ar, br) in a.chunks_exact(m).zip(b.chunks_exact(m)) {
-                for (gp, &ap) in g.chunks_exact_mut(m).zip(ar) {
-                    for (gpq, &bq) in gp.iter_mut().zip(br) {
-                        *gpq += ap * bq;
-                    }
-                }
+                row_term(ar, br, &mut acc);
             }
-            g
+            acc
         })
         .reduce(
-            || vec![0.0; m * m],
+            || vec![0.0; len],
             |mut s, g| {
                 s.iter_mut().zip(&g).for_each(|(s, g)| *s += g);
                 s
             },
-        );
+        )
+}
+
+/// A^T B (m x m) for row-major n x m blocks A and B.
+fn gram(a: &[f64], b: &[f64], m: usize) -> Mat<f64> {
+    let sums = sum_over_rows(a, b, m, m * m, |ar, br, g| {
+        for (gp, &ap) in g.chunks_exact_mut(m).zip(ar) {
+            for (gpq, &bq) in gp.iter_mut().zip(br) {
+                *gpq += ap * bq;
+            }
+        }
+    });
     Mat::from_fn(m, m, |p, q| sums[p * m + q])
 }
 
@@ -221,26 +234,11 @@ fn rotate(a: &mut [f64], r: &Mat<f64>, m: usize) {
 
 /// max_j ||MX_j - theta_j X_j|| over the columns j < theta.len().
 fn max_residual(x: &[f64], mx: &[f64], theta: &[f64], m: usize) -> f64 {
-    let k = theta.len();
-    let sums = x
-        .par_chunks(m * ROWS_PER_TASK)
-        .zip(mx.par_chunks(m * ROWS_PER_TASK))
-        .map(|(x, mx)| {
-            let mut s = vec![0.0; k];
-            for (xr, mr) in x.chunks_exact(m).zip(mx.chunks_exact(m)) {
-                for j in 0..k {
-                    s[j] += (mr[j] - theta[j] * xr[j]).powi(2);
-                }
-            }
-            s
-        })
-        .reduce(
-            || vec![0.0; k],
-            |mut s, g| {
-                s.iter_mut().zip(&g).for_each(|(s, g)| *s += g);
-                s
-            },
-        );
+    let sums = sum_over_rows(x, mx, m, theta.len(), |xr, mr, s| {
+        for (j, (s, t)) in s.iter_mut().zip(theta).enumerate() {
+            *s += (mr[j] - t * xr[j]).powi(2);
+        }
+    });
     sums.into_iter().map(f64::sqrt).fold(0.0, f64::max)
 }
 

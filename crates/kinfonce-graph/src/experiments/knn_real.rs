@@ -17,7 +17,6 @@
 //!
 //! The graph crate reads no data files: the caller passes the points and labels.
 
-use super::scale::normalised_rows;
 use crate::error::{GraphError, Result};
 use crate::free_embedding::{train_sparse_minibatch, SparseTrainConfig};
 use crate::generators::{knn_graph, KnnWeight};
@@ -27,7 +26,7 @@ use crate::metrics::{adjusted_rand_index, normalized_mutual_information};
 use crate::mrf::{cross_entropy, trace_form, transition_matrix};
 use crate::plot::{write_scatter, ScatterPanel};
 use crate::report::{Claim, Report};
-use crate::spectral::spectral_embedding;
+use crate::spectral::{normalised_rows, spectral_embedding};
 use std::path::Path;
 use std::time::Instant;
 

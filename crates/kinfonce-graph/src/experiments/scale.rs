@@ -12,7 +12,7 @@ use crate::kernel::ExpKernel;
 use crate::kmeans::{kmeans, KMeansConfig};
 use crate::metrics::adjusted_rand_index;
 use crate::report::{Claim, Report};
-use crate::spectral::sparse_spectral_embedding;
+use crate::spectral::{normalised_rows, sparse_spectral_embedding};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -61,23 +61,6 @@ impl Default for ScaleConfig {
             seed: 0,
         }
     }
-}
-
-/// Rows of the n x k matrix scaled to unit length (Ng, Jordan, Weiss), row-major.
-pub(crate) fn normalised_rows(v: &faer::Mat<f64>) -> Vec<f64> {
-    let (n, k) = (v.nrows(), v.ncols());
-    let mut rows = vec![0.0; n * k];
-    for i in 0..n {
-        let norm: f64 = (0..k)
-            .map(|c| v[(i, c)].powi(2))
-            .sum::<f64>()
-            .sqrt()
-            .max(1e-300);
-        for c in 0..k {
-            rows[i * k + c] = v[(i, c)] / norm;
-        }
-    }
-    rows
 }
 
 /// What the scipy run reported.
