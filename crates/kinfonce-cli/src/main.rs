@@ -57,6 +57,14 @@ enum Command {
     Compare(Box<compare::CompareArgs>),
 }
 
+/// The commands that run networks reuse freed activation memory instead of faulting in fresh
+/// pages every step (see `kinfonce_train::allocator`).
+#[cfg(feature = "torch")]
+fn network_command<T>(run: impl FnOnce(T) -> anyhow::Result<()>, args: T) -> anyhow::Result<()> {
+    kinfonce_train::allocator::retain_freed_memory();
+    run(args)
+}
+
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -65,13 +73,13 @@ fn main() {
         Command::Theory(args) => theory::run(args),
         Command::Data(cmd) => data_cmd::run(cmd),
         #[cfg(feature = "torch")]
-        Command::Pretrain(args) => pretrain::run(*args),
+        Command::Pretrain(args) => network_command(pretrain::run, *args),
         #[cfg(feature = "torch")]
-        Command::Eval(cmd) => eval_cmd::run(cmd),
+        Command::Eval(cmd) => network_command(eval_cmd::run, cmd),
         #[cfg(feature = "torch")]
-        Command::Embed(args) => embed::run(*args),
+        Command::Embed(args) => network_command(embed::run, *args),
         #[cfg(feature = "torch")]
-        Command::Compare(args) => compare::run(*args),
+        Command::Compare(args) => network_command(compare::run, *args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

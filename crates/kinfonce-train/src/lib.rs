@@ -3,6 +3,7 @@
 //! and the trainer.
 pub use tch;
 
+pub mod allocator;
 pub mod checkpoint;
 pub mod compare;
 pub mod config;
