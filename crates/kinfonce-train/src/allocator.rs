@@ -7,8 +7,9 @@
 //! mapping whose 8,000 pages are faulted in and zeroed by the kernel, on every step. Serving
 //! everything from the heap and never trimming it makes the step reuse the same pages: the
 //! width-64 bf16 + channels-last step spends half the system time and runs 8-10% faster, the f32
-//! step (67 MB activations) about 45% faster (`docs/results/throughput.md`). The price is that the process keeps its peak footprint until
-//! it exits, which a training or evaluation process reaches in its first step anyway.
+//! step (67 MB activations) about 45% faster (`docs/results/throughput.md`). The price is that
+//! the process keeps its peak footprint until it exits, which a training or evaluation process
+//! reaches in its first step anyway.
 //!
 //! This is the same effect as starting a PyTorch script with `MALLOC_MMAP_MAX_=0
 //! MALLOC_TRIM_THRESHOLD_=...`; doing it in-process means no user has to know.
