@@ -180,7 +180,7 @@ enum Block {
 
 impl Block {
     fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        let (out, downsample) = match self {
+        let (mut out, downsample) = match self {
             Block::Basic {
                 conv1,
                 bn1,
@@ -209,7 +209,6 @@ impl Block {
             Some((conv, bn)) => bn.forward(&conv.forward(x), train),
             None => x.shallow_clone(),
         };
-        let mut out = out;
         out += identity;
         relu_in_place(out)
     }
@@ -234,7 +233,7 @@ impl Block {
 
 /// ReLU written over a batch norm's output, as torchvision's `ReLU(inplace=True)`: batch norm's
 /// backward needs its input, not its output, and at width 64 every fresh activation is tens of
-/// MB of allocation and page faults.
+/// MB more memory to allocate and walk through.
 fn relu_in_place(mut t: Tensor) -> Tensor {
     let _ = t.relu_();
     t
