@@ -11,7 +11,7 @@ use kinfonce_train::compare::{
 use kinfonce_train::eval::{KnnConfig, ProbeConfig};
 use kinfonce_train::features::{EvalDataOptions, FeatureOptions};
 use kinfonce_train::trainer::{self, read_run_config};
-use kinfonce_train::{RunOptions, TrainConfig, Trainer};
+use kinfonce_train::{Precision, RunOptions, TrainConfig, Trainer};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -59,12 +59,14 @@ pub struct CompareArgs {
     /// Pairs per pretraining step. [default: 256]
     #[arg(long)]
     pub batch: Option<usize>,
-    /// Pretraining precision: f32 or bf16. [default: f32]
+    /// Precision of pretraining and evaluation: auto, f32 or bf16 (as `kinfonce pretrain`).
+    /// [default: auto]
     #[arg(long)]
-    pub precision: Option<String>,
-    /// Channels-last memory layout.
-    #[arg(long)]
-    pub channels_last: bool,
+    pub precision: Option<Precision>,
+    /// Channels-last memory layout: `--channels-last` on, `--channels-last=false` off.
+    /// [default: chosen with the precision]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pub channels_last: Option<bool>,
     /// Threads for libtorch and the image pipeline (0 = all cores). [default: 0]
     #[arg(long)]
     pub threads: Option<usize>,
@@ -111,7 +113,7 @@ pub(crate) fn run_config(a: &CompareArgs, preset: &str, seed: u64) -> anyhow::Re
         arch: a.arch.clone(),
         width: a.width,
         batch: a.batch,
-        precision: a.precision.clone(),
+        precision: a.precision,
         channels_last: a.channels_last,
         threads: a.threads,
         data: a.data.clone(),
@@ -227,7 +229,8 @@ pub fn run(a: CompareArgs) -> anyhow::Result<()> {
     let eval_options = StudyEvalOptions {
         features: FeatureOptions {
             device: String::new(),
-            precision: String::new(),
+            precision: a.precision.unwrap_or_default(),
+            channels_last: a.channels_last,
             batch: a.eval_batch.max(1),
             threads,
         },
@@ -304,7 +307,11 @@ pub fn run(a: CompareArgs) -> anyhow::Result<()> {
             ("device".into(), device),
             (
                 "libtorch".into(),
-                "2.11.0 (PyPI wheel torch==2.11.0), tch 0.24.0".into(),
+                format!(
+                    "{} (PyPI wheel torch=={0}), tch {}",
+                    kinfonce_train::LIBTORCH_VERSION,
+                    kinfonce_train::TCH_VERSION
+                ),
             ),
             ("git revision".into(), git_revision()),
         ],

@@ -15,10 +15,9 @@ const SYNTHETIC_TEST: usize = 2_000;
 /// The CIFAR-10 beside a checkout of this project (`../shared/data`), when run from its root.
 const SHARED_CIFAR10: &str = "../shared/data/cifar10/cifar-10-binary.tar.gz";
 
-/// The data set to train on when none was named. `$KINFONCE_DATA` may name a data set
-/// (a file, or a folder in a known layout other than a plain image folder) or the cache
-/// folder holding `cifar10/`.
-pub(crate) fn default_data() -> anyhow::Result<PathBuf> {
+/// The data set already on this machine that [`default_data`] would train on: `$KINFONCE_DATA`,
+/// CIFAR-10 in the cache folder, or beside the checkout; `None` when it would download.
+pub(crate) fn local_data() -> anyhow::Result<Option<PathBuf>> {
     let cache = fetch::default_cache_dir();
     let cifar10 = fetch::known_dataset("cifar10")?;
     if let Some(env) = std::env::var_os("KINFONCE_DATA").map(PathBuf::from) {
@@ -27,15 +26,26 @@ pub(crate) fn default_data() -> anyhow::Result<PathBuf> {
         let data_set = env.is_file()
             || matches!(DataFormat::detect(&env), Ok(f) if f != DataFormat::ImageFolder);
         if data_set && fetch::locate(cifar10, &env).is_none() {
-            return Ok(env);
+            return Ok(Some(env));
         }
     }
     if let Some(path) = fetch::locate(cifar10, &cache) {
-        return Ok(path);
+        return Ok(Some(path));
     }
-    if Path::new(SHARED_CIFAR10).is_file() {
-        return Ok(PathBuf::from(SHARED_CIFAR10));
+    Ok(Path::new(SHARED_CIFAR10)
+        .is_file()
+        .then(|| PathBuf::from(SHARED_CIFAR10)))
+}
+
+/// The data set to train on when none was named. `$KINFONCE_DATA` may name a data set
+/// (a file, or a folder in a known layout other than a plain image folder) or the cache
+/// folder holding `cifar10/`.
+pub(crate) fn default_data() -> anyhow::Result<PathBuf> {
+    if let Some(found) = local_data()? {
+        return Ok(found);
     }
+    let cache = fetch::default_cache_dir();
+    let cifar10 = fetch::known_dataset("cifar10")?;
     let fetched = if std::env::var_os("KINFONCE_OFFLINE").is_some() {
         Err("KINFONCE_OFFLINE is set".to_string())
     } else {

@@ -13,6 +13,7 @@ use kinfonce_train::features::{
 use kinfonce_train::plots;
 use kinfonce_train::tch::{Device, Kind, Tensor};
 use kinfonce_train::trainer;
+use kinfonce_train::Precision;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -65,9 +66,14 @@ pub struct SourceArgs {
     /// Device: cpu, cuda, cuda:N. [default: the run's]
     #[arg(long)]
     pub device: Option<String>,
-    /// Precision of the encoder's forward pass: f32 or bf16. [default: the run's]
-    #[arg(long)]
-    pub precision: Option<String>,
+    /// Precision of the encoder's forward pass: auto, f32 or bf16 (auto: bf16 where the
+    /// hardware computes it natively, as for pretraining). [default: auto]
+    #[arg(long, default_value = "auto")]
+    pub precision: Precision,
+    /// Channels-last layout: `--channels-last` on, `--channels-last=false` off.
+    /// [default: chosen with the precision]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pub channels_last: Option<bool>,
     /// Threads for libtorch and the image pipeline (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -160,7 +166,8 @@ pub(crate) fn encoder_source(s: &SourceArgs) -> EncoderSource {
 pub(crate) fn feature_options(s: &SourceArgs, threads: usize) -> FeatureOptions {
     FeatureOptions {
         device: s.device.clone().unwrap_or_default(),
-        precision: s.precision.clone().unwrap_or_default(),
+        precision: s.precision,
+        channels_last: s.channels_last,
         batch: s.batch.max(1),
         threads,
     }

@@ -14,6 +14,8 @@ mod default_data;
 mod embed;
 #[cfg(feature = "torch")]
 mod eval_cmd;
+#[cfg(feature = "torch")]
+mod info;
 mod loss_cmd;
 #[cfg(feature = "torch")]
 mod pretrain;
@@ -42,6 +44,10 @@ enum Command {
     /// Data sets: download and verify.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
+    /// This machine: CPU instruction sets, threads, libtorch, CUDA devices, the precision and
+    /// layout `--precision auto` picks, where data is looked for.
+    #[cfg(feature = "torch")]
+    Info(info::InfoArgs),
     /// Pretrain an encoder with a Kernel-InfoNCE loss (SimCLR pairing).
     #[cfg(feature = "torch")]
     Pretrain(Box<pretrain::PretrainArgs>),
@@ -72,6 +78,8 @@ fn main() {
         Command::Bench(cmd) => bench::run(cmd),
         Command::Theory(args) => theory::run(args),
         Command::Data(cmd) => data_cmd::run(cmd),
+        #[cfg(feature = "torch")]
+        Command::Info(args) => info::run(args),
         #[cfg(feature = "torch")]
         Command::Pretrain(args) => network_command(pretrain::run, *args),
         #[cfg(feature = "torch")]

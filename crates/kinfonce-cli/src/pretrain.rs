@@ -8,7 +8,7 @@ use crate::default_data;
 use anyhow::{bail, Context};
 use kinfonce_train::config::TRAJECTORY_KEYS;
 use kinfonce_train::trainer::{self, read_run_config};
-use kinfonce_train::{RunOptions, TrainConfig, Trainer};
+use kinfonce_train::{Precision, RunOptions, TrainConfig, Trainer};
 use std::path::{Path, PathBuf};
 
 /// Pretrain an encoder with a Kernel-InfoNCE loss.
@@ -114,12 +114,16 @@ pub struct PretrainArgs {
     /// Learning rate of the online linear probe. [default: 0.001]
     #[arg(long)]
     pub probe_lr: Option<f64>,
-    /// Compute precision: f32 or bf16 (f32 master weights and loss). [default: f32]
+    /// Compute precision: auto, f32 or bf16 (bf16 keeps f32 master weights and loss). auto
+    /// picks bf16 on CPUs that compute it natively (avx512_bf16 or AMX) and on GPUs of compute
+    /// capability 8.0 or newer, f32 elsewhere (bf16 is emulated about 12x slower there);
+    /// `kinfonce info` shows the choice. [default: auto]
     #[arg(long)]
-    pub precision: Option<String>,
-    /// Channels-last memory layout (faster convolutions on CPUs).
-    #[arg(long)]
-    pub channels_last: bool,
+    pub precision: Option<Precision>,
+    /// Channels-last memory layout: `--channels-last` on, `--channels-last=false` off.
+    /// [default: chosen with the precision: on for CPUs and for bf16 on GPUs]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pub channels_last: Option<bool>,
     /// Device: cpu, cuda, cuda:N. [default: cpu]
     #[arg(long)]
     pub device: Option<String>,
@@ -202,6 +206,7 @@ fn flag_table(a: &PretrainArgs) -> anyhow::Result<toml::Table> {
         trust_coefficient,
         probe_lr,
         precision,
+        channels_last,
         device,
         threads,
         log_every,
@@ -216,9 +221,6 @@ fn flag_table(a: &PretrainArgs) -> anyhow::Result<toml::Table> {
         knn_bank,
         knn_queries
     );
-    if a.channels_last {
-        t.insert("channels_last".into(), toml::Value::Boolean(true));
-    }
     if a.deterministic {
         t.insert("deterministic".into(), toml::Value::Boolean(true));
     }
@@ -376,15 +378,10 @@ pub(crate) fn git_revision() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// The CPU's model and the instruction sets that decide libtorch's speed.
 pub(crate) fn cpu_model() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
-        })
-        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+    let cpu = kinfonce_train::hardware::CpuFeatures::detect();
+    format!("{} ({})", cpu.model, cpu.summary())
 }
 
 /// libtorch's OpenMP reads OMP_WAIT_POLICY when it loads, before `main`: re-run this process
@@ -412,7 +409,10 @@ pub(crate) fn provenance(
         ("git_revision".to_string(), git_revision()),
         (
             "libtorch".to_string(),
-            "2.11.0 (PyPI wheel torch==2.11.0)".to_string(),
+            format!(
+                "{} (PyPI wheel torch=={0})",
+                kinfonce_train::LIBTORCH_VERSION
+            ),
         ),
         ("cpu".to_string(), cpu_model()),
         (
@@ -518,15 +518,13 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
     let device = trainer::parse_device(&config.device)?;
     let provenance = provenance(device, threads);
     eprintln!(
-        "kinfonce pretrain: {} width {} on {}, preset {}, batch {} pairs, {} {}{}, {threads} threads -> {}",
+        "kinfonce pretrain: {} width {} on {}, preset {}, batch {} pairs, {}, {threads} threads -> {}",
         config.arch,
         config.width,
         config.data.display(),
         config.preset,
         config.batch,
         config.device,
-        config.precision,
-        if config.channels_last { " + channels-last" } else { "" },
         run_dir.display()
     );
     let mut trainer = Trainer::new(

@@ -119,6 +119,8 @@ fn pretrain(data: &Path, out: &Path, width: &str) {
         "1",
         "--knn-every",
         "0",
+        "--precision",
+        "f32",
         "--out",
         out.to_str().unwrap(),
     ]);
@@ -165,6 +167,13 @@ fn eval_and_embed_on_image_folder_and_tiny_imagenet_with_clear_errors() {
     check_record(&v, "knn", 27, 12);
     assert_eq!(v["knn"]["k"], 200);
     assert_eq!(v["init"], false);
+    // The precision `auto` chose is recorded (what `kinfonce info` says it picks).
+    let info = last_json(&ok(&["info", "--json"]));
+    assert_eq!(v["precision"], info["auto"]["cpu"]["precision"], "{v}");
+    assert_eq!(
+        v["channels_last"], info["auto"]["cpu"]["channels_last"],
+        "{v}"
+    );
     let v = last_json(&ok(&[
         "eval",
         "knn",
@@ -457,6 +466,8 @@ fn compare_trains_evaluates_adopts_and_resumes() {
     image_folder(&folder, 2, 10, 3);
     let study = tmp.path().join("study");
     let common = [
+        "--precision",
+        "f32",
         "--epochs",
         "2",
         "--width",

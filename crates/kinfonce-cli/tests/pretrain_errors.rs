@@ -26,6 +26,8 @@ fn pretrain(args: &[&str], out: &Path) -> (i32, String) {
             "0",
             "--checkpoint-minutes",
             "0",
+            "--precision",
+            "f32",
         ])
         .args(args)
         .arg("--out")

@@ -341,7 +341,7 @@ fn init_key(config: &TrainConfig, options: &StudyEvalOptions) -> String {
         options.data.data.as_ref().unwrap_or(&config.data),
         options.data.format,
         config.precision,
-        config.channels_last,
+        config.channels_last(),
         options.data.subset_train,
         options.probe,
         options.knn.k
@@ -758,7 +758,7 @@ pub fn write_report(out: &Path, runs: &[StudyRun], info: &StudyInfo) -> Result<P
              `train` = the training images minus a seeded class-balanced {:.0}% validation split{}, \
              {} width {} (stem {}), projection head {} -> {} (concat-sum doubles the output), \
              batch {} pairs, {} epochs{}, optimiser {} (lr {}, weight decay {}), linear warmup \
-             min(10 epochs, 10%) then cosine per step, precision {}{}, device {}, {} threads. \
+             min(10 epochs, 10%) then cosine per step, precision {}, device {}, {} threads. \
              SimCLR augmentations of the data set's preset. The k-NN monitor (k {}, t {}) uses at \
              most {} train images as the bank and {} val images as queries.\n",
             c.data.display(),
@@ -780,8 +780,7 @@ pub fn write_report(out: &Path, runs: &[StudyRun], info: &StudyInfo) -> Result<P
             c.optimizer,
             c.base_lr().unwrap_or(c.lr),
             c.weight_decay,
-            c.precision,
-            if c.channels_last { " + channels-last" } else { "" },
+            c.compute_label(),
             c.device,
             c.threads,
             c.knn_k,

@@ -2,6 +2,7 @@
 //! TOML keys are the CLI flags in snake_case).
 
 use crate::error::{Result, TrainError};
+use crate::hardware::{self, ComputeChoice, Precision, Target};
 use crate::optim::OptimizerKind;
 use crate::resnet::Arch;
 use kinfonce_loss::LossSpec;
@@ -59,10 +60,13 @@ pub struct TrainConfig {
     pub trust_coefficient: f64,
     /// Learning rate of the online linear probe (Adam, constant). Default 1e-3.
     pub probe_lr: f64,
-    /// `f32` or `bf16` (bf16 compute, f32 master weights and loss). Default f32.
-    pub precision: String,
-    /// Channels-last memory layout for images and conv weights. Default false.
-    pub channels_last: bool,
+    /// `auto`, `f32` or `bf16` (bf16 compute, f32 master weights and loss). Default auto: bf16
+    /// where the hardware computes it natively (see [`hardware`]). A run's config.toml holds
+    /// the resolved value.
+    pub precision: Precision,
+    /// Channels-last memory layout for images and conv weights; unset: chosen with the
+    /// precision ([`hardware`]). A run's config.toml holds the resolved value. Default unset.
+    pub channels_last: Option<bool>,
     /// `cpu`, `cuda` or `cuda:N`. Default cpu.
     pub device: String,
     /// Threads for libtorch and the augmentation pool; 0 = all cores. Default 0.
@@ -112,8 +116,8 @@ impl Default for TrainConfig {
             momentum: 0.9,
             trust_coefficient: 1e-3,
             probe_lr: 1e-3,
-            precision: "f32".into(),
-            channels_last: false,
+            precision: Precision::Auto,
+            channels_last: None,
             device: "cpu".into(),
             threads: 0,
             deterministic: false,
@@ -191,14 +195,35 @@ impl TrainConfig {
         })
     }
 
-    pub fn bf16(&self) -> Result<bool> {
-        match self.precision.as_str() {
-            "f32" => Ok(false),
-            "bf16" => Ok(true),
-            other => Err(TrainError::Config(format!(
-                "unknown precision `{other}`: expected f32 or bf16"
-            ))),
-        }
+    /// bf16 compute; `auto` must be resolved first ([`TrainConfig::resolve_compute`]).
+    pub fn bf16(&self) -> bool {
+        self.precision == Precision::Bf16
+    }
+
+    /// Channels-last layout; unset (before [`TrainConfig::resolve_compute`]) counts as off.
+    pub fn channels_last(&self) -> bool {
+        self.channels_last.unwrap_or(false)
+    }
+
+    /// Replaces `auto` precision and an unset layout by the choice for `target`, and says why.
+    pub fn resolve_compute(&mut self, target: &Target) -> ComputeChoice {
+        let choice = hardware::resolve(self.precision, self.channels_last, target);
+        self.precision = choice.precision;
+        self.channels_last = Some(choice.channels_last);
+        choice
+    }
+
+    /// `bf16 + channels-last`, `f32`, ... for messages and reports.
+    pub fn compute_label(&self) -> String {
+        format!(
+            "{}{}",
+            self.precision,
+            if self.channels_last() {
+                " + channels-last"
+            } else {
+                ""
+            }
+        )
     }
 
     /// The projection output width the loss sees (concat-sum doubles `out_dim`).
@@ -227,7 +252,6 @@ impl TrainConfig {
     pub fn validate(&self) -> Result<()> {
         self.arch()?;
         self.optimizer_kind()?;
-        self.bf16()?;
         self.loss_spec()?;
         let bad = |name: &str, value: String, expected: &str| {
             Err(TrainError::Config(format!(

@@ -4,6 +4,7 @@
 
 use crate::error::{Result, TrainError};
 use crate::features::{labels_tensor, EvalData, FeatureOptions, FrozenEncoder};
+use crate::hardware::Precision;
 use crate::monitor;
 use kinfonce_data::rng::CounterRng;
 use serde::{Deserialize, Serialize};
@@ -431,6 +432,11 @@ pub struct EvalRecord {
     pub probe_final_loss: Option<f64>,
     /// Seconds of the classifier (features excluded).
     pub seconds: f64,
+    /// Precision and layout of the encoder's forward pass (absent in records of older versions).
+    #[serde(default)]
+    pub precision: Option<Precision>,
+    #[serde(default)]
+    pub channels_last: Option<bool>,
 }
 
 impl EvalRecord {
@@ -464,6 +470,8 @@ impl EvalRecord {
             probe: None,
             probe_final_loss: None,
             seconds,
+            precision: Some(encoder.precision),
+            channels_last: Some(encoder.channels_last),
         }
     }
 }

@@ -7,6 +7,7 @@
 use crate::checkpoint;
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
+use crate::hardware::{self, Precision};
 use crate::layers::to_channels_last;
 use crate::resnet::{ResNet, ResNetConfig, Stem};
 use crate::trainer::{parse_device, read_run_config};
@@ -95,8 +96,11 @@ impl EncoderSource {
 pub struct FeatureOptions {
     /// `cpu`, `cuda`, `cuda:N`; empty: the run's device. Default empty.
     pub device: String,
-    /// `f32` or `bf16`; empty: the run's precision. Default empty.
-    pub precision: String,
+    /// `auto`, `f32` or `bf16`. Default auto (chosen from the hardware, see
+    /// [`crate::hardware`]), as for pretraining.
+    pub precision: Precision,
+    /// Channels-last layout; unset: chosen with the precision. Default unset.
+    pub channels_last: Option<bool>,
     /// Images per forward pass. Default 256.
     pub batch: usize,
     /// Threads of the image pipeline. Default 1.
@@ -107,7 +111,8 @@ impl Default for FeatureOptions {
     fn default() -> Self {
         FeatureOptions {
             device: String::new(),
-            precision: String::new(),
+            precision: Precision::Auto,
+            channels_last: None,
             batch: 256,
             threads: 1,
         }
@@ -128,10 +133,11 @@ pub struct FrozenEncoder {
     pub in_channels: i64,
     /// The device it runs on.
     pub device: Device,
+    /// Precision and layout of the forward pass (resolved from [`FeatureOptions`]).
+    pub precision: Precision,
+    pub channels_last: bool,
     encoder: ResNet,
     _vs: nn::VarStore,
-    bf16: bool,
-    channels_last: bool,
 }
 
 fn stem_of(config: &TrainConfig, image_side: usize) -> Stem {
@@ -173,20 +179,11 @@ impl FrozenEncoder {
         } else {
             &options.device
         })?;
-        let precision = if options.precision.is_empty() {
-            config.precision.clone()
-        } else {
-            options.precision.clone()
-        };
-        let bf16 = match precision.as_str() {
-            "f32" => false,
-            "bf16" => true,
-            other => {
-                return Err(TrainError::Config(format!(
-                    "unknown precision `{other}`: expected f32 or bf16"
-                )))
-            }
-        };
+        let compute = hardware::resolve(
+            options.precision,
+            options.channels_last,
+            &hardware::target_of(device),
+        );
         let ck_dir = source.checkpoint_dir()?;
         let ck = ck_dir.as_deref().map(checkpoint::load).transpose()?;
         let (stem, in_channels) = match ck.as_ref().and_then(|c| c.encoder.get("conv1.weight")) {
@@ -241,7 +238,7 @@ impl FrozenEncoder {
                 });
             }
         }
-        if config.channels_last {
+        if compute.channels_last {
             encoder.convert_to_channels_last();
         }
         Ok(FrozenEncoder {
@@ -250,11 +247,11 @@ impl FrozenEncoder {
             feature_dim: rc.feature_dim(),
             in_channels,
             device,
-            channels_last: config.channels_last,
+            precision: compute.precision,
+            channels_last: compute.channels_last,
             config,
             encoder,
             _vs: vs,
-            bf16,
         })
     }
 
@@ -294,7 +291,7 @@ impl FrozenEncoder {
         } else {
             x
         };
-        if self.bf16 {
+        if self.precision == Precision::Bf16 {
             x.to_kind(Kind::BFloat16)
         } else {
             x

@@ -3,6 +3,12 @@
 //! and the trainer.
 pub use tch;
 
+/// The tch release this crate binds, and the libtorch it pins (the PyPI wheel torch==2.11.0).
+pub const TCH_VERSION: &str = "0.24.0";
+pub const LIBTORCH_VERSION: &str = "2.11.0";
+/// The libtorch library folder this build linked against (also the binaries' rpath).
+pub const LIBTORCH_LIB: Option<&str> = option_env!("KINFONCE_LIBTORCH_LIB");
+
 pub mod allocator;
 pub mod checkpoint;
 pub mod compare;
@@ -10,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod eval;
 pub mod features;
+pub mod hardware;
 pub mod layers;
 pub mod loss_tensor;
 pub mod monitor;
@@ -22,4 +29,5 @@ pub mod schedule;
 pub mod trainer;
 
 pub use config::TrainConfig;
+pub use hardware::Precision;
 pub use trainer::{RunOptions, Summary, Trainer};

@@ -140,15 +140,14 @@ pub fn write_outputs(run_dir: &Path, config: &TrainConfig, summary: &Summary) ->
     let _ = writeln!(md, "# Pretraining run\n");
     let _ = writeln!(
         md,
-        "{} width {} on `{}`, preset `{}`, batch {} pairs, optimizer {}, precision {}{}, device {}.\n",
+        "{} width {} on `{}`, preset `{}`, batch {} pairs, optimizer {}, precision {}, device {}.\n",
         config.arch,
         config.width,
         config.data.display(),
         config.preset,
         config.batch,
         config.optimizer,
-        config.precision,
-        if config.channels_last { " + channels-last" } else { "" },
+        config.compute_label(),
         config.device
     );
     let _ = writeln!(md, "| | value |\n|---|---|");

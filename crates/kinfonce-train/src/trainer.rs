@@ -4,6 +4,7 @@
 use crate::checkpoint::{self, TrainingState};
 use crate::config::TrainConfig;
 use crate::error::{io_err, Result, TrainError};
+use crate::hardware::{self, Target};
 use crate::layers::{to_channels_last, Linear};
 use crate::loss_tensor::TensorLoss;
 use crate::monitor::{self, Diagnostics};
@@ -189,10 +190,10 @@ impl Trainer {
     /// in `run_dir` from its newest checkpoint when `resume` (pass the configuration saved in
     /// the run folder, [`read_run_config`]).
     pub fn new(
-        config: TrainConfig,
+        mut config: TrainConfig,
         run_dir: &Path,
         resume: bool,
-        options: RunOptions,
+        mut options: RunOptions,
     ) -> Result<Trainer> {
         config.validate()?;
         if !resume && run_dir.join("config.toml").exists() {
@@ -205,7 +206,25 @@ impl Trainer {
         if config.deterministic && device != Device::Cpu {
             tch::Cuda::cudnn_set_benchmark(false);
         }
-        let bf16 = config.bf16()?;
+        let target = hardware::target_of(device);
+        let choice = config.resolve_compute(&target);
+        if !options.quiet {
+            eprintln!("compute: {} ({})", config.compute_label(), choice.reason);
+        }
+        options
+            .provenance
+            .push(("compute".into(), format!("{}: {}", config.compute_label(), choice.reason)));
+        if let (true, true, Target::Cpu(cpu)) = (resume, config.bf16(), &target) {
+            if !cpu.native_bf16() {
+                eprintln!(
+                    "warning: this run computes in bf16, which this CPU ({}: {}) emulates about 12x \
+                     slower than f32; resuming keeps the run's precision (start a new run for f32)",
+                    cpu.model,
+                    cpu.summary()
+                );
+            }
+        }
+        let bf16 = config.bf16();
         let splits = load_data(&config)?;
         let format = splits.format;
         let train = Arc::new(splits.train);
@@ -217,7 +236,7 @@ impl Trainer {
             _ => Stem::Imagenet,
         };
         let augment = AugmentConfig::preset(format, size);
-        let layout = if config.channels_last {
+        let layout = if config.channels_last() {
             Layout::Nhwc
         } else {
             Layout::Nchw
@@ -304,7 +323,7 @@ impl Trainer {
             classes.max(1),
             true,
         );
-        if config.channels_last {
+        if config.channels_last() {
             encoder.convert_to_channels_last();
         }
         let trainable = |vs: &nn::VarStore| -> Vec<(String, Tensor)> {
@@ -415,7 +434,7 @@ impl Trainer {
             "steps_per_epoch".into(),
             toml::Value::Integer(self.steps_per_epoch() as i64),
         );
-        provenance.insert("tch".into(), toml::Value::String("0.24.0".into()));
+        provenance.insert("tch".into(), toml::Value::String(crate::TCH_VERSION.into()));
         provenance.insert(
             "threads".into(),
             toml::Value::Integer(tch::get_num_threads() as i64),
@@ -575,7 +594,7 @@ impl Trainer {
                 .permute([0, 3, 1, 2]),
         };
         let x = x.to_device(self.device);
-        let x = if self.config.channels_last && layout == Layout::Nchw {
+        let x = if self.config.channels_last() && layout == Layout::Nchw {
             to_channels_last(&x)
         } else {
             x

@@ -6,7 +6,7 @@ use kinfonce_train::features::{
     load_eval_data, EncoderSource, EvalDataOptions, FeatureOptions, FrozenEncoder,
 };
 use kinfonce_train::trainer::configure_threads;
-use kinfonce_train::{RunOptions, TrainConfig, Trainer};
+use kinfonce_train::{Precision, RunOptions, TrainConfig, Trainer};
 use std::path::PathBuf;
 
 fn cifar() -> Option<PathBuf> {
@@ -39,6 +39,8 @@ fn init_encoder_is_the_trainers_step_zero() {
         knn_every: 0,
         checkpoint_minutes: 0.0,
         preset: "simple-sum".into(),
+        precision: Precision::F32,
+        channels_last: Some(false),
         ..TrainConfig::default()
     };
     let mut trainer = Trainer::new(
@@ -75,7 +77,11 @@ fn init_encoder_is_the_trainers_step_zero() {
     // The evaluation's train split is the seeded 45,000 (not the pretraining subset), capped.
     assert_eq!(eval.train.len(), 40);
     assert_eq!(eval.test.len(), 10_000);
-    let opts = FeatureOptions::default();
+    let opts = FeatureOptions {
+        precision: Precision::F32,
+        channels_last: Some(false),
+        ..FeatureOptions::default()
+    };
     let a = FrozenEncoder::load(&trained, &opts, 32, 3).unwrap();
     assert_eq!(a.step, 0);
     assert!(a.checkpoint.is_some());

@@ -4,7 +4,7 @@
 //! CIFAR-10 study in docs/results/.
 
 use kinfonce_train::trainer::configure_threads;
-use kinfonce_train::{RunOptions, TrainConfig, Trainer};
+use kinfonce_train::{Precision, RunOptions, TrainConfig, Trainer};
 use std::path::PathBuf;
 
 #[test]
@@ -32,6 +32,8 @@ fn a_short_run_lowers_the_loss_and_lifts_knn_accuracy() {
         knn_bank: 2000,
         knn_queries: 1000,
         checkpoint_minutes: 0.0,
+        precision: Precision::F32,
+        channels_last: Some(false),
         ..TrainConfig::default()
     };
     let options = RunOptions {

@@ -3,7 +3,7 @@
 
 use kinfonce_train::checkpoint;
 use kinfonce_train::trainer::{configure_threads, read_run_config};
-use kinfonce_train::{RunOptions, TrainConfig, Trainer};
+use kinfonce_train::{Precision, RunOptions, TrainConfig, Trainer};
 use std::path::PathBuf;
 
 fn cifar() -> Option<PathBuf> {
@@ -33,6 +33,9 @@ fn tiny(data: PathBuf) -> TrainConfig {
         knn_every: 0,
         checkpoint_minutes: 0.0,
         lr: 1e-2,
+        // Pinned, so the trajectory does not depend on the CPU's bf16 support.
+        precision: Precision::F32,
+        channels_last: Some(false),
         ..TrainConfig::default()
     }
 }
@@ -138,8 +141,8 @@ fn bf16_channels_last_with_knn_monitor() {
     let Some(data) = cifar() else { return };
     let dir = scratch("bf16");
     let config = TrainConfig {
-        precision: "bf16".into(),
-        channels_last: true,
+        precision: Precision::Bf16,
+        channels_last: Some(true),
         max_steps: 2,
         knn_every: 1,
         knn_bank: 64,
