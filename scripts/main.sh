@@ -9,14 +9,19 @@ source "$(dirname "$0")/env.sh"
 cargo build --release --locked -p kinfonce-cli
 BIN="$ROOT/target/release/kinfonce"
 cd "$ROOT"
-# Without --data, `kinfonce pretrain` takes CIFAR-10 from $KINFONCE_DATA, the cache folder or
-# ../shared/data/cifar10/, downloads it when missing, and offline trains on its built-in
-# synthetic set, so this demo always completes.
+# Without --data, `kinfonce pretrain` takes CIFAR-10 from $KINFONCE_DATA or the cache folder,
+# downloads it when missing, and offline trains on its built-in synthetic set, so this demo
+# always completes. A CIFAR-10 copy beside the checkout is used first.
+DATA=()
+if [ -f "$ROOT/../shared/data/cifar10/cifar-10-binary.tar.gz" ]; then
+  DATA=(--data "$ROOT/../shared/data/cifar10/cifar-10-binary.tar.gz")
+fi
 if [ $# -gt 0 ]; then
   exec "$BIN" pretrain "$@"
 fi
-# A CPU-sized default run (about 2 minutes on 2 cores): ResNet-18 width 16, bf16 +
-# channels-last, 10,000 images, 2 epochs; it ends by printing the k-NN accuracy and the run folder.
-exec "$BIN" pretrain --preset simple-sum --arch resnet18 --width 16 \
-  --batch 128 --subset 10000 --epochs 2 --precision bf16 --channels-last \
+# A CPU-sized default run: ResNet-18 width 16, 10,000 images, 2 epochs; precision and layout
+# are chosen from the hardware (`kinfonce info` shows the choice). It ends by printing the k-NN
+# accuracy and the run folder. How long it takes on each kind of CPU: README.md.
+exec "$BIN" pretrain "${DATA[@]}" --preset simple-sum --arch resnet18 --width 16 \
+  --batch 128 --subset 10000 --epochs 2 \
   --out "$ROOT/runs/main-$(date +%Y%m%d-%H%M%S)"

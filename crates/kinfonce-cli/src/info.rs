@@ -76,7 +76,13 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
         println!("{v}");
         return Ok(());
     }
-    let yes = |b: &Value| if b.as_bool() == Some(true) { "yes" } else { "no" };
+    let yes = |b: &Value| {
+        if b.as_bool() == Some(true) {
+            "yes"
+        } else {
+            "no"
+        }
+    };
     let c = &v["cpu"];
     println!("kinfonce {}", v["kinfonce"].as_str().unwrap_or(""));
     println!("CPU      {}", c["model"].as_str().unwrap_or("unknown"));
@@ -137,9 +143,9 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
     let d = &v["data"];
     println!(
         "data     default {}; cache {}{}",
-        d["default"]
-            .as_str()
-            .unwrap_or("none on this machine (pretrain downloads CIFAR-10, or offline uses a synthetic set)"),
+        d["default"].as_str().unwrap_or(
+            "none on this machine (pretrain downloads CIFAR-10, or offline uses a synthetic set)"
+        ),
         d["cache"].as_str().unwrap_or(""),
         d["kinfonce_data"]
             .as_str()

@@ -1,5 +1,7 @@
-//! With no data named, no CIFAR-10 in the cache and no network, `kinfonce pretrain` says so and
-//! trains on the built-in synthetic set, so the demo always completes.
+//! The defaults a user gets without flags. With no data named, no CIFAR-10 in the cache and no
+//! network, `kinfonce pretrain` says so and trains on the built-in synthetic set, so the demo
+//! always completes; with no precision named, it computes in what `kinfonce info` says `auto`
+//! picks on this machine, and records that choice.
 #![cfg(feature = "torch")]
 
 use std::process::Command;
@@ -52,4 +54,91 @@ fn offline_without_data_trains_on_the_synthetic_set() {
     }
     let config = std::fs::read_to_string(cwd.join("run/config.toml")).unwrap();
     assert!(config.contains("synthetic"), "{config}");
+}
+
+#[test]
+fn info_reports_the_machine_and_the_run_records_the_auto_choice() {
+    let kinfonce = |args: &[&str], cwd: &std::path::Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_kinfonce"))
+            .current_dir(cwd)
+            .args(args)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "kinfonce {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    let scratch = tempfile::tempdir().unwrap();
+    let stdout = kinfonce(&["info", "--json"], scratch.path());
+    let v: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    for flag in ["avx2", "avx512f", "avx512_bf16", "amx_bf16", "native_bf16"] {
+        assert!(v["cpu"][flag].is_boolean(), "cpu.{flag} in {v}");
+    }
+    assert!(!v["cpu"]["model"].as_str().unwrap().is_empty(), "{v}");
+    assert!(v["cores"].as_u64().unwrap() >= 1, "{v}");
+    assert_eq!(v["threads"]["libtorch"], v["cores"], "{v}");
+    assert_eq!(v["libtorch"]["version"], "2.11.0", "{v}");
+    assert!(v["cuda"].is_array(), "{v}");
+    let auto = &v["auto"]["cpu"];
+    // The documented rule: bf16 exactly where the CPU computes it natively; channels-last on CPUs.
+    let native = v["cpu"]["native_bf16"].as_bool().unwrap();
+    assert_eq!(
+        auto["precision"],
+        if native { "bf16" } else { "f32" },
+        "{v}"
+    );
+    assert_eq!(auto["channels_last"], true, "{v}");
+    assert!(auto["reason"].as_str().unwrap().contains("bf16"), "{v}");
+
+    // A run left on auto stores the resolved choice and says that auto made it.
+    let run = scratch.path().join("run");
+    let data =
+        kinfonce_data::write_synthetic_cifar(&scratch.path().join("data"), 40, 20, 0).unwrap();
+    kinfonce(
+        &[
+            "pretrain",
+            "--data",
+            data.to_str().unwrap(),
+            "--width",
+            "4",
+            "--hidden-dim",
+            "16",
+            "--out-dim",
+            "8",
+            "--batch",
+            "8",
+            "--threads",
+            "1",
+            "--max-steps",
+            "1",
+            "--knn-every",
+            "0",
+            "--checkpoint-minutes",
+            "0",
+            "--out",
+            run.to_str().unwrap(),
+        ],
+        scratch.path(),
+    );
+    let text = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    let saved: toml::Table = toml::from_str(&text).unwrap();
+    assert_eq!(
+        saved["config"]["precision"].as_str(),
+        auto["precision"].as_str(),
+        "{text}"
+    );
+    assert_eq!(
+        saved["config"]["channels_last"].as_bool(),
+        Some(true),
+        "{text}"
+    );
+    let compute = saved["provenance"]["compute"].as_str().unwrap();
+    assert!(
+        compute.contains("auto chose the precision and layout"),
+        "{text}"
+    );
 }

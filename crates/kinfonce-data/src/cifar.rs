@@ -9,9 +9,8 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use crate::archive::{find_in_dir, is_tar_gz, read_members, Member};
-use crate::dataset::Dataset;
+use crate::dataset::{Dataset, OfficialSplits};
 use crate::error::{DataError, Result};
-use crate::read::OfficialSplits;
 
 const SIDE: usize = 32;
 const PIXELS: usize = SIDE * SIDE * 3;

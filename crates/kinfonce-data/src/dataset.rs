@@ -1,4 +1,5 @@
-//! [`Dataset`]: images of one fixed size in memory, with labels and class names.
+//! [`Dataset`]: images of one fixed size in memory, with labels and class names; and
+//! [`OfficialSplits`], the official train and test sets a reader returns.
 
 use sha2::{Digest, Sha256};
 
@@ -193,6 +194,16 @@ impl Dataset {
         }
         hex(&h.finalize())
     }
+}
+
+/// The official train and test sets as they are on disk (before the validation split).
+#[derive(Clone, Debug, Default)]
+pub struct OfficialSplits {
+    /// The official training images.
+    pub train: Option<Dataset>,
+    /// The official test images (CIFAR `test_batch`, TinyImageNet `val/`); `None` when the
+    /// layout has none (an ImageFolder without `test/` or `val/`).
+    pub test: Option<Dataset>,
 }
 
 /// Lower-case hex of bytes.

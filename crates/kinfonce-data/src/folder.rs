@@ -11,9 +11,8 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 
 use crate::archive::find_in_dir;
-use crate::dataset::Dataset;
+use crate::dataset::{Dataset, OfficialSplits};
 use crate::error::{DataError, Result};
-use crate::read::OfficialSplits;
 
 /// How to decode a folder of images.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -37,14 +37,14 @@ pub use augment::{
 };
 pub use checksum::{md5_file, sha256_file, Checksum};
 pub use cifar::CIFAR10_CLASSES;
-pub use dataset::Dataset;
+pub use dataset::{Dataset, OfficialSplits};
 pub use error::{DataError, Result};
 pub use folder::FolderOptions;
 pub use format::DataFormat;
 pub use loader::{
     Batch, BatchData, Batches, ContrastiveLoader, EvalConfig, EvalLoader, LoaderConfig,
 };
-pub use read::{DataConfig, OfficialSplits, Split, Splits};
+pub use read::{DataConfig, Split, Splits};
 pub use split::{class_balanced_subset, class_balanced_val_split};
 pub use stl10::STL10_CLASSES;
 pub use synthetic::{synthetic_image, write_synthetic_cifar, SYNTHETIC_CLASSES};

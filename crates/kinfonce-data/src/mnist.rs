@@ -6,9 +6,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::archive::{find_in_dir, read_maybe_gz};
-use crate::dataset::Dataset;
+use crate::dataset::{Dataset, OfficialSplits};
 use crate::error::{DataError, Result};
-use crate::read::OfficialSplits;
 
 /// Reads the `train-*` and `t10k-*` IDX pairs from `path` (a folder, or one of the files).
 pub(crate) fn read_mnist(path: &Path, train: bool, test: bool) -> Result<OfficialSplits> {

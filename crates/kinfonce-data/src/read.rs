@@ -1,11 +1,14 @@
-//! [`DataConfig`]: one entry point that reads any format and cuts the splits of DESIGN.md.
+//! [`DataConfig`]: one entry point that reads any format and cuts it into three splits:
+//! `train` (the official training images minus `val`, then `subset`), `val` (a seeded,
+//! class-balanced `val_fraction` of the official training images) and `test` (the official
+//! test set).
 
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
 use crate::cifar::read_cifar;
-use crate::dataset::Dataset;
+use crate::dataset::{Dataset, OfficialSplits};
 use crate::error::{DataError, Result};
 use crate::folder::{read_image_folder, read_tiny_imagenet, FolderOptions};
 use crate::format::DataFormat;
@@ -13,17 +16,8 @@ use crate::mnist::read_mnist;
 use crate::split::{class_balanced_subset, class_balanced_val_split};
 use crate::stl10::read_stl10;
 
-/// The official train and test sets as they are on disk (before the validation split).
-#[derive(Clone, Debug, Default)]
-pub struct OfficialSplits {
-    /// The official training images.
-    pub train: Option<Dataset>,
-    /// The official test images (CIFAR `test_batch`, TinyImageNet `val/`); `None` when the
-    /// layout has none (an ImageFolder without `test/` or `val/`).
-    pub test: Option<Dataset>,
-}
-
-/// A split of DESIGN.md.
+/// A split of a data set: `train`, `val` (both cut from the official training images) or
+/// `test` (the official test set).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Split {
     /// The training images minus the validation split (then `--subset`, if any).

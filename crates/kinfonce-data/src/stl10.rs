@@ -11,9 +11,8 @@ use std::path::Path;
 use rayon::prelude::*;
 
 use crate::archive::{find_in_dir, read_members, Member};
-use crate::dataset::Dataset;
+use crate::dataset::{Dataset, OfficialSplits};
 use crate::error::{DataError, Result};
-use crate::read::OfficialSplits;
 
 const SIDE: usize = 96;
 const IMAGE: usize = SIDE * SIDE * 3;

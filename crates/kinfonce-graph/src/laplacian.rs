@@ -200,7 +200,7 @@ impl BlockCoefficients {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spectral::symmetric_eigen;
+    use crate::eigen::symmetric_eigen;
 
     fn two_triangles() -> Graph {
         Graph::from_edges(

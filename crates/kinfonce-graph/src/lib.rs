@@ -11,6 +11,7 @@
 //! 2 / tau and planted block centres sit at squared distance tau ln(p/q).
 
 pub mod edge_list;
+pub mod eigen;
 pub mod error;
 pub mod experiments;
 pub mod free_embedding;

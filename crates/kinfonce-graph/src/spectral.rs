@@ -1,10 +1,11 @@
 //! Spectral embeddings: the eigenvectors of the k smallest eigenvalues of L_sym, equivalently
 //! the k largest of the normalised adjacency D^{-1/2} A D^{-1/2}.
 //!
-//! Dense (faer's self-adjoint eigendecomposition) up to [`DENSE_LIMIT`] nodes; above it
+//! Dense (faer's self-adjoint eigendecomposition, [`crate::eigen`]) up to [`DENSE_LIMIT`] nodes; above it
 //! matrix-free Chebyshev-filtered subspace iteration on D^{-1/2} A D^{-1/2}
 //! ([`crate::subspace`]).
 
+use crate::eigen::symmetric_eigen;
 use crate::error::{GraphError, Result};
 use crate::graph::Graph;
 use crate::kmeans::{kmeans, KMeansConfig};
@@ -14,23 +15,6 @@ use faer::Mat;
 
 /// Largest n for which the dense solver is used.
 pub const DENSE_LIMIT: usize = 5000;
-
-/// Eigenvalues (ascending) and eigenvectors (columns) of a dense symmetric matrix.
-pub fn symmetric_eigen(m: &Mat<f64>) -> Result<(Vec<f64>, Mat<f64>)> {
-    let evd = m
-        .self_adjoint_eigen(faer::Side::Lower)
-        .map_err(|e| GraphError::NoConvergence {
-            what: "dense symmetric eigendecomposition",
-            detail: format!("{e:?}"),
-        })?;
-    let s = evd.S().column_vector();
-    let mut order: Vec<usize> = (0..m.nrows()).collect();
-    order.sort_by(|&a, &b| s[a].total_cmp(&s[b]));
-    let vals = order.iter().map(|&i| s[i]).collect();
-    let u = evd.U();
-    let vecs = Mat::from_fn(m.nrows(), m.nrows(), |i, j| u[(i, order[j])]);
-    Ok((vals, vecs))
-}
 
 /// A spectral embedding: n x k eigenvectors with their L_sym eigenvalues (ascending).
 #[derive(Clone, Debug)]
@@ -143,14 +127,6 @@ mod tests {
     use super::*;
     use crate::generators::SbmConfig;
     use crate::metrics::adjusted_rand_index;
-
-    #[test]
-    fn eigen_of_a_2x2_by_hand() {
-        let m = Mat::from_fn(2, 2, |i, j| if i == j { 2.0 } else { 1.0 });
-        let (vals, vecs) = symmetric_eigen(&m).unwrap();
-        assert!((vals[0] - 1.0).abs() < 1e-12 && (vals[1] - 3.0).abs() < 1e-12);
-        assert!((vecs[(0, 1)].abs() - 0.5f64.sqrt()).abs() < 1e-12);
-    }
 
     #[test]
     fn spectral_clustering_recovers_sbm_blocks() {

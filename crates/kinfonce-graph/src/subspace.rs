@@ -18,10 +18,10 @@
 use faer::Mat;
 use rayon::prelude::*;
 
+use crate::eigen::symmetric_eigen;
 use crate::error::{GraphError, Result};
 use crate::laplacian::{BlockCoefficients, NormalizedAdjacency};
 use crate::rng::{normal_vec, seeded};
-use crate::spectral::symmetric_eigen;
 
 /// Settings of the filtered subspace iteration.
 #[derive(Clone, Debug)]

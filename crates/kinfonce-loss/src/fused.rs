@@ -34,7 +34,7 @@ pub enum Positives<'a, T> {
     Rows(MatRef<'a, T>),
 }
 
-/// Loss and gradients of [`infonce`].
+/// Loss and gradients of [`infonce`](crate::infonce).
 #[derive(Debug, Clone)]
 pub struct InfoNceGrads<T> {
     pub loss: f64,

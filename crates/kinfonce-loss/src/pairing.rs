@@ -7,6 +7,7 @@ use crate::kernel::{
     ArcCos, Gaussian, Geometry, Kernel, Laplacian, LogKernel, Mixture, Norm, Power, QuarterPower,
 };
 use crate::matrix::{Mat, MatRef};
+use crate::output::LossOutput;
 use crate::real::Real;
 use crate::spec::LossSpec;
 use crate::spectral::spectral_simclr;
@@ -27,13 +28,6 @@ pub enum Pairing {
     /// rows `offset..offset + local` of both views, the candidates all 2 B_total rows (itself
     /// excluded). Gradients are for the gathered inputs.
     Gathered { offset: usize, local: usize },
-}
-
-/// A loss value (mean over anchors) and d loss / d input for every input, in input order.
-#[derive(Debug, Clone)]
-pub struct LossOutput<T> {
-    pub loss: f64,
-    pub grads: Vec<Mat<T>>,
 }
 
 /// SimCLR pairing of two views.

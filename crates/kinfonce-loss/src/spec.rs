@@ -1,5 +1,6 @@
 //! What to compute: a kernel in one softmax, a weighted sum of such losses, the Concatenation
-//! Sum, or the spectral contrastive loss; and the named presets of DESIGN.md.
+//! Sum, or the spectral contrastive loss; and the named presets ([`PRESETS`],
+//! [`LossSpec::preset`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -51,7 +52,15 @@ impl LossSpec {
         })
     }
 
-    /// A preset of DESIGN.md, for embeddings of width `dim` (`concat-sum` splits it in half).
+    /// A named preset, for embeddings of width `dim`, with K = exp(-||x - y||_2^gamma / tau):
+    /// - `gaussian`: gamma 2, tau 0.4;
+    /// - `laplacian`: gamma 1, tau 0.2;
+    /// - `exp-0.5`: gamma 0.5, tau 0.15;
+    /// - `simple-sum`: one softmax over the mixture 0.5 K(gamma 1, tau 0.2) + 0.5 K(gamma 2,
+    ///   tau 0.4);
+    /// - `sum-of-losses`: 0.5 L(gamma 1, tau 0.2) + 0.5 L(gamma 2, tau 0.2);
+    /// - `concat-sum`: the embedding split in half (after `dim / 2` columns), 0.5 L(gamma 1,
+    ///   tau 0.2) on the first half + 0.5 L(gamma 2, tau 0.2) on the second.
     pub fn preset(name: &str, dim: usize) -> Result<Self, LossError> {
         let exp = |gamma, tau| Kernel::exp(gamma, tau);
         Ok(match name {

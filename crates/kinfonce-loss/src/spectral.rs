@@ -2,7 +2,7 @@
 
 use crate::error::LossError;
 use crate::matrix::{Mat, MatRef};
-use crate::pairing::LossOutput;
+use crate::output::LossOutput;
 use crate::real::Real;
 
 /// L = sum_{i != j} <z_i, z_j>^2 / (B (B - 1)) - (2 / B) sum_i <z1_i, z2_i>, over the 2B rows z of

@@ -85,11 +85,29 @@ pub struct CpuFeatures {
 impl CpuFeatures {
     /// The CPU this process runs on. Flags come from `/proc/cpuinfo`, which lists only what
     /// the kernel enabled (AMX needs its support), with `is_x86_feature_detected!` as fallback.
+    /// `ONEDNN_MAX_CPU_ISA`, when set, caps what libtorch's convolutions use, so it caps the
+    /// native bf16 seen here too.
     pub fn detect() -> CpuFeatures {
-        match std::fs::read_to_string("/proc/cpuinfo") {
+        let mut cpu = match std::fs::read_to_string("/proc/cpuinfo") {
             Ok(text) => Self::from_cpuinfo(&text),
             Err(_) => Self::from_cpuid(),
+        };
+        if let Ok(isa) = std::env::var("ONEDNN_MAX_CPU_ISA") {
+            cpu.cap_to_onednn_isa(&isa);
         }
+        cpu
+    }
+
+    /// Clears what oneDNN's ISA cap (`AVX2`, `AVX512_CORE`, `AVX512_CORE_BF16`,
+    /// `AVX512_CORE_AMX`, `ALL`, ...) forbids.
+    pub fn cap_to_onednn_isa(&mut self, isa: &str) {
+        let isa = isa.to_ascii_uppercase();
+        if isa.is_empty() || isa == "ALL" || isa == "DEFAULT" {
+            return;
+        }
+        self.amx_bf16 &= isa.contains("AMX");
+        self.avx512_bf16 &= isa.contains("BF16") || isa.contains("AMX");
+        self.avx512f &= isa.contains("AVX512") || isa.contains("AVX10");
     }
 
     /// Parses the first processor of a `/proc/cpuinfo` text.
@@ -160,7 +178,9 @@ impl CpuFeatures {
 pub enum Target {
     Cpu(CpuFeatures),
     /// A CUDA device: does it compute bf16 natively (compute capability 8.0 or newer)?
-    Cuda { bf16: bool },
+    Cuda {
+        bf16: bool,
+    },
 }
 
 /// A resolved precision and layout, with the reason in words.
@@ -266,9 +286,7 @@ pub fn cuda_devices() -> Vec<CudaDevice> {
 pub fn target_of(device: tch::Device) -> Target {
     match device {
         tch::Device::Cuda(index) => Target::Cuda {
-            bf16: cuda_devices()
-                .get(index)
-                .is_some_and(CudaDevice::bf16),
+            bf16: cuda_devices().get(index).is_some_and(CudaDevice::bf16),
         },
         _ => Target::Cpu(CpuFeatures::detect()),
     }
@@ -300,7 +318,8 @@ mod cuda_ffi {
         let f: GetAttribute = unsafe { std::mem::transmute(f) };
         let (mut major, mut minor) = (0i32, 0i32);
         // SAFETY: both out-pointers are valid for one i32 write.
-        let ok = unsafe { f(&mut major, 75, index as i32) == 0 && f(&mut minor, 76, index as i32) == 0 };
+        let ok =
+            unsafe { f(&mut major, 75, index as i32) == 0 && f(&mut minor, 76, index as i32) == 0 };
         ok.then_some((major, minor))
     }
 
@@ -314,7 +333,11 @@ mod cuda_ffi {
         // SAFETY: the buffer holds 256 bytes and the driver writes at most `len` with the NUL.
         let ok = unsafe { f(buf.as_mut_ptr(), buf.len() as i32, index as i32) } == 0;
         // SAFETY: on success the driver wrote a NUL-terminated string into `buf`.
-        ok.then(|| unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }.to_string_lossy().into_owned())
+        ok.then(|| {
+            unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) }
+                .to_string_lossy()
+                .into_owned()
+        })
     }
 }
 
@@ -336,9 +359,9 @@ mod tests {
     fn auto_picks_bf16_only_where_the_hardware_computes_it_and_channels_last_on_every_cpu() {
         let cases = [
             (cpu(true, false, false, false), Precision::F32, true), // AVX2 only (EPYC Zen 2/3)
-            (cpu(true, true, false, false), Precision::F32, true),  // AVX-512 without bf16 (Skylake)
-            (cpu(true, true, true, false), Precision::Bf16, true),  // avx512_bf16 (Zen 4, Cooper Lake)
-            (cpu(true, true, true, true), Precision::Bf16, true),   // AMX (Sapphire Rapids)
+            (cpu(true, true, false, false), Precision::F32, true), // AVX-512 without bf16 (Skylake)
+            (cpu(true, true, true, false), Precision::Bf16, true), // avx512_bf16 (Zen 4, Cooper Lake)
+            (cpu(true, true, true, true), Precision::Bf16, true),  // AMX (Sapphire Rapids)
             (cpu(false, false, false, true), Precision::Bf16, true), // AMX alone still counts
             (Target::Cuda { bf16: true }, Precision::Bf16, true),
             (Target::Cuda { bf16: false }, Precision::F32, false),
@@ -362,7 +385,11 @@ mod tests {
         assert_eq!(c.reason, "set explicitly");
         let c = resolve(Precision::Auto, Some(false), &avx2);
         assert_eq!((c.precision, c.channels_last), (Precision::F32, false));
-        assert!(c.reason.starts_with("auto chose the precision:"), "{}", c.reason);
+        assert!(
+            c.reason.starts_with("auto chose the precision:"),
+            "{}",
+            c.reason
+        );
         let c = resolve(Precision::F32, None, &avx2);
         assert_eq!((c.precision, c.channels_last), (Precision::F32, true));
         assert!(c.reason.contains("the layout"), "{}", c.reason);
@@ -370,7 +397,8 @@ mod tests {
 
     #[test]
     fn cpuinfo_flags_are_read_from_the_first_processor() {
-        let text = "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse avx avx2 fma\n\n\
+        let text =
+            "processor\t: 0\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu sse avx avx2 fma\n\n\
                     processor\t: 1\nmodel name\t: AMD EPYC 7B13\nflags\t\t: fpu avx512f\n";
         let f = CpuFeatures::from_cpuinfo(text);
         assert_eq!(f.model, "AMD EPYC 7B13");
@@ -383,11 +411,28 @@ mod tests {
     }
 
     #[test]
+    fn a_onednn_isa_cap_below_bf16_makes_auto_pick_f32() {
+        let Target::Cpu(mut xeon) = cpu(true, true, true, true) else {
+            unreachable!()
+        };
+        let mut capped = xeon.clone();
+        capped.cap_to_onednn_isa("avx2");
+        assert!(!capped.native_bf16() && !capped.avx512f && capped.avx2);
+        assert_eq!(choose(&Target::Cpu(capped)).precision, Precision::F32);
+        xeon.cap_to_onednn_isa("AVX512_CORE_BF16");
+        assert!(xeon.avx512_bf16 && !xeon.amx_bf16);
+        assert_eq!(choose(&Target::Cpu(xeon)).precision, Precision::Bf16);
+    }
+
+    #[test]
     fn precision_names_round_trip_and_unknown_names_are_refused() {
         for name in Precision::NAMES {
             assert_eq!(Precision::parse(name).unwrap().name(), name);
         }
         let err = "fp16".parse::<Precision>().unwrap_err();
-        assert!(err.contains("fp16") && err.contains("auto, f32, bf16"), "{err}");
+        assert!(
+            err.contains("fp16") && err.contains("auto, f32, bf16"),
+            "{err}"
+        );
     }
 }

@@ -211,9 +211,10 @@ impl Trainer {
         if !options.quiet {
             eprintln!("compute: {} ({})", config.compute_label(), choice.reason);
         }
-        options
-            .provenance
-            .push(("compute".into(), format!("{}: {}", config.compute_label(), choice.reason)));
+        options.provenance.push((
+            "compute".into(),
+            format!("{}: {}", config.compute_label(), choice.reason),
+        ));
         if let (true, true, Target::Cpu(cpu)) = (resume, config.bf16(), &target) {
             if !cpu.native_bf16() {
                 eprintln!(

@@ -24,7 +24,7 @@ pub fn project_2d(z: &[f64], basis: &[f64], dim: usize) -> Vec<(f64, f64)> {
             .map(|i| (basis[i * dim + a] - mean[a]) * (basis[i * dim + b] - mean[b]))
             .sum::<f64>()
     });
-    let axes = match crate::spectral::symmetric_eigen(&cov) {
+    let axes = match crate::eigen::symmetric_eigen(&cov) {
         Ok((_, v)) => v,
         Err(_) => Mat::identity(dim, dim),
     };

@@ -9,12 +9,12 @@
 //! max_q Entropy(q) + sum_j q_j s_j over the simplex is attained at q = softmax(s) with value
 //! logsumexp(s), so the InfoNCE loss -log softmax(s)_pos = logsumexp(s) - s_pos.
 
+use crate::eigen::symmetric_eigen;
 use crate::error::Result;
 use crate::free_embedding::infonce_on_nodes;
 use crate::kernel::{sq_dist, ExpKernel};
 use crate::plot::{write_line_chart, LineChart, Series};
 use crate::report::{Claim, Report};
-use crate::spectral::symmetric_eigen;
 use faer::Mat;
 use rand::Rng;
 use std::path::Path;
