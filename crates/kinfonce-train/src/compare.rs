@@ -15,8 +15,9 @@ use crate::eval::{
 use crate::features::{
     run_normalization, EncoderSource, EvalData, EvalDataOptions, FeatureOptions, FrozenEncoder,
 };
+use crate::hardware;
 use crate::plots::{self, Series};
-use crate::trainer::read_run_config;
+use crate::trainer::{parse_device, read_run_config};
 use kinfonce_data::{DataConfig, DataFormat, Dataset, Split};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -40,7 +41,10 @@ pub fn trajectory_differences(existing: &TrainConfig, wanted: &TrainConfig) -> R
             _ => Err(TrainError::Config("configuration is not a table".into())),
         }
     };
-    let (a, b) = (as_table(existing)?, as_table(wanted)?);
+    // `auto` asks for what this machine picks; the existing run stores what was picked.
+    let mut wanted = wanted.clone();
+    wanted.resolve_compute(&hardware::target_of(parse_device(&wanted.device)?));
+    let (a, b) = (as_table(existing)?, as_table(&wanted)?);
     let show =
         |v: Option<&toml::Value>| v.map(|v| v.to_string()).unwrap_or_else(|| "(unset)".into());
     Ok(crate::config::TRAJECTORY_KEYS

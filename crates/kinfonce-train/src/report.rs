@@ -150,7 +150,18 @@ pub fn write_outputs(run_dir: &Path, config: &TrainConfig, summary: &Summary) ->
         config.compute_label(),
         config.device
     );
+    // Where it ran and why in this precision, from the provenance the run folder recorded.
+    let provenance = fs::read_to_string(run_dir.join("config.toml"))
+        .ok()
+        .and_then(|t| toml::from_str::<toml::Table>(&t).ok())
+        .and_then(|t| t.get("provenance").and_then(|p| p.as_table()).cloned())
+        .unwrap_or_default();
     let _ = writeln!(md, "| | value |\n|---|---|");
+    for key in ["cpu", "compute"] {
+        if let Some(v) = provenance.get(key).and_then(|v| v.as_str()) {
+            let _ = writeln!(md, "| {key} | {v} |");
+        }
+    }
     let _ = writeln!(md, "| steps | {} |", summary.steps);
     let _ = writeln!(md, "| epochs completed | {} |", summary.epochs_completed);
     let _ = writeln!(
