@@ -50,7 +50,7 @@ pub struct BenchLossArgs {
     #[arg(long, value_name = "PYTHON")]
     reference: Option<PathBuf>,
     /// The reference script.
-    #[arg(long, default_value = "../shared/reference/torch_kernel_infonce.py")]
+    #[arg(long, default_value = "bench/reference/torch_kernel_infonce.py")]
     reference_script: PathBuf,
     /// Print one JSON object on the last line of stdout.
     #[arg(long)]

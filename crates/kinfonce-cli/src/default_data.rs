@@ -4,7 +4,7 @@
 
 use kinfonce_data::fetch::{self, FetchOptions};
 use kinfonce_data::{write_synthetic_cifar, DataFormat};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// Images per training batch file and test images of the synthetic set (12,000 / 2,000: enough
@@ -12,11 +12,8 @@ use std::time::Duration;
 const SYNTHETIC_TRAIN_PER_BATCH: usize = 2_400;
 const SYNTHETIC_TEST: usize = 2_000;
 
-/// The CIFAR-10 beside a checkout of this project (`../shared/data`), when run from its root.
-const SHARED_CIFAR10: &str = "../shared/data/cifar10/cifar-10-binary.tar.gz";
-
-/// The data set already on this machine that [`default_data`] would train on: `$KINFONCE_DATA`,
-/// CIFAR-10 in the cache folder, or beside the checkout; `None` when it would download.
+/// The data set already on this machine that [`default_data`] would train on: `$KINFONCE_DATA`
+/// or CIFAR-10 in the cache folder; `None` when it would download.
 pub(crate) fn local_data() -> anyhow::Result<Option<PathBuf>> {
     let cache = fetch::default_cache_dir();
     let cifar10 = fetch::known_dataset("cifar10")?;
@@ -29,12 +26,7 @@ pub(crate) fn local_data() -> anyhow::Result<Option<PathBuf>> {
             return Ok(Some(env));
         }
     }
-    if let Some(path) = fetch::locate(cifar10, &cache) {
-        return Ok(Some(path));
-    }
-    Ok(Path::new(SHARED_CIFAR10)
-        .is_file()
-        .then(|| PathBuf::from(SHARED_CIFAR10)))
+    Ok(fetch::locate(cifar10, &cache))
 }
 
 /// The data set to train on when none was named. `$KINFONCE_DATA` may name a data set

@@ -34,7 +34,7 @@ pub enum EvalCommand {
     /// weak encoders (random init, very short runs), where crops only add noise. Rankings of
     /// encoders under the two modes usually agree; compare numbers only within one mode.
     ///
-    /// Splits (DESIGN.md): fit on `train` (training images minus the run's seeded validation
+    /// Splits: fit on `train` (training images minus the run's seeded validation
     /// split; not the pretraining --subset), report on `test` (the official test set).
     Linear(LinearArgs),
     /// Weighted k-NN on L2-normalised frozen encoder features (k = 200, temperature 0.1): a test

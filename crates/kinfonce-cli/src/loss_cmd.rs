@@ -7,14 +7,14 @@ use kinfonce_loss::cases::{parse_cases, CaseResult};
 
 #[derive(clap::Args)]
 #[command(after_help = "\
-Case format (shared/golden/README.md): {\"cases\": [{\"name\", \"kind\", \"params\", \"inputs\"}]}.
+Case format: {\"cases\": [{\"name\", \"kind\", \"params\", \"inputs\"}]} (docs/loss-cases.md).
 kinds: exp (gamma, tau, p = 1 | 2 | \"inf\"), loss_sum (gamma, gamma2, lambda, tau),
 loss_concat (gamma, gamma2, lambda, tau, split), kernel_mixture (components [[w, gamma, tau]]),
 acos (order, tau), spectral, moco (gamma, tau; inputs q, k, queue), clip (gamma, tau).
 Kernel convention: K = exp(-||x - y||_p^gamma / tau); gamma 2 on unit vectors = NT-Xent at tau / 2.
 
 Example:
-  kinfonce loss --cases ../shared/golden/kernel_infonce.json --dtype f32")]
+  kinfonce loss --cases cases.json --dtype f32")]
 pub struct LossArgs {
     /// JSON file of cases (other fields such as expected values are ignored).
     #[arg(long, value_name = "FILE.json")]

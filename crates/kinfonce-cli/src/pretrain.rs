@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 /// Pretrain an encoder with a Kernel-InfoNCE loss.
 ///
 /// Kernel convention: K(x, y) = exp(-||x - y||_p^gamma / tau); gamma = 2 on unit vectors is
-/// SimCLR's NT-Xent at temperature tau / 2. Presets (DESIGN.md): gaussian (gamma 2, tau 0.4),
+/// SimCLR's NT-Xent at temperature tau / 2. Presets: gaussian (gamma 2, tau 0.4),
 /// laplacian (gamma 1, tau 0.2), exp-0.5 (gamma 0.5, tau 0.15), simple-sum (one softmax over
 /// 0.5 K(1, 0.2) + 0.5 K(2, 0.4)), sum-of-losses (0.5 L(gamma 1) + 0.5 L(gamma 2), tau 0.2),
 /// concat-sum (head output doubled; gamma 1 on the first half, gamma 2 on the second, tau 0.2).
@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 pub struct PretrainArgs {
     /// Data set: a file or folder (CIFAR-10/100 binary or .tar.gz, MNIST IDX, STL-10, an
     /// ImageFolder, TinyImageNet). [default: $KINFONCE_DATA, else CIFAR-10 from the cache
-    /// folder or ../shared/data/cifar10/, else downloaded (checksum verified); offline, a
-    /// built-in synthetic set of 10 shape classes]
+    /// folder, else downloaded into it (checksum verified); offline, a built-in synthetic set
+    /// of 10 shape classes]
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// Data layout when detection is not wanted: cifar10, cifar100, mnist, stl10, imagefolder,

@@ -214,7 +214,8 @@ pub enum TheoryCommand {
     /// Skipped with a message (not failed) when the data folder is absent.
     KnnReal {
         /// MNIST folder (IDX files, .gz or not); relative paths resolve from the current folder.
-        #[arg(long, value_name = "PATH", default_value = DEFAULT_MNIST)]
+        /// [default: MNIST in the cache folder, where `kinfonce data fetch mnist` puts it]
+        #[arg(long, value_name = "PATH", default_value_os_t = default_mnist(), hide_default_value = true)]
         data: PathBuf,
         /// Test images used, evenly spaced over the 10,000 (classes stay balanced).
         #[arg(long, default_value_t = 2000)]
@@ -249,7 +250,8 @@ pub enum TheoryCommand {
         #[arg(long, value_name = "DIR", default_value = "theory-report")]
         out: PathBuf,
         /// MNIST folder for `knn-real` (skipped, and noted in the report, when absent).
-        #[arg(long, value_name = "PATH", default_value = DEFAULT_MNIST)]
+        /// [default: MNIST in the cache folder, where `kinfonce data fetch mnist` puts it]
+        #[arg(long, value_name = "PATH", default_value_os_t = default_mnist(), hide_default_value = true)]
         data: PathBuf,
         /// Print one JSON object (all reports) on the last stdout line.
         #[arg(long)]
@@ -257,14 +259,21 @@ pub enum TheoryCommand {
     },
 }
 
-/// Default MNIST folder of `knn-real`, relative to the current folder.
-pub const DEFAULT_MNIST: &str = "../shared/data/mnist";
+/// Default MNIST folder of `knn-real`: the one `kinfonce data fetch mnist` fills in the cache
+/// folder (`$KINFONCE_DATA` or `~/.cache/kinfonce`).
+pub fn default_mnist() -> PathBuf {
+    let cache = kinfonce_data::fetch::default_cache_dir();
+    match kinfonce_data::fetch::known_dataset("mnist") {
+        Ok(d) => cache.join(d.name).join(d.data_path),
+        Err(_) => cache.join("mnist"),
+    }
+}
 
 /// Why `knn-real` cannot run on `path`, when the folder is absent.
 fn missing_data(path: &std::path::Path) -> Option<String> {
     (!path.exists()).then(|| {
         format!(
-            "MNIST not found at {} (--data PATH to point at the IDX files)",
+            "MNIST not found at {} (`kinfonce data fetch mnist` downloads it; --data PATH points at IDX files elsewhere)",
             path.display()
         )
     })

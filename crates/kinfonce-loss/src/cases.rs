@@ -1,4 +1,4 @@
-//! Cases in the golden-vector format of `shared/golden/README.md`: `{"cases": [{"name", "kind",
+//! Cases in the golden-vector format (docs/loss-cases.md): `{"cases": [{"name", "kind",
 //! "params", "inputs"}, ...]}` (other fields ignored). Used by `kinfonce loss --cases` and the
 //! golden tests.
 

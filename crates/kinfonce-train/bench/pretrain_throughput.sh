@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Training throughput, side by side in one invocation: our `kinfonce pretrain` (what
 # `--precision auto` picks on this machine, f32, f32 + channels-last, bf16 + channels-last)
-# against the PyTorch reference pipeline (../shared/reference/torch_simclr_pipeline.py: official
+# against the PyTorch reference pipeline (bench/reference/torch_simclr_pipeline.py: official
 # f32, best-effort bf16 + channels-last, and both again with --no-aug as the model-only step).
 # Same model (ResNet-18, CIFAR stem), batch 128 pairs, 2 threads. It prints the CPU, its
 # instruction sets and what auto picks beside the measured views/s of every mode.
@@ -22,7 +22,7 @@ WIDTH="${1:-16}"
 STEPS="${2:-12}"
 ROUNDS="${3:-3}"
 DATA="${DATA:-$ROOT/../shared/data/cifar10/cifar-10-binary.tar.gz}"
-REF="${REF:-$ROOT/../shared/reference/torch_simclr_pipeline.py}"
+REF="${REF:-$ROOT/bench/reference/torch_simclr_pipeline.py}"
 BIN="${KINFONCE_BIN:-${CARGO_TARGET_DIR:-$ROOT/target}/release/kinfonce}"
 if ! python -c "import torchvision, PIL" 2>/dev/null; then
   echo "the reference needs torchvision: pip install --no-cache-dir torchvision==0.26.0 pillow" >&2
@@ -43,8 +43,7 @@ for round in $(seq "$ROUNDS"); do
 import json, statistics, sys
 d = json.load(sys.stdin)
 steps = [json.loads(l) for l in open('$run/metrics.jsonl')]
-per_step = {'step', 'epoch', 'loss', 'lr', 'views_per_s'}  # epoch lines carry more keys
-steps = [s['views_per_s'] for s in steps if set(s) == per_step][2:]
+steps = [s['views_per_s'] for s in steps if s['kind'] == 'step'][2:]  # docs/run-folder.md
 print(json.dumps({'impl': 'kinfonce', 'mode': '$mode', 'width': $WIDTH, 'round': $round,
                   'median_step_views_per_s': round(statistics.median(steps), 1),
                   'model_step_views_per_s': round(d['views_per_s'], 1),

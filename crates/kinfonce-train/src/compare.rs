@@ -16,11 +16,11 @@ use crate::features::{
     run_normalization, EncoderSource, EvalData, EvalDataOptions, FeatureOptions, FrozenEncoder,
 };
 use crate::hardware;
+use crate::metrics::{read_records, Record};
 use crate::plots::{self, Series};
 use crate::trainer::{parse_device, read_run_config};
 use kinfonce_data::{DataConfig, DataFormat, Dataset, Split};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
 use std::fs;
@@ -130,35 +130,24 @@ pub struct RunMetrics {
 
 /// Reads `metrics.jsonl` and the newest checkpoint's state of a run folder.
 pub fn read_metrics(dir: &Path) -> Result<RunMetrics> {
-    let path = dir.join("metrics.jsonl");
-    let text = fs::read_to_string(&path).map_err(io_err(&path))?;
     let mut m = RunMetrics {
         final_loss: f64::NAN,
         ..Default::default()
     };
-    for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<Value>(line) else {
-            continue;
-        };
-        let epoch = v["epoch"].as_f64().unwrap_or(0.0);
-        let is_epoch_line = v.get("views_per_s").is_some() && v.get("alignment").is_some()
-            || v["step"].as_u64() == Some(0)
-            || v.get("partial_epoch").is_some();
-        if let Some(acc) = v["knn_top1"].as_f64() {
-            m.knn_curve.push((epoch, acc));
+    for record in read_records(&dir.join("metrics.jsonl"))? {
+        if let Some((epoch, acc)) = record.knn() {
+            m.knn_curve.push((epoch as f64, acc));
         }
-        if is_epoch_line {
-            if let Some(loss) = v["loss"].as_f64() {
-                m.loss_curve.push((epoch, loss));
+        match record {
+            Record::Step { loss, .. } => m.final_loss = loss,
+            Record::Epoch(e) => {
+                m.loss_curve.push((e.epoch as f64, e.loss));
+                m.views_per_s = e.views_per_s;
+                if !e.partial_epoch {
+                    m.epochs = m.epochs.max(e.epoch);
+                }
             }
-            if let Some(vps) = v["views_per_s"].as_f64() {
-                m.views_per_s = vps;
-            }
-            if v.get("partial_epoch").is_none() && v["step"].as_u64() != Some(0) {
-                m.epochs = m.epochs.max(epoch as u64);
-            }
-        } else if let Some(loss) = v["loss"].as_f64() {
-            m.final_loss = loss;
+            Record::Init { .. } => {}
         }
     }
     if let Some(ck) = checkpoint::latest(&dir.join("checkpoints"))? {

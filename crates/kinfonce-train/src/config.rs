@@ -13,7 +13,8 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
-    /// Data set path (file or folder). Default `../shared/data/cifar10/cifar-10-binary.tar.gz`.
+    /// Data set path (file or folder). Default empty: the CLI picks its default data set
+    /// (CIFAR-10 from `$KINFONCE_DATA` or the cache folder, downloaded when missing).
     pub data: PathBuf,
     /// Data layout (`cifar10`, `cifar100`, `mnist`, `stl10`, `imagefolder`, `tiny-imagenet`);
     /// empty: detected. Default empty.
@@ -22,7 +23,7 @@ pub struct TrainConfig {
     pub val_fraction: f64,
     /// Class-balanced seeded subset of the train split; 0 = all. Default 0.
     pub subset: usize,
-    /// Loss preset name (DESIGN.md). Default `laplacian`.
+    /// Loss preset name (`kinfonce_loss::LossSpec::preset`). Default `laplacian`.
     pub preset: String,
     /// The loss itself (the preset with any option flags applied).
     pub loss: Option<LossSpec>,
@@ -93,7 +94,7 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
-            data: PathBuf::from("../shared/data/cifar10/cifar-10-binary.tar.gz"),
+            data: PathBuf::new(),
             format: String::new(),
             val_fraction: 0.1,
             subset: 0,

@@ -382,7 +382,8 @@ impl FrozenEncoder {
     }
 }
 
-/// The splits an evaluation reads: `train` (fit) and `test` (report), DESIGN.md's splits.
+/// The splits an evaluation reads: `train` (fit: the training images minus the run's seeded
+/// validation split) and `test` (report: the official test set).
 pub struct EvalData {
     pub format: DataFormat,
     /// The data set's path.
@@ -443,8 +444,8 @@ pub fn run_normalization(config: &TrainConfig, fallback: DataFormat) -> Normaliz
     Normalization::for_format(format.unwrap_or(fallback))
 }
 
-/// Reads the train and report splits for the run `config`: the train split is DESIGN.md's
-/// `train` (the training images minus the run's seeded validation split, *without* the
+/// Reads the train and report splits for the run `config`: the train split is `train` (the
+/// training images minus the run's seeded validation split, *without* the
 /// pretraining `--subset`), the report split the official test set.
 pub fn load_eval_data(config: &TrainConfig, options: &EvalDataOptions) -> Result<EvalData> {
     let (path, format) = match &options.data {

@@ -19,6 +19,7 @@ pub mod features;
 pub mod hardware;
 pub mod layers;
 pub mod loss_tensor;
+pub mod metrics;
 pub mod monitor;
 pub mod optim;
 pub mod plots;

@@ -3,13 +3,15 @@
 
 use crate::config::TrainConfig;
 use crate::error::{io_err, Result};
+use crate::metrics::{read_records, Record};
 use crate::trainer::Summary;
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
 
-const COLUMNS: [&str; 11] = [
+const COLUMNS: [&str; 12] = [
+    "kind",
     "step",
     "epoch",
     "loss",
@@ -23,24 +25,21 @@ const COLUMNS: [&str; 11] = [
     "partial_epoch",
 ];
 
-fn read_lines(run_dir: &Path) -> Result<Vec<Value>> {
-    let path = run_dir.join("metrics.jsonl");
-    let text = fs::read_to_string(&path).map_err(io_err(&path))?;
-    Ok(text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect())
+fn read_lines(run_dir: &Path) -> Result<Vec<Record>> {
+    read_records(&run_dir.join("metrics.jsonl"))
 }
 
-/// metrics.csv: one row per metrics.jsonl line, empty cells for absent fields.
+/// metrics.csv: one row per metrics.jsonl record, empty cells for absent fields.
 pub fn write_csv(run_dir: &Path) -> Result<()> {
     let mut out = COLUMNS.join(",");
     out.push('\n');
-    for line in read_lines(run_dir)? {
+    for record in read_lines(run_dir)? {
+        let line = serde_json::to_value(&record).unwrap_or_default();
         let cells: Vec<String> = COLUMNS
             .iter()
             .map(|c| match &line[*c] {
                 Value::Null => String::new(),
+                Value::String(s) => s.clone(),
                 v => v.to_string(),
             })
             .collect();
@@ -124,18 +123,15 @@ pub fn write_outputs(run_dir: &Path, config: &TrainConfig, summary: &Summary) ->
     let lines = read_lines(run_dir)?;
     let loss_points: Vec<(f64, f64)> = lines
         .iter()
-        .filter(|l| {
-            l["knn_top1"].is_null() && l["partial_epoch"].is_null() && l["online_top1"].is_null()
+        .filter_map(|r| match r {
+            Record::Step { step, loss, .. } => Some((*step as f64, *loss)),
+            _ => None,
         })
-        .filter_map(|l| Some((l["step"].as_f64()?, l["loss"].as_f64()?)))
         .collect();
     let svg = line_plot_svg(&loss_points, "Training loss", "step", "loss");
     let path = run_dir.join("loss.svg");
     fs::write(&path, svg).map_err(io_err(&path))?;
-    let knn: Vec<(f64, f64)> = lines
-        .iter()
-        .filter_map(|l| Some((l["epoch"].as_f64()?, l["knn_top1"].as_f64()?)))
-        .collect();
+    let knn: Vec<(u64, f64)> = lines.iter().filter_map(Record::knn).collect();
     let mut md = String::new();
     let _ = writeln!(md, "# Pretraining run\n");
     let _ = writeln!(

@@ -7,6 +7,7 @@ use crate::error::{io_err, Result, TrainError};
 use crate::hardware::{self, Target};
 use crate::layers::{to_channels_last, Linear};
 use crate::loss_tensor::TensorLoss;
+use crate::metrics::{EpochRecord, Record};
 use crate::monitor::{self, Diagnostics};
 use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use crate::projection::{Projection, ProjectionConfig};
@@ -18,7 +19,6 @@ use kinfonce_data::{
     EvalLoader, Layout, LoaderConfig, Normalization, Splits,
 };
 use kinfonce_loss::{Kernel, LossSpec, MatRef};
-use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::fs;
 use std::io::Write;
@@ -134,6 +134,11 @@ struct KnnSets {
 
 /// Reads the data sets of `config`.
 pub fn load_data(config: &TrainConfig) -> Result<Splits> {
+    if config.data.as_os_str().is_empty() {
+        return Err(TrainError::Config(
+            "`data` is not set: name a data set (a file or folder) with --data".into(),
+        ));
+    }
     let mut dc = DataConfig::new(&config.data);
     if !config.format.is_empty() {
         dc.format = Some(
@@ -570,12 +575,7 @@ impl Trainer {
             let step = self.state.step;
             let kept: Vec<&str> = text
                 .lines()
-                .filter(|l| {
-                    serde_json::from_str::<Value>(l)
-                        .ok()
-                        .and_then(|v| v["step"].as_u64())
-                        .is_some_and(|s| s <= step)
-                })
+                .filter(|l| Record::from_line(l).is_ok_and(|r| r.step() <= step))
                 .collect();
             let mut out = kept.join("\n");
             if !out.is_empty() {
@@ -717,6 +717,36 @@ impl Trainer {
         Ok((loss, correct, total, z1.detach(), z2.detach()))
     }
 
+    /// An epoch record with its monitors: the k-NN monitor when `knn_due`, the online probe's
+    /// accuracy over the epoch's (correct, total) rows, and the geometry of the last projections.
+    fn epoch_record(
+        &self,
+        mut record: EpochRecord,
+        knn_due: bool,
+        (correct, total): (i64, i64),
+        last_z: Option<&(Tensor, Tensor)>,
+        summary: &mut Summary,
+    ) -> EpochRecord {
+        if knn_due {
+            if let Some(acc) = self.knn_top1() {
+                record.knn_top1 = Some(acc);
+                summary.knn_top1 = Some(acc);
+            }
+        }
+        if total > 0 {
+            let online = correct as f64 / total as f64;
+            record.online_top1 = Some(online);
+            summary.online_top1 = Some(online);
+        }
+        if let Some((z1, z2)) = last_z {
+            let d: Diagnostics = monitor::diagnostics(z1, z2);
+            record.alignment = Some(d.alignment);
+            record.uniformity = Some(d.uniformity);
+            record.effective_rank = Some(d.effective_rank);
+        }
+        record
+    }
+
     /// Trains until the stop step, an interrupt or an error. Writes metrics, checkpoints, the
     /// report and the loss plot.
     pub fn run(&mut self) -> Result<Summary> {
@@ -728,8 +758,8 @@ impl Trainer {
             .create(true)
             .open(&metrics_path)
             .map_err(io_err(&metrics_path))?;
-        let mut write_line = |v: Value| -> Result<()> {
-            writeln!(metrics, "{v}").map_err(io_err(&metrics_path))?;
+        let mut write_line = |record: Record| -> Result<()> {
+            writeln!(metrics, "{}", record.to_line()).map_err(io_err(&metrics_path))?;
             metrics.flush().map_err(io_err(&metrics_path))
         };
         let spe = self.steps_per_epoch();
@@ -767,7 +797,12 @@ impl Trainer {
             let acc = self.knn_top1();
             summary.knn_top1_init = acc;
             summary.knn_top1 = acc;
-            write_line(json!({"step": 0, "epoch": 0, "knn_top1": acc, "lr": self.schedule.lr(0)}))?;
+            write_line(Record::Init {
+                step: 0,
+                epoch: 0,
+                lr: self.schedule.lr(0),
+                knn_top1: acc,
+            })?;
         }
         let mut last_ckpt_time = Instant::now();
         let mut window_start = Instant::now();
@@ -828,13 +863,13 @@ impl Trainer {
                 {
                     let vps = window_views as f64 / window_start.elapsed().as_secs_f64().max(1e-9);
                     bar.set_message(format!("loss {loss:.4}, {vps:.0} views/s"));
-                    write_line(json!({
-                        "step": self.state.step,
-                        "epoch": epoch,
-                        "loss": loss,
-                        "lr": lr,
-                        "views_per_s": vps,
-                    }))?;
+                    write_line(Record::Step {
+                        step: self.state.step,
+                        epoch,
+                        loss,
+                        lr,
+                        views_per_s: vps,
+                    })?;
                     window_views = 0;
                     window_start = Instant::now();
                 }
@@ -855,33 +890,24 @@ impl Trainer {
             }
             if self.state.batch_in_epoch >= spe {
                 // End of an epoch: monitors, then the epoch line.
-                let mut line = json!({
-                    "step": self.state.step,
-                    "epoch": epoch + 1,
-                    "loss": epoch_loss_sum / epoch_loss_n.max(1) as f64,
-                    "lr": self.schedule.lr(self.state.step),
-                    "views_per_s": total_views as f64 / train_time.max(1e-9),
-                });
-                let due_knn =
-                    self.config.knn_every > 0 && (epoch + 1).is_multiple_of(self.config.knn_every);
-                if due_knn || self.state.step >= self.stop_step {
-                    if let Some(acc) = self.knn_top1() {
-                        line["knn_top1"] = json!(acc);
-                        summary.knn_top1 = Some(acc);
-                    }
-                }
-                if epoch_total > 0 {
-                    let online = epoch_correct as f64 / epoch_total as f64;
-                    line["online_top1"] = json!(online);
-                    summary.online_top1 = Some(online);
-                }
-                if let Some((z1, z2)) = &last_z {
-                    let d: Diagnostics = monitor::diagnostics(z1, z2);
-                    line["alignment"] = json!(d.alignment);
-                    line["uniformity"] = json!(d.uniformity);
-                    line["effective_rank"] = json!(d.effective_rank);
-                }
-                write_line(line)?;
+                let due_knn = (self.config.knn_every > 0
+                    && (epoch + 1).is_multiple_of(self.config.knn_every))
+                    || self.state.step >= self.stop_step;
+                let record = self.epoch_record(
+                    EpochRecord {
+                        step: self.state.step,
+                        epoch: epoch + 1,
+                        loss: epoch_loss_sum / epoch_loss_n.max(1) as f64,
+                        lr: self.schedule.lr(self.state.step),
+                        views_per_s: total_views as f64 / train_time.max(1e-9),
+                        ..Default::default()
+                    },
+                    due_knn,
+                    (epoch_correct, epoch_total),
+                    last_z.as_ref(),
+                    &mut summary,
+                );
+                write_line(Record::Epoch(record))?;
                 mark = Instant::now();
                 epoch_correct = 0;
                 epoch_total = 0;
@@ -905,30 +931,22 @@ impl Trainer {
             && self.state.batch_in_epoch > 0
             && self.state.step >= self.stop_step
         {
-            let mut line = json!({
-                "step": self.state.step,
-                "epoch": self.state.epoch + 1,
-                "partial_epoch": true,
-                "loss": epoch_loss_sum / epoch_loss_n.max(1) as f64,
-                "lr": self.schedule.lr(self.state.step),
-                "views_per_s": total_views as f64 / train_time.max(1e-9),
-            });
-            if let Some(acc) = self.knn_top1() {
-                line["knn_top1"] = json!(acc);
-                summary.knn_top1 = Some(acc);
-            }
-            if epoch_total > 0 {
-                let online = epoch_correct as f64 / epoch_total as f64;
-                line["online_top1"] = json!(online);
-                summary.online_top1 = Some(online);
-            }
-            if let Some((z1, z2)) = &last_z {
-                let d = monitor::diagnostics(z1, z2);
-                line["alignment"] = json!(d.alignment);
-                line["uniformity"] = json!(d.uniformity);
-                line["effective_rank"] = json!(d.effective_rank);
-            }
-            write_line(line)?;
+            let record = self.epoch_record(
+                EpochRecord {
+                    step: self.state.step,
+                    epoch: self.state.epoch + 1,
+                    partial_epoch: true,
+                    loss: epoch_loss_sum / epoch_loss_n.max(1) as f64,
+                    lr: self.schedule.lr(self.state.step),
+                    views_per_s: total_views as f64 / train_time.max(1e-9),
+                    ..Default::default()
+                },
+                true,
+                (epoch_correct, epoch_total),
+                last_z.as_ref(),
+                &mut summary,
+            );
+            write_line(Record::Epoch(record))?;
         }
         self.state.elapsed_s = elapsed_before + start.elapsed().as_secs_f64();
         if self.last_checkpoint_step != Some(self.state.step) {

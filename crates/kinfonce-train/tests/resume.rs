@@ -2,6 +2,7 @@
 //! the run folder's contents and the clear refusal to overwrite a run.
 
 use kinfonce_train::checkpoint;
+use kinfonce_train::metrics::{read_records, Record};
 use kinfonce_train::trainer::{configure_threads, read_run_config};
 use kinfonce_train::{Precision, RunOptions, TrainConfig, Trainer};
 use std::path::PathBuf;
@@ -107,19 +108,25 @@ fn resume_continues_the_same_trajectory() {
         let diff = f64::try_from((t - &wb.encoder[name]).abs().max()).unwrap();
         assert!(diff <= 1e-6, "{name} differs by {diff}");
     }
-    // metrics.jsonl holds every step once.
-    let text = std::fs::read_to_string(b_dir.join("metrics.jsonl")).unwrap();
-    let steps: Vec<u64> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| {
-            v["views_per_s"].is_number()
-                && v["epoch"].as_u64().is_some_and(|e| e < 2)
-                && v.get("online_top1").is_none()
+    // metrics.jsonl, read back through its one record type, holds every step once and each
+    // completed epoch once.
+    let records = read_records(&b_dir.join("metrics.jsonl")).unwrap();
+    let steps: Vec<u64> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Step { step, .. } => Some(*step),
+            _ => None,
         })
-        .filter_map(|v| v["step"].as_u64())
         .collect();
     assert_eq!(steps, (1..=8).collect::<Vec<u64>>());
+    let epochs: Vec<(u64, u64)> = records
+        .iter()
+        .filter_map(|r| match r {
+            Record::Epoch(e) if !e.partial_epoch => Some((e.epoch, e.step)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(epochs, [(1, 4), (2, 8)]);
     for f in ["config.toml", "metrics.csv", "report.md", "loss.svg"] {
         assert!(b_dir.join(f).is_file(), "{f} missing");
     }
