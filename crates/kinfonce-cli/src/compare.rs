@@ -5,8 +5,8 @@ use crate::pretrain::{cpu_model, git_revision, provenance, resolve_config, Pretr
 use anyhow::{bail, Context};
 use kinfonce_data::Split;
 use kinfonce_train::compare::{
-    evaluate_run, read_metrics, run_dir, run_state, stats, trajectory_differences, write_report,
-    DataCache, InitCache, RunState, StudyEvalOptions, StudyInfo, StudyRun,
+    evaluate_run, kernel_stats, read_metrics, run_dir, run_state, trajectory_differences,
+    write_report, DataCache, InitCache, RunState, StudyEvalOptions, StudyInfo, StudyRun,
 };
 use kinfonce_train::eval::{KnnConfig, ProbeConfig};
 use kinfonce_train::features::{EvalDataOptions, FeatureOptions};
@@ -332,35 +332,20 @@ pub fn run(a: CompareArgs) -> anyhow::Result<()> {
     );
     let mut summary = serde_json::Map::new();
     for k in &a.kernels {
-        let of: Vec<&StudyRun> = runs.iter().filter(|r| &r.preset == k).collect();
-        if of.is_empty() {
+        let Some(s) = kernel_stats(&runs, k) else {
             continue;
-        }
-        let st = |f: &dyn Fn(&StudyRun) -> f64| stats(&of.iter().map(|r| f(r)).collect::<Vec<_>>());
-        let (knn, lin) = (st(&|r| r.evals.knn.top1), st(&|r| r.evals.linear.top1));
-        let (knn0, lin0) = (
-            st(&|r| r.evals.knn_init.top1),
-            st(&|r| r.evals.linear_init.top1),
-        );
+        };
         println!(
             "{k:>14} {:>6} {:>10.2} ± {:<5.2} {:>10.2} ± {:<5.2} {:>14.2} {:>14.2}",
-            of.len(),
-            100.0 * knn.mean,
-            100.0 * knn.std,
-            100.0 * lin.mean,
-            100.0 * lin.std,
-            100.0 * knn0.mean,
-            100.0 * lin0.mean
+            s.seeds,
+            100.0 * s.knn_top1.mean,
+            100.0 * s.knn_top1.std,
+            100.0 * s.linear_top1.mean,
+            100.0 * s.linear_top1.std,
+            100.0 * s.knn_top1_init.mean,
+            100.0 * s.linear_top1_init.mean
         );
-        summary.insert(
-            k.clone(),
-            serde_json::json!({
-                "seeds": of.len(),
-                "knn_top1": knn, "linear_top1": lin,
-                "linear_top5": st(&|r| r.evals.linear.top5),
-                "knn_top1_init": knn0, "linear_top1_init": lin0,
-            }),
-        );
+        summary.insert(k.clone(), serde_json::to_value(&s)?);
     }
     println!("report: {}", report.display());
     if a.json {

@@ -65,15 +65,9 @@ pub enum RunState {
     Finished { step: u64 },
 }
 
-/// The number of steps the schedule of `config` runs, given its steps per epoch (the trainer's
-/// rule: epochs x steps per epoch, cut by max_steps; 10 epochs when neither is set).
+/// The number of steps the schedule of `config` runs, given its steps per epoch.
 pub fn total_steps(config: &TrainConfig, steps_per_epoch: u64) -> u64 {
-    match (config.epochs, config.max_steps) {
-        (0, 0) => 10 * steps_per_epoch,
-        (0, m) => m,
-        (e, 0) => e * steps_per_epoch,
-        (e, m) => m.min(e * steps_per_epoch),
-    }
+    config.schedule_steps(steps_per_epoch).1
 }
 
 /// The state of the run in `dir`, from its config.toml (`provenance.steps_per_epoch`) and the
@@ -533,6 +527,33 @@ fn runs_of<'a>(runs: &'a [StudyRun], preset: &str) -> Vec<&'a StudyRun> {
     runs.iter().filter(|r| r.preset == preset).collect()
 }
 
+/// One kernel's results over its seeds: the report's table, the CLI's summary and its JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct KernelStats {
+    pub seeds: usize,
+    pub knn_top1: Stats,
+    pub knn_top1_init: Stats,
+    pub linear_top1: Stats,
+    pub linear_top5: Stats,
+    pub linear_top1_init: Stats,
+    pub final_loss: Stats,
+}
+
+/// The statistics of `preset`'s runs; `None` when it has none.
+pub fn kernel_stats(runs: &[StudyRun], preset: &str) -> Option<KernelStats> {
+    let of = runs_of(runs, preset);
+    let st = |f: &dyn Fn(&StudyRun) -> f64| stats(&of.iter().map(|r| f(r)).collect::<Vec<_>>());
+    (!of.is_empty()).then(|| KernelStats {
+        seeds: of.len(),
+        knn_top1: st(&|r| r.evals.knn.top1),
+        knn_top1_init: st(&|r| r.evals.knn_init.top1),
+        linear_top1: st(&|r| r.evals.linear.top1),
+        linear_top5: st(&|r| r.evals.linear.top5),
+        linear_top1_init: st(&|r| r.evals.linear_init.top1),
+        final_loss: st(&|r| r.metrics.final_loss),
+    })
+}
+
 /// Writes `report.md`, `loss.svg`, `knn-monitor.svg` and `pca-<preset>.svg` into `out`.
 /// Returns the report's path.
 pub fn write_report(out: &Path, runs: &[StudyRun], info: &StudyInfo) -> Result<PathBuf> {
@@ -649,16 +670,19 @@ pub fn write_report(out: &Path, runs: &[StudyRun], info: &StudyInfo) -> Result<P
     );
     let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
     for k in &kernels {
-        let n = of(k).len();
+        let Some(s) = kernel_stats(runs, k) else {
+            continue;
+        };
         let _ = writeln!(
             md,
-            "| {k} | {n} | {} | {} | {} | {} | {} | {:.4} |",
-            pm(&st(k, &|r| r.evals.knn.top1)),
-            pm(&st(k, &|r| r.evals.knn_init.top1)),
-            pm(&st(k, &|r| r.evals.linear.top1)),
-            pm(&st(k, &|r| r.evals.linear.top5)),
-            pm(&st(k, &|r| r.evals.linear_init.top1)),
-            st(k, &|r| r.metrics.final_loss).mean,
+            "| {k} | {} | {} | {} | {} | {} | {} | {:.4} |",
+            s.seeds,
+            pm(&s.knn_top1),
+            pm(&s.knn_top1_init),
+            pm(&s.linear_top1),
+            pm(&s.linear_top5),
+            pm(&s.linear_top1_init),
+            s.final_loss.mean,
         );
     }
     let _ = writeln!(md);

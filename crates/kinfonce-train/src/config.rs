@@ -4,7 +4,7 @@
 use crate::error::{Result, TrainError};
 use crate::hardware::{self, ComputeChoice, Precision, Target};
 use crate::optim::OptimizerKind;
-use crate::resnet::Arch;
+use crate::resnet::{Arch, Stem};
 use kinfonce_loss::LossSpec;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -225,6 +225,28 @@ impl TrainConfig {
                 ""
             }
         )
+    }
+
+    /// The stem for images of `image_side` pixels: as set, or with `auto` the CIFAR stem (3x3
+    /// conv, no max-pool) below 64 pixels and the ImageNet stem from 64 up.
+    pub fn stem_for(&self, image_side: usize) -> Stem {
+        match self.stem.as_str() {
+            "cifar" => Stem::Cifar,
+            "imagenet" => Stem::Imagenet,
+            _ if image_side < 64 => Stem::Cifar,
+            _ => Stem::Imagenet,
+        }
+    }
+
+    /// (schedule horizon, stop step) for `steps_per_epoch`: `epochs` set the horizon and
+    /// `max_steps` only stops early; `max_steps` alone is the horizon; neither: 10 epochs.
+    pub fn schedule_steps(&self, steps_per_epoch: u64) -> (u64, u64) {
+        match (self.epochs, self.max_steps) {
+            (0, 0) => (10 * steps_per_epoch, 10 * steps_per_epoch),
+            (0, m) => (m, m),
+            (e, 0) => (e * steps_per_epoch, e * steps_per_epoch),
+            (e, m) => (e * steps_per_epoch, m.min(e * steps_per_epoch)),
+        }
     }
 
     /// The projection output width the loss sees (concat-sum doubles `out_dim`).

@@ -8,7 +8,7 @@ use crate::checkpoint;
 use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
 use crate::hardware::{self, Precision};
-use crate::layers::to_channels_last;
+use crate::input::InputSpec;
 use crate::resnet::{ResNet, ResNetConfig, Stem};
 use crate::trainer::{parse_device, read_run_config};
 use kinfonce_data::{
@@ -140,15 +140,6 @@ pub struct FrozenEncoder {
     _vs: nn::VarStore,
 }
 
-fn stem_of(config: &TrainConfig, image_side: usize) -> Stem {
-    match config.stem.as_str() {
-        "cifar" => Stem::Cifar,
-        "imagenet" => Stem::Imagenet,
-        _ if image_side < 64 => Stem::Cifar,
-        _ => Stem::Imagenet,
-    }
-}
-
 impl FrozenEncoder {
     /// Loads the encoder of `source`.
     ///
@@ -198,7 +189,7 @@ impl FrozenEncoder {
                     s[1],
                 )
             }
-            _ => (stem_of(&config, image_side), channels as i64),
+            _ => (config.stem_for(image_side), channels as i64),
         };
         tch::manual_seed(config.seed as i64);
         let vs = nn::VarStore::new(device);
@@ -278,24 +269,12 @@ impl FrozenEncoder {
     /// The images of a batch buffer as an input tensor (device, layout and precision of the
     /// run), like the trainer builds them.
     pub fn input(&self, data: &[f32], shape: [usize; 4], layout: Layout) -> Tensor {
-        let [n, c, h, w] = shape.map(|d| d as i64);
-        let x = match layout {
-            Layout::Nchw => Tensor::from_slice(data).view([n, c, h, w]),
-            Layout::Nhwc => Tensor::from_slice(data)
-                .view([n, h, w, c])
-                .permute([0, 3, 1, 2]),
-        };
-        let x = x.to_device(self.device);
-        let x = if self.channels_last && layout == Layout::Nchw {
-            to_channels_last(&x)
-        } else {
-            x
-        };
-        if self.precision == Precision::Bf16 {
-            x.to_kind(Kind::BFloat16)
-        } else {
-            x
+        InputSpec {
+            device: self.device,
+            channels_last: self.channels_last,
+            bf16: self.precision == Precision::Bf16,
         }
+        .tensor(data, shape, layout)
     }
 
     /// f32 features `[n, feature_dim]` of a batch (on the encoder's device).

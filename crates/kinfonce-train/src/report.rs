@@ -4,7 +4,8 @@
 use crate::config::TrainConfig;
 use crate::error::{io_err, Result};
 use crate::metrics::{read_records, Record};
-use crate::trainer::Summary;
+use crate::plots::{self, Series};
+use crate::summary::Summary;
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::fs;
@@ -50,69 +51,6 @@ pub fn write_csv(run_dir: &Path) -> Result<()> {
     fs::write(&path, out).map_err(io_err(&path))
 }
 
-/// A line plot of (x, y) points as a standalone SVG with axes and min/max labels.
-pub fn line_plot_svg(points: &[(f64, f64)], title: &str, x_label: &str, y_label: &str) -> String {
-    let (w, h, m) = (640.0, 400.0, 60.0);
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{h}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <text x=\"{}\" y=\"24\" text-anchor=\"middle\" font-size=\"15\">{title}</text>\n",
-        w / 2.0
-    );
-    if points.is_empty() {
-        svg.push_str("</svg>\n");
-        return svg;
-    }
-    let (x0, x1) = points
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.0), b.max(p.0)));
-    let (y0, y1) = points
-        .iter()
-        .fold((f64::MAX, f64::MIN), |(a, b), p| (a.min(p.1), b.max(p.1)));
-    let sx = |x: f64| m + (x - x0) / (x1 - x0).max(1e-12) * (w - 2.0 * m);
-    let sy = |y: f64| h - m - (y - y0) / (y1 - y0).max(1e-12) * (h - 2.0 * m);
-    let _ = writeln!(
-        svg,
-        "<line x1=\"{m}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\n<line x1=\"{m}\" y1=\"{m}\" x2=\"{m}\" y2=\"{}\" stroke=\"black\"/>",
-        h - m,
-        w - m,
-        h - m,
-        h - m
-    );
-    let _ = writeln!(
-        svg,
-        "<text x=\"{m}\" y=\"{}\" text-anchor=\"middle\">{x0}</text><text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{x1}</text>\
-         <text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{x_label}</text>",
-        h - m + 16.0,
-        w - m,
-        h - m + 16.0,
-        w / 2.0,
-        h - 16.0
-    );
-    let _ = writeln!(
-        svg,
-        "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{y0:.4}</text><text x=\"{}\" y=\"{}\" text-anchor=\"end\">{y1:.4}</text>\
-         <text x=\"16\" y=\"{}\" transform=\"rotate(-90 16 {})\" text-anchor=\"middle\">{y_label}</text>",
-        m - 4.0,
-        h - m,
-        m - 4.0,
-        m + 4.0,
-        h / 2.0,
-        h / 2.0
-    );
-    let path: Vec<String> = points
-        .iter()
-        .map(|&(x, y)| format!("{:.1},{:.1}", sx(x), sy(y)))
-        .collect();
-    let _ = writeln!(
-        svg,
-        "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"1.5\" points=\"{}\"/>",
-        path.join(" ")
-    );
-    svg.push_str("</svg>\n");
-    svg
-}
-
 fn fmt_opt(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.4}")).unwrap_or_else(|| "n/a".into())
 }
@@ -128,7 +66,15 @@ pub fn write_outputs(run_dir: &Path, config: &TrainConfig, summary: &Summary) ->
             _ => None,
         })
         .collect();
-    let svg = line_plot_svg(&loss_points, "Training loss", "step", "loss");
+    let svg = plots::line_plot(
+        &[Series {
+            name: "loss".into(),
+            points: loss_points,
+        }],
+        "Training loss",
+        "step",
+        "loss",
+    );
     let path = run_dir.join("loss.svg");
     fs::write(&path, svg).map_err(io_err(&path))?;
     let knn: Vec<(u64, f64)> = lines.iter().filter_map(Record::knn).collect();
@@ -193,27 +139,4 @@ pub fn write_outputs(run_dir: &Path, config: &TrainConfig, summary: &Summary) ->
     let _ = writeln!(md, "\n![loss](loss.svg)\n\nFiles: `config.toml`, `metrics.jsonl`, `metrics.csv`, `checkpoints/`.");
     let path = run_dir.join("report.md");
     fs::write(&path, md).map_err(io_err(&path))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn svg_has_one_point_per_input() {
-        let svg = line_plot_svg(&[(0.0, 2.0), (1.0, 1.5), (2.0, 1.0)], "t", "x", "y");
-        let points = svg
-            .split("points=\"")
-            .nth(1)
-            .unwrap()
-            .split('"')
-            .next()
-            .unwrap();
-        assert_eq!(points.split(' ').count(), 3);
-        // The first point sits at the top-left of the plot area, the last at the bottom-right.
-        assert!(
-            points.starts_with("60.0,60.0") && points.ends_with("580.0,340.0"),
-            "{points}"
-        );
-    }
 }

@@ -5,14 +5,16 @@ use crate::checkpoint::{self, TrainingState};
 use crate::config::TrainConfig;
 use crate::error::{io_err, Result, TrainError};
 use crate::hardware::{self, Target};
-use crate::layers::{to_channels_last, Linear};
+use crate::input::InputSpec;
+use crate::layers::Linear;
 use crate::loss_tensor::TensorLoss;
 use crate::metrics::{EpochRecord, Record};
 use crate::monitor::{self, Diagnostics};
 use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use crate::projection::{Projection, ProjectionConfig};
-use crate::resnet::{ResNet, ResNetConfig, Stem};
+use crate::resnet::{ResNet, ResNetConfig};
 use crate::schedule::WarmupCosine;
+use crate::summary::Summary;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kinfonce_data::{
     AugmentConfig, Batch, ContrastiveLoader, DataConfig, DataFormat, Dataset, Dtype, EvalConfig,
@@ -89,30 +91,6 @@ pub fn configure_threads(threads: usize) -> usize {
         .num_threads(n)
         .build_global();
     n
-}
-
-/// What a finished (or interrupted) run reports.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Summary {
-    pub run_dir: PathBuf,
-    pub steps: u64,
-    pub epochs_completed: u64,
-    pub final_loss: f64,
-    pub first_loss: Option<f64>,
-    pub knn_top1_init: Option<f64>,
-    pub knn_top1: Option<f64>,
-    pub online_top1: Option<f64>,
-    /// Views per second of the training step (forward, loss, backward, update), the first
-    /// step of the invocation (warm-up) excluded.
-    pub views_per_s: f64,
-    /// Views per second end to end (waiting for the loader included; monitors excluded).
-    pub views_per_s_end_to_end: f64,
-    pub wall_s: f64,
-    pub interrupted: bool,
-    pub checkpoint: Option<PathBuf>,
-    /// Per-step losses of this invocation (for tests and reports).
-    #[serde(skip)]
-    pub losses: Vec<f64>,
 }
 
 /// Options of one invocation that do not change the trajectory.
@@ -235,12 +213,7 @@ impl Trainer {
         let format = splits.format;
         let train = Arc::new(splits.train);
         let size = train.height().max(train.width());
-        let stem = match config.stem.as_str() {
-            "cifar" => Stem::Cifar,
-            "imagenet" => Stem::Imagenet,
-            _ if size < 64 => Stem::Cifar,
-            _ => Stem::Imagenet,
-        };
+        let stem = config.stem_for(size);
         let augment = AugmentConfig::preset(format, size);
         let layout = if config.channels_last() {
             Layout::Nhwc
@@ -264,12 +237,7 @@ impl Trainer {
         )
         .map_err(|e| TrainError::Data(e.to_string()))?;
         let steps_per_epoch = loader.batches_per_epoch() as u64;
-        let (horizon, stop_step) = match (config.epochs, config.max_steps) {
-            (0, 0) => (10 * steps_per_epoch, 10 * steps_per_epoch),
-            (0, m) => (m, m),
-            (e, 0) => (e * steps_per_epoch, e * steps_per_epoch),
-            (e, m) => (e * steps_per_epoch, m.min(e * steps_per_epoch)),
-        };
+        let (horizon, stop_step) = config.schedule_steps(steps_per_epoch);
         let base_lr = config.base_lr()?;
         let schedule = WarmupCosine::new(base_lr, horizon, steps_per_epoch);
 
@@ -587,24 +555,12 @@ impl Trainer {
     }
 
     fn input_tensor(&self, data: &[f32], shape: [usize; 4], layout: Layout) -> Tensor {
-        let [n, c, h, w] = shape.map(|d| d as i64);
-        let x = match layout {
-            Layout::Nchw => Tensor::from_slice(data).view([n, c, h, w]),
-            Layout::Nhwc => Tensor::from_slice(data)
-                .view([n, h, w, c])
-                .permute([0, 3, 1, 2]),
-        };
-        let x = x.to_device(self.device);
-        let x = if self.config.channels_last() && layout == Layout::Nchw {
-            to_channels_last(&x)
-        } else {
-            x
-        };
-        if self.bf16 {
-            x.to_kind(Kind::BFloat16)
-        } else {
-            x
+        InputSpec {
+            device: self.device,
+            channels_last: self.config.channels_last(),
+            bf16: self.bf16,
         }
+        .tensor(data, shape, layout)
     }
 
     /// Encoder features of a whole eval set (eval mode, no gradient), f32 `[N, F]`.

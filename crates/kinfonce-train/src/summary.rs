@@ -1,0 +1,27 @@
+//! What a run reports when it ends: printed by the CLI, written into report.md.
+
+use std::path::PathBuf;
+
+/// What a finished (or interrupted) run reports.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Summary {
+    pub run_dir: PathBuf,
+    pub steps: u64,
+    pub epochs_completed: u64,
+    pub final_loss: f64,
+    pub first_loss: Option<f64>,
+    pub knn_top1_init: Option<f64>,
+    pub knn_top1: Option<f64>,
+    pub online_top1: Option<f64>,
+    /// Views per second of the training step (forward, loss, backward, update), the first
+    /// step of the invocation (warm-up) excluded.
+    pub views_per_s: f64,
+    /// Views per second end to end (waiting for the loader included; monitors excluded).
+    pub views_per_s_end_to_end: f64,
+    pub wall_s: f64,
+    pub interrupted: bool,
+    pub checkpoint: Option<PathBuf>,
+    /// Per-step losses of this invocation (for tests and reports).
+    #[serde(skip)]
+    pub losses: Vec<f64>,
+}
