@@ -6,10 +6,11 @@ use anyhow::{bail, Context};
 use kinfonce_data::Split;
 use kinfonce_train::compare::{
     evaluate_run, kernel_stats, read_metrics, run_dir, run_state, trajectory_differences,
-    write_report, DataCache, InitCache, RunState, StudyEvalOptions, StudyInfo, StudyRun,
+    DataCache, InitCache, RunState, StudyEvalOptions, StudyInfo, StudyRun,
 };
 use kinfonce_train::eval::{KnnConfig, ProbeConfig};
 use kinfonce_train::features::{EvalDataOptions, FeatureOptions};
+use kinfonce_train::study_report::write_report;
 use kinfonce_train::trainer::{self, read_run_config};
 use kinfonce_train::{Precision, RunOptions, TrainConfig, Trainer};
 use std::path::{Path, PathBuf};

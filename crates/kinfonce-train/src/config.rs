@@ -1,13 +1,13 @@
 //! The resolved configuration of a pretraining run (written to `config.toml` of the run folder;
 //! TOML keys are the CLI flags in snake_case).
 
-use crate::error::{Result, TrainError};
+use crate::error::{io_err, Result, TrainError};
 use crate::hardware::{self, ComputeChoice, Precision, Target};
 use crate::optim::OptimizerKind;
 use crate::resnet::{Arch, Stem};
 use kinfonce_loss::LossSpec;
 use serde::{Deserialize, Serialize};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Every setting of a run. Defaults are documented per field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -326,4 +326,19 @@ impl TrainConfig {
         }
         Ok(())
     }
+}
+
+/// The `[config]` table of a run folder's config.toml.
+pub fn read_run_config(run_dir: &Path) -> Result<TrainConfig> {
+    let path = run_dir.join("config.toml");
+    let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+    let doc: toml::Table = toml::from_str(&text)
+        .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
+    let table = doc
+        .get("config")
+        .cloned()
+        .ok_or_else(|| TrainError::Config(format!("{}: no [config] table", path.display())))?;
+    table
+        .try_into()
+        .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))
 }

@@ -5,12 +5,13 @@
 //! and the official code's linear evaluation).
 
 use crate::checkpoint;
+use crate::config::read_run_config;
 use crate::config::TrainConfig;
+use crate::device::parse_device;
 use crate::error::{Result, TrainError};
 use crate::hardware::{self, Precision};
 use crate::input::InputSpec;
 use crate::resnet::{ResNet, ResNetConfig, Stem};
-use crate::trainer::{parse_device, read_run_config};
 use kinfonce_data::{
     AugmentConfig, ContrastiveLoader, DataConfig, DataFormat, Dataset, Dtype, EvalConfig,
     EvalLoader, Layout, LoaderConfig, Normalization, Split,

@@ -13,6 +13,7 @@ pub mod allocator;
 pub mod checkpoint;
 pub mod compare;
 pub mod config;
+pub mod device;
 pub mod error;
 pub mod eval;
 pub mod features;
@@ -28,6 +29,8 @@ pub mod projection;
 pub mod report;
 pub mod resnet;
 pub mod schedule;
+pub mod signal;
+pub mod study_report;
 pub mod summary;
 pub mod trainer;
 

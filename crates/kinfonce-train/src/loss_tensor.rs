@@ -11,6 +11,8 @@
 //! identical views. Positive distances come straight from the differences (the GEMM form
 //! |x|^2 + |y|^2 - 2 x.y cancels catastrophically for near-identical views).
 
+use crate::error::{Result, TrainError};
+use kinfonce_loss::{Kernel, LossSpec};
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -149,6 +151,57 @@ fn softmax_loss(logits: Tensor, b: i64) -> Tensor {
         .gather(1, &pos_col.unsqueeze(1), false)
         .squeeze_dim(1);
     (logits.logsumexp([1], false) - positive).mean(logits.kind())
+}
+
+/// The tensor form of a loss (CUDA path). Arc-cosine kernels have no tensor form yet.
+pub fn tensor_loss_of(spec: &LossSpec) -> Result<TensorLoss> {
+    fn p_of(p: kinfonce_loss::Norm) -> f64 {
+        match p {
+            kinfonce_loss::Norm::L1 => 1.0,
+            kinfonce_loss::Norm::L2 => 2.0,
+            kinfonce_loss::Norm::Inf => f64::INFINITY,
+        }
+    }
+    fn of_kernel(k: &Kernel) -> Result<TensorLoss> {
+        match k {
+            Kernel::Exp(e) => Ok(TensorLoss::Exp {
+                gamma: e.gamma,
+                tau: e.tau,
+                p: p_of(e.p),
+            }),
+            Kernel::Mixture { components: parts } => Ok(TensorLoss::Mixture {
+                components: parts
+                    .iter()
+                    .map(|c| (c.weight, c.kernel.gamma, c.kernel.tau))
+                    .collect(),
+                p: parts.first().map(|c| p_of(c.kernel.p)).unwrap_or(2.0),
+            }),
+            Kernel::ArcCos { .. } => Err(TrainError::Config(
+                "arc-cosine kernels run on the CPU only (no tensor form on CUDA yet)".into(),
+            )),
+        }
+    }
+    Ok(match spec {
+        LossSpec::InfoNce { kernel } => of_kernel(kernel)?,
+        LossSpec::Sum { parts } => TensorLoss::Weighted {
+            terms: parts
+                .iter()
+                .map(|(w, k)| Ok((*w, of_kernel(k)?)))
+                .collect::<Result<Vec<_>>>()?,
+        },
+        LossSpec::Concat {
+            split,
+            lambda,
+            first,
+            second,
+        } => TensorLoss::Concat {
+            split: *split as i64,
+            lambda: *lambda,
+            first: Box::new(of_kernel(first)?),
+            second: Box::new(of_kernel(second)?),
+        },
+        LossSpec::Spectral => TensorLoss::Spectral,
+    })
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! What a run reports when it ends: printed by the CLI, written into report.md.
 
-use std::path::PathBuf;
+use crate::checkpoint::TrainingState;
+use std::path::{Path, PathBuf};
 
 /// What a finished (or interrupted) run reports.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -24,4 +25,30 @@ pub struct Summary {
     /// Per-step losses of this invocation (for tests and reports).
     #[serde(skip)]
     pub losses: Vec<f64>,
+}
+
+impl Summary {
+    /// The summary of an invocation that starts at `state` (a fresh run or a resumed one).
+    pub(crate) fn at_start(
+        run_dir: &Path,
+        state: &TrainingState,
+        checkpoint: &Option<PathBuf>,
+    ) -> Summary {
+        Summary {
+            run_dir: run_dir.to_path_buf(),
+            steps: state.step,
+            epochs_completed: state.epoch,
+            final_loss: state.last_loss,
+            first_loss: None,
+            knn_top1_init: None,
+            knn_top1: None,
+            online_top1: None,
+            views_per_s: 0.0,
+            views_per_s_end_to_end: 0.0,
+            wall_s: 0.0,
+            interrupted: false,
+            checkpoint: checkpoint.clone(),
+            losses: Vec::new(),
+        }
+    }
 }

@@ -1,0 +1,246 @@
+//! The parts a run is built from, each from the configuration: the precision and layout, the
+//! data and its loaders, the networks and the optimisers.
+
+use crate::config::TrainConfig;
+use crate::error::{Result, TrainError};
+use crate::hardware::{self, Target};
+use crate::layers::Linear;
+use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind};
+use crate::projection::{Projection, ProjectionConfig};
+use crate::resnet::{ResNet, ResNetConfig, Stem};
+use kinfonce_data::{
+    AugmentConfig, ContrastiveLoader, DataConfig, DataFormat, Dataset, Dtype, EvalConfig,
+    EvalLoader, Layout, LoaderConfig, Normalization, Splits,
+};
+use std::sync::Arc;
+use tch::{nn, Device, Tensor};
+
+/// Options of one invocation that do not change the trajectory.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Hide the progress bar (tests).
+    pub quiet: bool,
+    /// Provenance lines for config.toml (git revision, versions, machine).
+    pub provenance: Vec<(String, String)>,
+}
+
+/// Resolves `auto` precision and layout for `device`, says what was chosen (and warns when a
+/// resumed bf16 run lands on a CPU that emulates bf16), and records it in the provenance.
+pub(super) fn announce_compute(
+    config: &mut TrainConfig,
+    device: Device,
+    resume: bool,
+    options: &mut RunOptions,
+) {
+    let target = hardware::target_of(device);
+    let choice = config.resolve_compute(&target);
+    if !options.quiet {
+        eprintln!("compute: {} ({})", config.compute_label(), choice.reason);
+    }
+    options.provenance.push((
+        "compute".into(),
+        format!("{}: {}", config.compute_label(), choice.reason),
+    ));
+    if let (true, true, Target::Cpu(cpu)) = (resume, config.bf16(), &target) {
+        if !cpu.native_bf16() {
+            eprintln!(
+                "warning: this run computes in bf16, which this CPU ({}: {}) emulates about 12x \
+                 slower than f32; resuming keeps the run's precision (start a new run for f32)",
+                cpu.model,
+                cpu.summary()
+            );
+        }
+    }
+}
+
+/// Reads the data sets of `config`.
+pub fn load_data(config: &TrainConfig) -> Result<Splits> {
+    if config.data.as_os_str().is_empty() {
+        return Err(TrainError::Config(
+            "`data` is not set: name a data set (a file or folder) with --data".into(),
+        ));
+    }
+    let mut dc = DataConfig::new(&config.data);
+    if !config.format.is_empty() {
+        dc.format = Some(
+            config
+                .format
+                .parse::<DataFormat>()
+                .map_err(|e| TrainError::Data(e.to_string()))?,
+        );
+    }
+    dc.val_fraction = config.val_fraction;
+    dc.seed = config.seed;
+    dc.subset = (config.subset > 0).then_some(config.subset);
+    dc.load_splits(false)
+        .map_err(|e| TrainError::Data(e.to_string()))
+}
+
+/// The two-view training loader: the data set's augmentation preset, shuffled, last batch
+/// dropped (a batch of one breaks BatchNorm).
+pub(super) fn contrastive_loader(
+    config: &TrainConfig,
+    train: &Arc<Dataset>,
+    format: DataFormat,
+    layout: Layout,
+) -> Result<ContrastiveLoader> {
+    let size = train.height().max(train.width());
+    ContrastiveLoader::new(
+        Arc::clone(train),
+        AugmentConfig::preset(format, size),
+        LoaderConfig {
+            batch_size: config.batch,
+            views: 2,
+            threads: config.threads.max(1),
+            prefetch: 2,
+            shuffle: true,
+            drop_last: true,
+            seed: config.seed,
+            layout,
+            dtype: Dtype::F32,
+        },
+    )
+    .map_err(|e| TrainError::Data(e.to_string()))
+}
+
+/// The k-NN monitor's bank (from train) and queries (from val), with their labels.
+pub(super) struct KnnSets {
+    pub bank: EvalLoader,
+    pub bank_labels: Tensor,
+    pub queries: EvalLoader,
+    pub query_labels: Tensor,
+    pub classes: i64,
+}
+
+/// The k-NN monitor's sets, or `None` when it is off or the data has no labels or no val split.
+pub(super) fn knn_sets(
+    config: &TrainConfig,
+    train: &Dataset,
+    val: &Dataset,
+    format: DataFormat,
+    layout: Layout,
+    classes: i64,
+) -> Result<Option<KnnSets>> {
+    if classes <= 1 || config.knn_every == 0 || val.is_empty() {
+        return Ok(None);
+    }
+    let eval_cfg = EvalConfig {
+        batch_size: 256,
+        threads: config.threads.max(1),
+        prefetch: 2,
+        size: Some(train.height().max(train.width())),
+        normalization: Normalization::for_format(format),
+        layout,
+        dtype: Dtype::F32,
+    };
+    let bank = first_n(train, config.knn_bank)?;
+    let queries = first_n(val, config.knn_queries)?;
+    let labels =
+        |d: &Dataset| Tensor::from_slice(&d.labels().iter().map(|&l| l as i64).collect::<Vec<_>>());
+    let loader = |d: Dataset, cfg: EvalConfig| {
+        EvalLoader::new(Arc::new(d), cfg).map_err(|e| TrainError::Data(e.to_string()))
+    };
+    Ok(Some(KnnSets {
+        bank_labels: labels(&bank),
+        query_labels: labels(&queries),
+        bank: loader(bank, eval_cfg.clone())?,
+        queries: loader(queries, eval_cfg)?,
+        classes,
+    }))
+}
+
+fn first_n(d: &Dataset, n: usize) -> Result<Dataset> {
+    if d.len() <= n {
+        return Ok(d.clone());
+    }
+    // An evenly spaced selection keeps the class balance of a shuffled split.
+    let idx: Vec<usize> = (0..n).map(|i| i * d.len() / n).collect();
+    d.select(&idx).map_err(|e| TrainError::Data(e.to_string()))
+}
+
+/// The trained networks: encoder and projection head in one store (the checkpoint's
+/// `encoder` and `head` files), the online probe in its own.
+pub(super) struct Networks {
+    pub model_vs: nn::VarStore,
+    pub encoder: ResNet,
+    pub head: Projection,
+    pub probe_vs: nn::VarStore,
+    pub probe: Linear,
+}
+
+/// The networks at initialisation: `manual_seed(seed)`, then the encoder first (evaluation at
+/// initialisation draws the same weights in the same order).
+pub(super) fn networks(
+    config: &TrainConfig,
+    device: Device,
+    stem: Stem,
+    in_channels: usize,
+    classes: i64,
+) -> Result<Networks> {
+    tch::manual_seed(config.seed as i64);
+    let model_vs = nn::VarStore::new(device);
+    let resnet_config = ResNetConfig {
+        arch: config.arch()?,
+        width: config.width,
+        stem,
+        in_channels: in_channels as i64,
+    };
+    let encoder = resnet_config.init(model_vs.root());
+    let head = ProjectionConfig {
+        hidden: config.hidden_dim,
+        out: config.projection_dim(),
+        norm_p: config.norm_p,
+        mu: config.mu,
+    }
+    .init(model_vs.root() / "projection", resnet_config.feature_dim());
+    let probe_vs = nn::VarStore::new(device);
+    let probe = Linear::new(
+        probe_vs.root() / "probe",
+        resnet_config.feature_dim(),
+        classes.max(1),
+        true,
+    );
+    if config.channels_last() {
+        encoder.convert_to_channels_last();
+    }
+    Ok(Networks {
+        model_vs,
+        encoder,
+        head,
+        probe_vs,
+        probe,
+    })
+}
+
+/// The model's optimiser (the configured kind) and the probe's (Adam, no weight decay).
+pub(super) fn optimizers(
+    config: &TrainConfig,
+    model_vs: &nn::VarStore,
+    probe_vs: &nn::VarStore,
+) -> Result<(Optimizer, Optimizer)> {
+    let trainable = |vs: &nn::VarStore| -> Vec<(String, Tensor)> {
+        vs.variables()
+            .into_iter()
+            .filter(|(_, t)| t.requires_grad())
+            .collect()
+    };
+    let opt = Optimizer::new(
+        OptimizerConfig {
+            kind: config.optimizer_kind()?,
+            weight_decay: config.weight_decay,
+            momentum: config.momentum,
+            trust_coefficient: config.trust_coefficient,
+            ..Default::default()
+        },
+        trainable(model_vs),
+    );
+    let probe_opt = Optimizer::new(
+        OptimizerConfig {
+            kind: OptimizerKind::Adam,
+            weight_decay: 0.0,
+            ..Default::default()
+        },
+        trainable(probe_vs),
+    );
+    Ok((opt, probe_opt))
+}

@@ -1,0 +1,327 @@
+//! The epoch loop: steps, step and epoch records, monitors, checkpoints, interrupts.
+
+use super::Trainer;
+use crate::config::TrainConfig;
+use crate::error::{io_err, Result, TrainError};
+use crate::metrics::{EpochRecord, Record};
+use crate::monitor::{self, Diagnostics};
+use crate::signal::stop_requested;
+use crate::summary::Summary;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tch::Tensor;
+
+/// Appends records to `metrics.jsonl`, one flushed line each.
+struct MetricsLog {
+    file: fs::File,
+    path: PathBuf,
+}
+
+impl MetricsLog {
+    fn open(run_dir: &Path) -> Result<MetricsLog> {
+        let path = run_dir.join("metrics.jsonl");
+        let file = fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        Ok(MetricsLog { file, path })
+    }
+
+    fn write(&mut self, record: Record) -> Result<()> {
+        writeln!(self.file, "{}", record.to_line()).map_err(io_err(&self.path))?;
+        self.file.flush().map_err(io_err(&self.path))
+    }
+}
+
+/// What an epoch's steps add up to (the online probe, the loss, the last projections).
+#[derive(Default)]
+struct EpochTally {
+    correct: i64,
+    total: i64,
+    loss_sum: f64,
+    loss_n: u64,
+    last_z: Option<(Tensor, Tensor)>,
+}
+
+/// Views and seconds: the window of the last step record, the invocation's training time, and
+/// the timed steps of the summary (the first step of an invocation is warm-up, left out).
+struct Clock {
+    start: Instant,
+    elapsed_before: f64,
+    last_checkpoint: Instant,
+    window_start: Instant,
+    window_views: usize,
+    total_views: usize,
+    train_s: f64,
+    timed_views: usize,
+    timed_step_s: f64,
+    timed_e2e_s: f64,
+    /// When the previous step ended (end-to-end time includes the wait for the loader).
+    mark: Instant,
+}
+
+impl Clock {
+    fn new(elapsed_before: f64) -> Clock {
+        let now = Instant::now();
+        Clock {
+            start: now,
+            elapsed_before,
+            last_checkpoint: now,
+            window_start: now,
+            window_views: 0,
+            total_views: 0,
+            train_s: 0.0,
+            timed_views: 0,
+            timed_step_s: 0.0,
+            timed_e2e_s: 0.0,
+            mark: now,
+        }
+    }
+
+    fn step(&mut self, views: usize, step_s: f64, timed: bool) {
+        self.train_s += step_s;
+        if timed {
+            self.timed_views += views;
+            self.timed_step_s += step_s;
+            self.timed_e2e_s += self.mark.elapsed().as_secs_f64();
+        }
+        self.window_views += views;
+        self.total_views += views;
+        self.mark = Instant::now();
+    }
+
+    /// Views per second since the last step record; starts the next window.
+    fn window_rate(&mut self) -> f64 {
+        let vps = self.window_views as f64 / self.window_start.elapsed().as_secs_f64().max(1e-9);
+        self.window_views = 0;
+        self.window_start = Instant::now();
+        vps
+    }
+
+    fn training_rate(&self) -> f64 {
+        self.total_views as f64 / self.train_s.max(1e-9)
+    }
+
+    /// The run's training seconds, earlier invocations included.
+    fn elapsed_s(&self) -> f64 {
+        self.elapsed_before + self.start.elapsed().as_secs_f64()
+    }
+}
+
+impl Trainer {
+    /// An epoch record with its monitors: the k-NN monitor when `knn_due`, the online probe's
+    /// accuracy over the epoch's rows, and the geometry of the last projections.
+    fn epoch_record(
+        &self,
+        mut record: EpochRecord,
+        knn_due: bool,
+        tally: &EpochTally,
+        summary: &mut Summary,
+    ) -> EpochRecord {
+        if knn_due {
+            if let Some(acc) = self.knn_top1() {
+                record.knn_top1 = Some(acc);
+                summary.knn_top1 = Some(acc);
+            }
+        }
+        if tally.total > 0 {
+            let online = tally.correct as f64 / tally.total as f64;
+            record.online_top1 = Some(online);
+            summary.online_top1 = Some(online);
+        }
+        if let Some((z1, z2)) = &tally.last_z {
+            let d: Diagnostics = monitor::diagnostics(z1, z2);
+            record.alignment = Some(d.alignment);
+            record.uniformity = Some(d.uniformity);
+            record.effective_rank = Some(d.effective_rank);
+        }
+        record
+    }
+
+    /// The epoch record of the epoch in progress (`partial`: the run ends inside it).
+    fn close_epoch(
+        &self,
+        tally: &EpochTally,
+        clock: &Clock,
+        partial: bool,
+        summary: &mut Summary,
+    ) -> Record {
+        let epoch = self.state.epoch + 1;
+        let knn_due = partial
+            || (self.config.knn_every > 0 && epoch.is_multiple_of(self.config.knn_every))
+            || self.state.step >= self.stop_step;
+        Record::Epoch(self.epoch_record(
+            EpochRecord {
+                step: self.state.step,
+                epoch,
+                partial_epoch: partial,
+                loss: tally.loss_sum / tally.loss_n.max(1) as f64,
+                lr: self.schedule.lr(self.state.step),
+                views_per_s: clock.training_rate(),
+                ..Default::default()
+            },
+            knn_due,
+            tally,
+            summary,
+        ))
+    }
+
+    fn progress_bar(&self) -> ProgressBar {
+        let target = if self.options.quiet {
+            ProgressDrawTarget::hidden()
+        } else {
+            ProgressDrawTarget::stderr()
+        };
+        let bar = ProgressBar::with_draw_target(Some(self.stop_step), target);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} steps, ETA {eta} {msg}",
+            )
+            .expect("valid template"),
+        );
+        bar.set_position(self.state.step);
+        bar
+    }
+
+    /// A checkpoint when one is due (steps, minutes, or an interrupt asking to stop).
+    fn checkpoint_if_due(&mut self, clock: &mut Clock) -> Result<()> {
+        if checkpoint_due(&self.config, self.state.step, clock.last_checkpoint) {
+            self.state.elapsed_s = clock.elapsed_s();
+            self.save_checkpoint()?;
+            clock.last_checkpoint = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// Trains until the stop step, an interrupt or an error. Writes metrics, checkpoints, the
+    /// report and the loss plot.
+    pub fn run(&mut self) -> Result<Summary> {
+        let mut log = MetricsLog::open(&self.run_dir)?;
+        let mut clock = Clock::new(self.state.elapsed_s);
+        let spe = self.steps_per_epoch();
+        let bar = self.progress_bar();
+        let mut summary = Summary::at_start(&self.run_dir, &self.state, &self.last_checkpoint);
+        if self.state.step == 0 && self.knn.is_some() {
+            bar.set_message("k-NN monitor at initialisation");
+            let acc = self.knn_top1();
+            summary.knn_top1_init = acc;
+            summary.knn_top1 = acc;
+            log.write(Record::Init {
+                step: 0,
+                epoch: 0,
+                lr: self.schedule.lr(0),
+                knn_top1: acc,
+            })?;
+        }
+        let mut tally = EpochTally::default();
+        'outer: while self.state.step < self.stop_step {
+            let epoch = self.state.epoch;
+            let batches = self
+                .loader
+                .epoch_from(epoch, self.state.batch_in_epoch as usize);
+            for batch in batches {
+                if self.state.step >= self.stop_step {
+                    break 'outer;
+                }
+                let t0 = Instant::now();
+                let lr = self.schedule.lr(self.state.step);
+                let (loss, correct, total, z1, z2) = self.train_step(&batch, lr)?;
+                if !loss.is_finite() {
+                    bar.abandon();
+                    return Err(TrainError::NonFiniteLoss {
+                        step: self.state.step + 1,
+                        epoch,
+                        value: loss,
+                        checkpoint: self.last_checkpoint.clone(),
+                    });
+                }
+                let timed = !summary.losses.is_empty();
+                clock.step(batch.rows(), t0.elapsed().as_secs_f64(), timed);
+                self.state.step += 1;
+                self.state.batch_in_epoch += 1;
+                self.state.last_loss = loss;
+                summary.losses.push(loss);
+                summary.first_loss.get_or_insert(loss);
+                tally.correct += correct;
+                tally.total += total;
+                tally.loss_sum += loss;
+                tally.loss_n += 1;
+                tally.last_z = Some((z1, z2));
+                bar.set_position(self.state.step);
+                if self.state.step.is_multiple_of(self.config.log_every)
+                    || self.state.step == self.stop_step
+                {
+                    let views_per_s = clock.window_rate();
+                    bar.set_message(format!("loss {loss:.4}, {views_per_s:.0} views/s"));
+                    log.write(Record::Step {
+                        step: self.state.step,
+                        epoch,
+                        loss,
+                        lr,
+                        views_per_s,
+                    })?;
+                }
+                if self.state.batch_in_epoch >= spe {
+                    // The epoch's last step: its checkpoint comes after the epoch line, so that
+                    // a resume starts the next epoch instead of closing this one twice.
+                    break;
+                }
+                self.checkpoint_if_due(&mut clock)?;
+                if stop_requested() {
+                    summary.interrupted = true;
+                    break 'outer;
+                }
+            }
+            if self.state.batch_in_epoch >= spe {
+                // End of an epoch: monitors, then the epoch line.
+                log.write(self.close_epoch(&tally, &clock, false, &mut summary))?;
+                clock.mark = Instant::now();
+                tally = EpochTally {
+                    last_z: tally.last_z.take(),
+                    ..Default::default()
+                };
+                self.state.epoch += 1;
+                self.state.batch_in_epoch = 0;
+                self.checkpoint_if_due(&mut clock)?;
+                if stop_requested() {
+                    summary.interrupted = true;
+                    break 'outer;
+                }
+            }
+        }
+        // The run ended inside an epoch: one last monitor line for it.
+        if !summary.interrupted
+            && self.state.batch_in_epoch > 0
+            && self.state.step >= self.stop_step
+        {
+            log.write(self.close_epoch(&tally, &clock, true, &mut summary))?;
+        }
+        self.state.elapsed_s = clock.elapsed_s();
+        if self.last_checkpoint_step != Some(self.state.step) {
+            self.save_checkpoint()?;
+        }
+        bar.finish_and_clear();
+        summary.steps = self.state.step;
+        summary.epochs_completed = self.state.epoch;
+        summary.final_loss = self.state.last_loss;
+        summary.views_per_s = clock.timed_views as f64 / clock.timed_step_s.max(1e-9);
+        summary.views_per_s_end_to_end = clock.timed_views as f64 / clock.timed_e2e_s.max(1e-9);
+        summary.wall_s = clock.start.elapsed().as_secs_f64();
+        summary.checkpoint = self.last_checkpoint.clone();
+        crate::report::write_outputs(&self.run_dir, &self.config, &summary)?;
+        Ok(summary)
+    }
+}
+
+/// Whether a checkpoint is due after `step`: every `checkpoint_every` steps, every
+/// `checkpoint_minutes`, or now because SIGINT/SIGTERM asked to stop.
+fn checkpoint_due(config: &TrainConfig, step: u64, last: Instant) -> bool {
+    let due_steps = config.checkpoint_every > 0 && step.is_multiple_of(config.checkpoint_every);
+    let due_time = config.checkpoint_minutes > 0.0
+        && last.elapsed().as_secs_f64() >= 60.0 * config.checkpoint_minutes;
+    due_steps || due_time || stop_requested()
+}
