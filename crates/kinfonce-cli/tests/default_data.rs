@@ -6,6 +6,19 @@
 
 use std::process::Command;
 
+/// A tiny network on one thread (the data, batch and length are each test's own).
+const TINY: &[&str] = &[
+    "pretrain",
+    "--width",
+    "4",
+    "--hidden-dim",
+    "16",
+    "--out-dim",
+    "8",
+    "--threads",
+    "1",
+];
+
 #[test]
 fn offline_without_data_trains_on_the_synthetic_set() {
     let scratch = tempfile::tempdir().unwrap();
@@ -18,18 +31,10 @@ fn offline_without_data_trains_on_the_synthetic_set() {
         .current_dir(&cwd)
         .env("KINFONCE_DATA", &cache)
         .env("KINFONCE_OFFLINE", "1")
+        .args(TINY)
         .args([
-            "pretrain",
-            "--width",
-            "4",
-            "--hidden-dim",
-            "16",
-            "--out-dim",
-            "8",
             "--batch",
             "16",
-            "--threads",
-            "1",
             "--max-steps",
             "3",
             "--knn-bank",
@@ -100,28 +105,23 @@ fn info_reports_the_machine_and_the_run_records_the_auto_choice() {
         kinfonce_data::write_synthetic_cifar(&scratch.path().join("data"), 40, 20, 0).unwrap();
     kinfonce(
         &[
-            "pretrain",
-            "--data",
-            data.to_str().unwrap(),
-            "--width",
-            "4",
-            "--hidden-dim",
-            "16",
-            "--out-dim",
-            "8",
-            "--batch",
-            "8",
-            "--threads",
-            "1",
-            "--max-steps",
-            "1",
-            "--knn-every",
-            "0",
-            "--checkpoint-minutes",
-            "0",
-            "--out",
-            run.to_str().unwrap(),
-        ],
+            TINY,
+            &[
+                "--data",
+                data.to_str().unwrap(),
+                "--batch",
+                "8",
+                "--max-steps",
+                "1",
+                "--knn-every",
+                "0",
+                "--checkpoint-minutes",
+                "0",
+                "--out",
+                run.to_str().unwrap(),
+            ],
+        ]
+        .concat(),
         scratch.path(),
     );
     let text = std::fs::read_to_string(run.join("config.toml")).unwrap();

@@ -165,29 +165,22 @@ pub fn linear_fast_record(
             progress(e, l)
         },
     )?;
-    let c = classification(
-        &probe.logits(&features.test),
-        &features.test_labels,
-        data.classes(),
-    );
-    let n_train = features.train.size()[0] as usize;
-    let description = format!(
-        "fast linear probe: {}; features computed once without augmentation (cached); {}",
-        probe_words(config),
-        split_words(data, n_train, c.n)
-    );
-    let mut r = EvalRecord::base(
-        "linear-fast",
-        description,
-        c,
+    let record = ProbeRun {
+        protocol: "linear-fast",
+        what: "fast linear probe",
+        how: "features computed once without augmentation (cached)",
+        n_train: features.train.size()[0] as usize,
+        final_loss: last,
+        start,
+    }
+    .record(
+        &probe,
+        (&features.test, &features.test_labels),
+        config,
         encoder,
         data,
-        n_train,
-        start.elapsed().as_secs_f64(),
     );
-    r.probe = Some(*config);
-    r.probe_final_loss = Some(last);
-    Ok((r, probe))
+    Ok((record, probe))
 }
 
 /// The official linear protocol: every epoch the train images are augmented afresh (random
@@ -245,23 +238,57 @@ pub fn linear_augmented_record(
         }
         progress(epoch + 1, last);
     }
-    let c = classification(&probe.logits(test_features), test_labels, data.classes());
-    let n_train = data.train.len();
-    let description = format!(
-        "official linear protocol: {}; train images augmented afresh every epoch (random resized crop scale 0.08-1, ratio 3/4-4/3, bilinear, + horizontal flip p 0.5), test images not augmented; {}",
-        probe_words(config),
-        split_words(data, n_train, c.n)
-    );
-    let mut r = EvalRecord::base(
-        "linear",
-        description,
-        c,
-        encoder,
-        data,
-        n_train,
-        start.elapsed().as_secs_f64(),
-    );
-    r.probe = Some(*config);
-    r.probe_final_loss = Some(last);
-    Ok((r, probe))
+    let record = ProbeRun {
+        protocol: "linear",
+        what: "official linear protocol",
+        how: "train images augmented afresh every epoch (random resized crop scale 0.08-1, ratio 3/4-4/3, bilinear, + horizontal flip p 0.5), test images not augmented",
+        n_train: data.train.len(),
+        final_loss: last,
+        start,
+    }
+    .record(&probe, (test_features, test_labels), config, encoder, data);
+    Ok((record, probe))
+}
+
+/// A trained probe's run, described for its record.
+struct ProbeRun {
+    protocol: &'static str,
+    what: &'static str,
+    how: &'static str,
+    n_train: usize,
+    final_loss: f64,
+    start: Instant,
+}
+
+impl ProbeRun {
+    /// The probe's record: its classification of the (features, labels) test set.
+    fn record(
+        self,
+        probe: &LinearProbe,
+        (test_features, test_labels): (&Tensor, &Tensor),
+        config: &ProbeConfig,
+        encoder: &FrozenEncoder,
+        data: &EvalData,
+    ) -> EvalRecord {
+        let c = classification(&probe.logits(test_features), test_labels, data.classes());
+        let description = format!(
+            "{}: {}; {}; {}",
+            self.what,
+            probe_words(config),
+            self.how,
+            split_words(data, self.n_train, c.n)
+        );
+        let mut r = EvalRecord::base(
+            self.protocol,
+            description,
+            c,
+            encoder,
+            data,
+            self.n_train,
+            self.start.elapsed().as_secs_f64(),
+        );
+        r.probe = Some(*config);
+        r.probe_final_loss = Some(self.final_loss);
+        r
+    }
 }
