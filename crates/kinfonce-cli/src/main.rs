@@ -17,6 +17,7 @@ mod eval_cmd;
 #[cfg(feature = "torch")]
 mod info;
 mod loss_cmd;
+mod overlay;
 #[cfg(feature = "torch")]
 mod pretrain;
 mod theory;
