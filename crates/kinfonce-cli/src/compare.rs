@@ -176,8 +176,8 @@ fn pretrain(dir: &Path, wanted: TrainConfig, label: &str) -> anyhow::Result<bool
             }
         }
     };
-    let device = trainer::parse_device(&config.device)?;
-    let threads = trainer::configure_threads(config.threads);
+    let device = trainer::parse_device(&config.compute.device)?;
+    let threads = trainer::configure_threads(config.compute.threads);
     if !resume {
         eprintln!("[{label}] pretraining -> {}", dir.display());
     }
@@ -223,7 +223,7 @@ pub fn run(a: CompareArgs) -> anyhow::Result<()> {
             plan.push((k.clone(), s, run_config(&a, k, s)?));
         }
     }
-    let threads = trainer::configure_threads(plan[0].2.threads);
+    let threads = trainer::configure_threads(plan[0].2.compute.threads);
     trainer::install_signal_handler();
     std::fs::create_dir_all(a.out.join("runs"))
         .with_context(|| format!("creating {}", a.out.display()))?;
@@ -298,7 +298,7 @@ pub fn run(a: CompareArgs) -> anyhow::Result<()> {
     }
     let device = runs
         .first()
-        .map(|r| r.config.device.clone())
+        .map(|r| r.config.compute.device.clone())
         .unwrap_or_else(|| "cpu".into());
     let info = StudyInfo {
         command: std::env::args().collect::<Vec<_>>().join(" "),

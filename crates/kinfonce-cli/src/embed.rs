@@ -2,8 +2,8 @@
 
 use crate::eval_cmd::{encoder_source, feature_options, SourceArgs};
 use anyhow::{bail, Context};
-use kinfonce_data::{DataConfig, DataFormat, Split};
-use kinfonce_train::features::{labels_tensor, run_normalization, FrozenEncoder};
+use kinfonce_data::{DataConfig, Split};
+use kinfonce_train::features::{eval_source, labels_tensor, run_normalization, FrozenEncoder};
 use kinfonce_train::tch::Tensor;
 use kinfonce_train::trainer;
 use std::path::{Path, PathBuf};
@@ -63,22 +63,15 @@ pub fn run(a: EmbedArgs) -> anyhow::Result<()> {
     let threads = trainer::configure_threads(a.source.threads);
     let source = encoder_source(&a.source);
     let config = source.config()?;
-    let path = a.source.data.clone().unwrap_or_else(|| config.data.clone());
+    let (path, format) = eval_source(
+        &config,
+        a.source.data.as_deref(),
+        a.source.format.as_deref(),
+    )?;
     let mut dc = DataConfig::new(&path);
-    let format_name = match (&a.source.format, &a.source.data) {
-        (Some(f), _) => f.clone(),
-        (None, None) => config.format.clone(),
-        (None, Some(_)) => String::new(),
-    };
-    if !format_name.is_empty() {
-        dc.format = Some(
-            format_name
-                .parse::<DataFormat>()
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
-        );
-    }
-    dc.val_fraction = config.val_fraction;
-    dc.seed = config.seed;
+    dc.format = format;
+    dc.val_fraction = config.data.val_fraction;
+    dc.seed = config.compute.seed;
     eprintln!("reading the {split} split of {}", path.display());
     let data = Arc::new(dc.load(split)?);
     let format = dc.resolved_format()?;

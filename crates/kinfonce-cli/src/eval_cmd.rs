@@ -197,7 +197,7 @@ fn prepare(
     };
     eprintln!(
         "reading {}",
-        s.data.as_ref().unwrap_or(&config.data).display()
+        s.data.as_ref().unwrap_or(&config.data.data).display()
     );
     let data = load_eval_data(&config, &data_options)?;
     let options = feature_options(s, threads);
@@ -210,11 +210,11 @@ fn prepare(
     )?;
     eprintln!(
         "encoder: {} width {} {}, {}-d features; train {} images, {} {} images, {} classes",
-        encoder.config.arch,
-        encoder.config.width,
+        encoder.config.model.arch,
+        encoder.config.model.width,
         match &encoder.checkpoint {
             Some(p) => format!("from {} (step {})", p.display(), encoder.step),
-            None => format!("at initialisation (seed {})", encoder.config.seed),
+            None => format!("at initialisation (seed {})", encoder.config.compute.seed),
         },
         encoder.feature_dim,
         data.train.len(),
@@ -344,7 +344,7 @@ fn linear(a: LinearArgs) -> anyhow::Result<()> {
         lr: a.lr,
         momentum: a.momentum,
         weight_decay: a.weight_decay,
-        seed: a.seed.unwrap_or(encoder.config.seed),
+        seed: a.seed.unwrap_or(encoder.config.compute.seed),
     };
     probe_config.validate()?;
     let mut progress = |epoch: usize, loss: f64| {

@@ -2,7 +2,7 @@
 //!
 //! One module per command group; each defines its `Args` and a `run`.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod bench;
 #[cfg(feature = "torch")]
@@ -72,8 +72,16 @@ fn network_command<T>(run: impl FnOnce(T) -> anyhow::Result<()>, args: T) -> any
     run(args)
 }
 
+/// The command line, with each configuration's defaults shown in `--help`.
+fn command() -> clap::Command {
+    let cmd = Cli::command();
+    #[cfg(feature = "torch")]
+    let cmd = cmd.mut_subcommand("pretrain", pretrain::with_defaults);
+    cmd
+}
+
 fn main() {
-    let cli = Cli::parse();
+    let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Loss(args) => loss_cmd::run(args),
         Command::Bench(cmd) => bench::run(cmd),

@@ -16,18 +16,35 @@ pub fn flags_table(flags: &impl Serialize) -> anyhow::Result<toml::Table> {
     }
 }
 
-/// `base` with each layer's keys set over it, in order (later layers win).
+/// `base` with each layer's keys set over it, in order (later layers win). An error names the
+/// setting it is about.
 pub fn overlay<C: Serialize + DeserializeOwned>(
     base: &C,
     layers: &[toml::Table],
 ) -> anyhow::Result<C> {
-    let mut merged = flags_table(base)?;
-    for layer in layers {
+    let base = flags_table(base)?;
+    let merge = |layer: &toml::Table| -> Result<C, toml::de::Error> {
+        let mut merged = base.clone();
         merged.extend(layer.clone());
-    }
-    toml::Value::Table(merged)
-        .try_into()
-        .context("invalid setting (check the names against --help)")
+        toml::Value::Table(merged).try_into()
+    };
+    let all: toml::Table = layers.iter().flat_map(|l| l.clone()).collect();
+    merge(&all).map_err(|err| {
+        // Serde's messages name the bad value but not always its key: find the key alone.
+        let culprit = all.iter().find(|(key, value)| {
+            merge(&toml::Table::from_iter([(
+                (*key).clone(),
+                (*value).clone(),
+            )]))
+            .is_err()
+        });
+        match culprit {
+            Some((key, value)) => {
+                anyhow::anyhow!("invalid setting `{key}` = {value}: {}", err.message())
+            }
+            None => anyhow::anyhow!("invalid setting: {}", err.message()),
+        }
+    })
 }
 
 /// `cmd` with `[default: VALUE]` added to the help of every argument named like a key of
@@ -41,6 +58,8 @@ pub fn show_defaults(mut cmd: clap::Command, defaults: &impl Serialize) -> clap:
             continue;
         }
         let shown = match &value {
+            toml::Value::String(s) if s.is_empty() => continue,
+            toml::Value::Boolean(false) => continue, // a switch is off unless given
             toml::Value::String(s) => s.clone(),
             toml::Value::Array(items) => items
                 .iter()
@@ -52,7 +71,11 @@ pub fn show_defaults(mut cmd: clap::Command, defaults: &impl Serialize) -> clap:
         cmd = cmd.mut_arg(key.as_str(), |arg| {
             let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
             let long = arg.get_long_help().map(|h| h.to_string());
-            let arg = arg.help(format!("{help} [default: {shown}]").trim_start().to_string());
+            let arg = arg.help(
+                format!("{help} [default: {shown}]")
+                    .trim_start()
+                    .to_string(),
+            );
             match long {
                 Some(long) => arg.long_help(format!("{long}\n\n[default: {shown}]")),
                 None => arg,
@@ -105,7 +128,11 @@ mod tests {
             ..Default::default()
         };
         let table = flags_table(&flags).unwrap();
-        assert_eq!(table.len(), 1, "only the given, non-skipped flag: {table:?}");
+        assert_eq!(
+            table.len(),
+            1,
+            "only the given, non-skipped flag: {table:?}"
+        );
         let config = overlay(&Config::default(), &[table]).unwrap();
         assert_eq!(
             config,

@@ -4,9 +4,8 @@
 //! Precedence of settings: flag > `--config FILE` (TOML, keys = flag names in snake_case) >
 //! preset > built-in default.
 
-use crate::default_data;
+use crate::{default_data, overlay};
 use anyhow::{bail, Context};
-use kinfonce_train::config::TRAJECTORY_KEYS;
 use kinfonce_train::trainer::{self, read_run_config};
 use kinfonce_train::{Precision, RunOptions, TrainConfig, Trainer};
 use std::path::{Path, PathBuf};
@@ -21,7 +20,7 @@ use std::path::{Path, PathBuf};
 ///
 /// A run is a folder: config.toml, metrics.jsonl (+ metrics.csv), checkpoints/, report.md,
 /// loss.svg. Ctrl-C (SIGINT) or SIGTERM saves a checkpoint and stops; `--resume DIR` continues.
-#[derive(clap::Args, Debug, Default)]
+#[derive(clap::Args, Debug, Default, serde::Serialize)]
 pub struct PretrainArgs {
     /// Data set: a file or folder (CIFAR-10/100 binary or .tar.gz, MNIST IDX, STL-10, an
     /// ImageFolder, TinyImageNet). [default: $KINFONCE_DATA, else CIFAR-10 from the cache
@@ -34,7 +33,6 @@ pub struct PretrainArgs {
     #[arg(long)]
     pub format: Option<String>,
     /// Loss preset: gaussian, laplacian, exp-0.5, simple-sum, sum-of-losses, concat-sum.
-    /// [default: laplacian]
     #[arg(long)]
     pub preset: Option<String>,
     /// Kernel exponent gamma in (0, 2] (first kernel of sum-of-losses / concat-sum).
@@ -54,30 +52,31 @@ pub struct PretrainArgs {
     pub lambda: Option<f64>,
     /// The whole loss as JSON (kinfonce-loss `LossSpec`), overriding the preset, e.g.
     /// '{"loss":"info_nce","kernel":{"type":"exp","gamma":1.0,"tau":0.2}}'.
+    #[serde(skip)]
     #[arg(long)]
     pub loss_json: Option<String>,
-    /// Encoder: resnet18, resnet34, resnet50. [default: resnet18]
+    /// Encoder: resnet18, resnet34, resnet50.
     #[arg(long)]
     pub arch: Option<String>,
-    /// Base channel count (64 = standard ResNet; 16 or 8 for small CPU runs). [default: 64]
+    /// Base channel count (64 = standard ResNet; 16 or 8 for small CPU runs).
     #[arg(long)]
     pub width: Option<i64>,
-    /// Stem: auto (CIFAR stem below 64 px), cifar, imagenet. [default: auto]
+    /// Stem: auto (CIFAR stem below 64 px), cifar, imagenet.
     #[arg(long)]
     pub stem: Option<String>,
-    /// Projection head hidden width. [default: 2048]
+    /// Projection head hidden width.
     #[arg(long)]
     pub hidden_dim: Option<i64>,
-    /// Projection output dimension (doubled by concat-sum). [default: 128]
+    /// Projection output dimension (doubled by concat-sum).
     #[arg(long)]
     pub out_dim: Option<i64>,
-    /// Norm p of the projection normalisation (1, 2 or inf). [default: 2]
+    /// Norm p of the projection normalisation (1, 2 or inf).
     #[arg(long)]
     pub norm_p: Option<f64>,
-    /// Squared norm mu of the projections (scale sqrt(mu)). [default: 1]
+    /// Squared norm mu of the projections (scale sqrt(mu)).
     #[arg(long)]
     pub mu: Option<f64>,
-    /// Pairs (images) per step; each step sees 2 x batch views. [default: 256]
+    /// Pairs (images) per step; each step sees 2 x batch views.
     #[arg(long)]
     pub batch: Option<usize>,
     /// Schedule length in epochs (warmup min(10 epochs, 10%) then cosine). [default: 10 when
@@ -90,86 +89,91 @@ pub struct PretrainArgs {
     /// Train on a class-balanced seeded subset of N training images.
     #[arg(long)]
     pub subset: Option<usize>,
-    /// Fraction of training images held out for the k-NN monitor. [default: 0.1]
+    /// Fraction of training images held out for the k-NN monitor.
     #[arg(long)]
     pub val_fraction: Option<f64>,
-    /// Seed of everything random. [default: 0]
+    /// Seed of everything random.
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Optimiser: adam, lars, sgd. [default: adam]
+    /// Optimiser: adam, lars, sgd.
     #[arg(long)]
     pub optimizer: Option<String>,
     /// Base learning rate. [default: adam 1e-3, lars 0.3, sgd 0.05]
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Weight decay (not on biases and BatchNorm). [default: 1e-6]
+    /// Weight decay (not on biases and BatchNorm).
     #[arg(long)]
     pub weight_decay: Option<f64>,
-    /// Momentum of SGD and LARS. [default: 0.9]
+    /// Momentum of SGD and LARS.
     #[arg(long)]
     pub momentum: Option<f64>,
-    /// LARS trust coefficient. [default: 0.001]
+    /// LARS trust coefficient.
     #[arg(long)]
     pub trust_coefficient: Option<f64>,
-    /// Learning rate of the online linear probe. [default: 0.001]
+    /// Learning rate of the online linear probe.
     #[arg(long)]
     pub probe_lr: Option<f64>,
     /// Compute precision: auto, f32 or bf16 (bf16 keeps f32 master weights and loss). auto
     /// picks bf16 on CPUs that compute it natively (avx512_bf16 or AMX) and on GPUs of compute
     /// capability 8.0 or newer, f32 elsewhere (bf16 is emulated about 12x slower there);
-    /// `kinfonce info` shows the choice. [default: auto]
+    /// `kinfonce info` shows the choice.
     #[arg(long)]
     pub precision: Option<Precision>,
     /// Channels-last memory layout: `--channels-last` on, `--channels-last=false` off.
     /// [default: chosen with the precision: on for CPUs and for bf16 on GPUs]
     #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
     pub channels_last: Option<bool>,
-    /// Device: cpu, cuda, cuda:N. [default: cpu]
+    /// Device: cpu, cuda, cuda:N.
     #[arg(long)]
     pub device: Option<String>,
-    /// Threads for libtorch and the augmentation workers (0 = all cores). [default: 0]
+    /// Threads for libtorch and the augmentation workers (0 = all cores).
     #[arg(long)]
     pub threads: Option<usize>,
     /// Reproducible run: same seed and threads give bitwise the same losses.
     #[arg(long)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub deterministic: bool,
-    /// A step line in metrics.jsonl every N steps. [default: 10]
+    /// A step line in metrics.jsonl every N steps.
     #[arg(long)]
     pub log_every: Option<u64>,
-    /// Checkpoint every N steps (0 = off). [default: 0]
+    /// Checkpoint every N steps (0 = off).
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
-    /// Checkpoint every M minutes (0 = off). [default: 10]
+    /// Checkpoint every M minutes (0 = off).
     #[arg(long)]
     pub checkpoint_minutes: Option<f64>,
-    /// Checkpoints kept. [default: 3]
+    /// Checkpoints kept.
     #[arg(long)]
     pub keep_checkpoints: Option<usize>,
-    /// k-NN monitor: neighbours k. [default: 200]
+    /// k-NN monitor: neighbours k.
     #[arg(long)]
     pub knn_k: Option<i64>,
-    /// k-NN monitor: temperature. [default: 0.1]
+    /// k-NN monitor: temperature.
     #[arg(long)]
     pub knn_t: Option<f64>,
-    /// k-NN monitor every N epochs (0 = off). [default: 1]
+    /// k-NN monitor every N epochs (0 = off).
     #[arg(long)]
     pub knn_every: Option<u64>,
-    /// k-NN monitor: at most N bank images from train. [default: 10000]
+    /// k-NN monitor: at most N bank images from train.
     #[arg(long)]
     pub knn_bank: Option<usize>,
-    /// k-NN monitor: at most N query images from val. [default: 2000]
+    /// k-NN monitor: at most N query images from val.
     #[arg(long)]
     pub knn_queries: Option<usize>,
     /// TOML file of settings (keys: these flags in snake_case).
+    #[serde(skip)]
     #[arg(long)]
     pub config: Option<PathBuf>,
     /// Run folder. [default: runs/<preset>-<arch>-w<width>-<unix time>]
+    #[serde(skip)]
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Continue the run in DIR from its newest checkpoint, with its saved configuration.
+    #[serde(skip)]
     #[arg(long, value_name = "DIR")]
     pub resume: Option<PathBuf>,
     /// Print the summary as one JSON object on the last line of stdout.
+    #[serde(skip)]
     #[arg(long)]
     pub json: bool,
 }
@@ -178,52 +182,7 @@ const LOSS_KEYS: [&str; 5] = ["gamma", "gamma2", "tau", "p", "lambda"];
 
 /// The flags given, as a TOML table with the config file's keys.
 fn flag_table(a: &PretrainArgs) -> anyhow::Result<toml::Table> {
-    let mut t = toml::Table::new();
-    macro_rules! put {
-        ($($name:ident),*) => {$(
-            if let Some(v) = &a.$name {
-                t.insert(stringify!($name).into(), toml::Value::try_from(v.clone())?);
-            }
-        )*};
-    }
-    put!(
-        data, format, preset, gamma, gamma2, tau, p, lambda, arch, width, stem, hidden_dim,
-        out_dim, norm_p, mu
-    );
-    put!(
-        batch,
-        epochs,
-        max_steps,
-        subset,
-        val_fraction,
-        seed,
-        optimizer,
-        lr,
-        weight_decay,
-        momentum
-    );
-    put!(
-        trust_coefficient,
-        probe_lr,
-        precision,
-        channels_last,
-        device,
-        threads,
-        log_every,
-        checkpoint_every
-    );
-    put!(
-        checkpoint_minutes,
-        keep_checkpoints,
-        knn_k,
-        knn_t,
-        knn_every,
-        knn_bank,
-        knn_queries
-    );
-    if a.deterministic {
-        t.insert("deterministic".into(), toml::Value::Boolean(true));
-    }
+    let mut t = overlay::flags_table(a)?;
     if let Some(json) = &a.loss_json {
         let spec: kinfonce_loss::LossSpec =
             serde_json::from_str(json).context("--loss-json is not a valid loss specification")?;
@@ -336,9 +295,7 @@ fn apply_loss_options(
 /// The configuration `kinfonce pretrain` would run with these arguments (also used by
 /// `kinfonce compare`, so its runs are exactly those of `kinfonce pretrain`).
 pub(crate) fn resolve_config(args: &PretrainArgs) -> anyhow::Result<TrainConfig> {
-    let toml::Value::Table(mut merged) = toml::Value::try_from(TrainConfig::default())? else {
-        bail!("the default configuration is not a table");
-    };
+    let mut merged = toml::Table::new();
     if let Ok(data) = std::env::var("KINFONCE_DATA") {
         merged.insert("data".into(), toml::Value::String(data));
     }
@@ -350,22 +307,29 @@ pub(crate) fn resolve_config(args: &PretrainArgs) -> anyhow::Result<TrainConfig>
         merged.extend(file);
     }
     merged.extend(flag_table(args)?);
-    let mut loss_opts = toml::Table::new();
-    for k in LOSS_KEYS {
-        if let Some(v) = merged.remove(k) {
-            loss_opts.insert(k.into(), v);
-        }
-    }
-    let mut config: TrainConfig = toml::Value::Table(merged)
-        .try_into()
-        .context("invalid setting (check the key names against `kinfonce pretrain --help`)")?;
+    let loss_opts = take_loss_options(&mut merged);
+    let mut config = overlay::overlay(&TrainConfig::default(), &[merged])?;
     if !loss_opts.is_empty() {
         let mut spec = config.loss_spec()?;
         apply_loss_options(&mut spec, &loss_opts)?;
-        config.loss = Some(spec);
+        config.loss.spec = Some(spec);
     }
     config.validate()?;
     Ok(config)
+}
+
+/// Moves the loss options (gamma, tau, ...: not settings of their own, they edit the loss) out
+/// of `table`.
+fn take_loss_options(table: &mut toml::Table) -> toml::Table {
+    LOSS_KEYS
+        .iter()
+        .filter_map(|k| table.remove(*k).map(|v| (k.to_string(), v)))
+        .collect()
+}
+
+/// `--help` shows the defaults of [`TrainConfig`].
+pub(crate) fn with_defaults(cmd: clap::Command) -> clap::Command {
+    overlay::show_defaults(cmd, &TrainConfig::default())
 }
 
 pub(crate) fn git_revision() -> String {
@@ -431,74 +395,62 @@ pub(crate) fn provenance(
     ]
 }
 
-fn given_trajectory_flags(args: &PretrainArgs) -> anyhow::Result<Vec<String>> {
-    let flags = flag_table(args)?;
-    let mut given: Vec<String> = flags
-        .keys()
-        .filter(|k| TRAJECTORY_KEYS.contains(&k.as_str()) || LOSS_KEYS.contains(&k.as_str()))
+/// The saved configuration of the run in `dir` with the flags that may change on `--resume`
+/// (monitoring, checkpoints, `max_steps` of an epoch-scheduled run); any other change is refused.
+fn resumed_config(dir: &Path, args: &PretrainArgs) -> anyhow::Result<TrainConfig> {
+    if args.out.is_some() {
+        bail!("--resume DIR writes into DIR; drop --out");
+    }
+    let saved =
+        read_run_config(dir).with_context(|| format!("reading the run in {}", dir.display()))?;
+    let mut flags = flag_table(args)?;
+    let mut refused: Vec<String> = take_loss_options(&mut flags).keys().cloned().collect();
+    let wanted = overlay::overlay(&saved, &[flags])?;
+    for change in saved.trajectory_changes(&wanted)? {
+        refused.push(change.split(':').next().unwrap_or_default().to_string());
+    }
+    let mut refused: Vec<String> = refused
+        .iter()
         .map(|k| format!("--{}", k.replace('_', "-")))
         .collect();
     if args.config.is_some() {
-        given.push("--config".into());
+        refused.push("--config".into());
     }
-    Ok(given)
+    if !refused.is_empty() {
+        bail!(
+            "--resume {} continues the saved configuration; {} would change its trajectory. \
+             Start a new run with --out to train differently",
+            dir.display(),
+            refused.join(", ")
+        );
+    }
+    if saved.optim.epochs.is_none() && wanted.max_steps != saved.max_steps {
+        bail!(
+            "--max-steps {} would change the schedule of this run (its horizon is --max-steps {}); \
+             runs scheduled with --epochs may change --max-steps",
+            wanted.max_steps.unwrap_or(0),
+            saved.max_steps.unwrap_or(0)
+        );
+    }
+    wanted.validate()?;
+    Ok(wanted)
 }
 
 pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
     ensure_passive_openmp();
     let (config, run_dir, resume) = match &args.resume {
-        Some(dir) => {
-            let refused = given_trajectory_flags(&args)?;
-            if !refused.is_empty() {
-                bail!(
-                    "--resume {} continues the saved configuration; {} would change its trajectory. \
-                     Start a new run with --out to train differently",
-                    dir.display(),
-                    refused.join(", ")
-                );
-            }
-            if args.out.is_some() {
-                bail!("--resume DIR writes into DIR; drop --out");
-            }
-            let mut config = read_run_config(dir)
-                .with_context(|| format!("reading the run in {}", dir.display()))?;
-            if let Some(m) = args.max_steps {
-                if config.epochs == 0 && m != config.max_steps {
-                    bail!(
-                        "--max-steps {m} would change the schedule of this run (its horizon is --max-steps {}); \
-                         runs scheduled with --epochs may change --max-steps",
-                        config.max_steps
-                    );
-                }
-                config.max_steps = m;
-            }
-            macro_rules! keep {
-                ($($name:ident),*) => {$( if let Some(v) = args.$name { config.$name = v; } )*};
-            }
-            keep!(
-                log_every,
-                checkpoint_every,
-                checkpoint_minutes,
-                keep_checkpoints,
-                knn_k,
-                knn_t,
-                knn_every,
-                knn_bank,
-                knn_queries
-            );
-            (config, dir.clone(), true)
-        }
+        Some(dir) => (resumed_config(dir, &args)?, dir.clone(), true),
         None => {
             let mut config = resolve_config(&args)?;
             let from_env = std::env::var_os("KINFONCE_DATA").map(PathBuf::from);
             if args.data.is_none()
-                && (config.data == TrainConfig::default().data
-                    || Some(&config.data) == from_env.as_ref())
+                && (config.data.data.as_os_str().is_empty()
+                    || Some(&config.data.data) == from_env.as_ref())
             {
                 // No data named by a flag or the config file: CIFAR-10 from $KINFONCE_DATA or
                 // the cache, a download, or offline the built-in synthetic set, so the demo
                 // always completes.
-                config.data = default_data::default_data()?;
+                config.data.data = default_data::default_data()?;
             }
             let out = args.out.clone().unwrap_or_else(|| {
                 let t = std::time::SystemTime::now()
@@ -507,24 +459,24 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
                     .unwrap_or(0);
                 PathBuf::from(format!(
                     "runs/{}-{}-w{}-{t}",
-                    config.preset, config.arch, config.width
+                    config.loss.preset, config.model.arch, config.model.width
                 ))
             });
             (config, out, false)
         }
     };
-    let threads = trainer::configure_threads(config.threads);
+    let threads = trainer::configure_threads(config.compute.threads);
     trainer::install_signal_handler();
-    let device = trainer::parse_device(&config.device)?;
+    let device = trainer::parse_device(&config.compute.device)?;
     let provenance = provenance(device, threads);
     eprintln!(
         "kinfonce pretrain: {} width {} on {}, preset {}, batch {} pairs, {}, {threads} threads -> {}",
-        config.arch,
-        config.width,
-        config.data.display(),
-        config.preset,
-        config.batch,
-        config.device,
+        config.model.arch,
+        config.model.width,
+        config.data.data.display(),
+        config.loss.preset,
+        config.optim.batch,
+        config.compute.device,
         run_dir.display()
     );
     let mut trainer = Trainer::new(

@@ -15,7 +15,8 @@ use crate::eval::{
     knn_record, linear_fast_record, pca_2d, EvalRecord, FeatureSet, KnnConfig, ProbeConfig,
 };
 use crate::features::{
-    run_normalization, EncoderSource, EvalData, EvalDataOptions, FeatureOptions, FrozenEncoder,
+    eval_source, run_normalization, EncoderSource, EvalData, EvalDataOptions, FeatureOptions,
+    FrozenEncoder,
 };
 use crate::hardware;
 use crate::metrics::{read_records, Record};
@@ -33,25 +34,12 @@ pub fn run_dir(out: &Path, preset: &str, seed: u64) -> PathBuf {
 }
 
 /// The settings of `existing` (a run folder's config) that differ from `wanted` among the
-/// trajectory keys, as `key: existing -> wanted`.
+/// trajectory settings ([`TrainConfig::trajectory`]), as `key: existing -> wanted`.
 pub fn trajectory_differences(existing: &TrainConfig, wanted: &TrainConfig) -> Result<Vec<String>> {
-    let as_table = |c: &TrainConfig| -> Result<toml::Table> {
-        match toml::Value::try_from(c).map_err(|e| TrainError::Config(e.to_string()))? {
-            toml::Value::Table(t) => Ok(t),
-            _ => Err(TrainError::Config("configuration is not a table".into())),
-        }
-    };
     // `auto` asks for what this machine picks; the existing run stores what was picked.
     let mut wanted = wanted.clone();
-    wanted.resolve_compute(&hardware::target_of(parse_device(&wanted.device)?));
-    let (a, b) = (as_table(existing)?, as_table(&wanted)?);
-    let show =
-        |v: Option<&toml::Value>| v.map(|v| v.to_string()).unwrap_or_else(|| "(unset)".into());
-    Ok(crate::config::TRAJECTORY_KEYS
-        .iter()
-        .filter(|k| a.get(**k) != b.get(**k))
-        .map(|k| format!("{k}: {} -> {}", show(a.get(*k)), show(b.get(*k))))
-        .collect())
+    wanted.resolve_compute(&hardware::target_of(parse_device(&wanted.compute.device)?));
+    existing.trajectory_changes(&wanted)
 }
 
 /// Where a run folder stands.
@@ -233,24 +221,13 @@ impl DataCache {
         config: &TrainConfig,
         options: &EvalDataOptions,
     ) -> Result<EvalData> {
-        let path = options.data.clone().unwrap_or_else(|| config.data.clone());
-        let format_name = options.format.clone().unwrap_or_else(|| {
-            if options.data.is_none() {
-                config.format.clone()
-            } else {
-                String::new()
-            }
-        });
+        let (path, format) =
+            eval_source(config, options.data.as_deref(), options.format.as_deref())?;
+        let format_name = format.map(|f| f.name().to_string()).unwrap_or_default();
         let mut dc = DataConfig::new(&path);
-        if !format_name.is_empty() {
-            dc.format = Some(
-                format_name
-                    .parse::<DataFormat>()
-                    .map_err(|e| TrainError::Data(e.to_string()))?,
-            );
-        }
-        dc.val_fraction = config.val_fraction;
-        dc.seed = config.seed;
+        dc.format = format;
+        dc.val_fraction = config.data.val_fraction;
+        dc.seed = config.compute.seed;
         let key = (path.clone(), format_name);
         if !self.sets.contains_key(&key) {
             let data_err = |e: kinfonce_data::DataError| TrainError::Data(e.to_string());
@@ -320,14 +297,14 @@ pub type InitCache = HashMap<String, (EvalRecord, EvalRecord)>;
 fn init_key(config: &TrainConfig, options: &StudyEvalOptions) -> String {
     format!(
         "{}|{}|{}|{}|{}|{:?}|{:?}|{}|{}|{:?}|{:?}|{}",
-        config.arch,
-        config.width,
-        config.stem,
-        config.seed,
-        config.val_fraction,
-        options.data.data.as_ref().unwrap_or(&config.data),
+        config.model.arch,
+        config.model.width,
+        config.model.stem,
+        config.compute.seed,
+        config.data.val_fraction,
+        options.data.data.as_ref().unwrap_or(&config.data.data),
         options.data.format,
-        config.precision,
+        config.compute.precision,
         config.channels_last(),
         options.data.subset_train,
         options.probe,
@@ -366,7 +343,7 @@ pub fn evaluate_run(
     }
     let need_pca = options.pca && !pca_path.is_file();
     let probe = ProbeConfig {
-        seed: config.seed,
+        seed: config.compute.seed,
         ..options.probe
     };
     let mut eval_data: Option<EvalData> = None;
@@ -543,11 +520,11 @@ mod tests {
     fn schedule_totals_follow_the_trainer() {
         let mut c = TrainConfig::default();
         assert_eq!(total_steps(&c, 7), 70);
-        c.epochs = 3;
+        c.optim.epochs = Some(3);
         assert_eq!(total_steps(&c, 7), 21);
-        c.max_steps = 5;
+        c.max_steps = Some(5);
         assert_eq!(total_steps(&c, 7), 5);
-        c.epochs = 0;
+        c.optim.epochs = None;
         assert_eq!(total_steps(&c, 7), 5);
     }
 }

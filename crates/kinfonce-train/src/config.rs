@@ -5,54 +5,166 @@ use crate::error::{io_err, Result, TrainError};
 use crate::hardware::{self, ComputeChoice, Precision, Target};
 use crate::optim::OptimizerKind;
 use crate::resnet::{Arch, Stem};
+use kinfonce_data::DataFormat;
 use kinfonce_loss::LossSpec;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
-/// Every setting of a run. Defaults are documented per field.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
+/// Every setting of a run, in sections. In TOML (`config.toml`, `--config` files) the sections
+/// are flat: each key is a CLI flag in snake_case, as the sections' fields are named.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(try_from = "FlatConfig")]
 pub struct TrainConfig {
+    #[serde(flatten)]
+    pub data: DataSection,
+    #[serde(flatten)]
+    pub model: ModelSection,
+    #[serde(flatten)]
+    pub loss: LossSection,
+    #[serde(flatten)]
+    pub optim: OptimSection,
+    #[serde(flatten)]
+    pub compute: ComputeSection,
+    /// Stop after this many steps. Unset: no limit. For runs scheduled by `epochs` it only stops
+    /// early (and may change on `--resume`); alone it is the schedule's horizon.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "zero_as_none"
+    )]
+    pub max_steps: Option<u64>,
+    #[serde(flatten)]
+    pub monitor: MonitorSection,
+    #[serde(flatten)]
+    pub checkpoint: CheckpointSection,
+}
+
+/// What the run learns from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DataSection {
     /// Data set path (file or folder). Default empty: the CLI picks its default data set
     /// (CIFAR-10 from `$KINFONCE_DATA` or the cache folder, downloaded when missing).
     pub data: PathBuf,
-    /// Data layout (`cifar10`, `cifar100`, `mnist`, `stl10`, `imagefolder`, `tiny-imagenet`);
-    /// empty: detected. Default empty.
-    pub format: String,
+    /// Data layout; unset: detected from the path. Default unset.
+    #[serde(with = "format_name", skip_serializing_if = "Option::is_none")]
+    pub format: Option<DataFormat>,
     /// Fraction of the training images held out as the k-NN query split. Default 0.1.
     pub val_fraction: f64,
-    /// Class-balanced seeded subset of the train split; 0 = all. Default 0.
-    pub subset: usize,
-    /// Loss preset name (`kinfonce_loss::LossSpec::preset`). Default `laplacian`.
-    pub preset: String,
-    /// The loss itself (the preset with any option flags applied).
-    pub loss: Option<LossSpec>,
-    /// `resnet18`, `resnet34`, `resnet50`. Default resnet18.
-    pub arch: String,
+    /// Class-balanced seeded subset of the train split; unset: all. Default unset.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "zero_as_none"
+    )]
+    pub subset: Option<usize>,
+}
+
+impl Default for DataSection {
+    fn default() -> Self {
+        DataSection {
+            data: PathBuf::new(),
+            format: None,
+            val_fraction: 0.1,
+            subset: None,
+        }
+    }
+}
+
+/// The encoder and its projection head.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelSection {
+    /// Default resnet18.
+    pub arch: Arch,
     /// Base channel count. Default 64.
     pub width: i64,
-    /// `cifar`, `imagenet` or `auto` (CIFAR stem below 64 pixels). Default auto.
-    pub stem: String,
-    /// Projection head hidden width and output dimension (concat-sum doubles the output).
-    /// Defaults 2048 and 128.
+    /// Default auto (the CIFAR stem below 64 pixels).
+    pub stem: StemChoice,
+    /// Projection head hidden width. Default 2048.
     pub hidden_dim: i64,
+    /// Projection output dimension (concat-sum doubles it). Default 128.
     pub out_dim: i64,
-    /// p of the output normalisation and the squared norm mu. Defaults 2 and 1.
+    /// p of the output normalisation. Default 2.
     pub norm_p: f64,
+    /// Squared norm mu of the projections. Default 1.
     pub mu: f64,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        ModelSection {
+            arch: Arch::Resnet18,
+            width: 64,
+            stem: StemChoice::Auto,
+            hidden_dim: 2048,
+            out_dim: 128,
+            norm_p: 2.0,
+            mu: 1.0,
+        }
+    }
+}
+
+/// The stem of the encoder, or `auto`: the CIFAR stem below 64 pixels, the ImageNet stem above.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StemChoice {
+    #[default]
+    Auto,
+    Cifar,
+    Imagenet,
+}
+
+impl std::fmt::Display for StemChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StemChoice::Auto => "auto",
+            StemChoice::Cifar => "cifar",
+            StemChoice::Imagenet => "imagenet",
+        })
+    }
+}
+
+/// The Kernel-InfoNCE loss.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct LossSection {
+    /// Loss preset name (`kinfonce_loss::LossSpec::preset`). Default `laplacian`.
+    pub preset: String,
+    /// The loss itself (the preset with any option flags applied); unset: the preset.
+    #[serde(rename = "loss", skip_serializing_if = "Option::is_none")]
+    pub spec: Option<LossSpec>,
+}
+
+impl Default for LossSection {
+    fn default() -> Self {
+        LossSection {
+            preset: "laplacian".into(),
+            spec: None,
+        }
+    }
+}
+
+/// Batches, schedule and update rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OptimSection {
     /// Pairs (images) per step; 2 x batch views. Default 256.
     pub batch: usize,
-    /// Schedule length in epochs; 0 = set by max_steps alone. Default 0 (then 10 epochs when
-    /// max_steps is 0 too).
-    pub epochs: u64,
-    /// Stop after this many steps; 0 = no limit. Default 0.
-    pub max_steps: u64,
-    /// Seed of initialisation, split, subset, shuffles and augmentations. Default 0.
-    pub seed: u64,
-    /// `adam`, `lars` or `sgd`. Default adam.
-    pub optimizer: String,
-    /// Base learning rate; 0 = the optimiser's default (adam 1e-3, lars 0.3, sgd 0.05).
-    pub lr: f64,
+    /// Schedule length in epochs. Unset: set by `max_steps`, or 10 epochs when that is unset
+    /// too. Default unset.
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "zero_as_none"
+    )]
+    pub epochs: Option<u64>,
+    /// Default adam.
+    pub optimizer: OptimizerKind,
+    /// Base learning rate; unset: the optimiser's default (adam 1e-3, lars 0.3, sgd 0.05).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "zero_as_none"
+    )]
+    pub lr: Option<f64>,
     /// Default 1e-6.
     pub weight_decay: f64,
     /// SGD / LARS momentum. Default 0.9.
@@ -61,12 +173,36 @@ pub struct TrainConfig {
     pub trust_coefficient: f64,
     /// Learning rate of the online linear probe (Adam, constant). Default 1e-3.
     pub probe_lr: f64,
+}
+
+impl Default for OptimSection {
+    fn default() -> Self {
+        OptimSection {
+            batch: 256,
+            epochs: None,
+            optimizer: OptimizerKind::Adam,
+            lr: None,
+            weight_decay: 1e-6,
+            momentum: 0.9,
+            trust_coefficient: 1e-3,
+            probe_lr: 1e-3,
+        }
+    }
+}
+
+/// Where and how the run computes, and its seed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ComputeSection {
+    /// Seed of initialisation, split, subset, shuffles and augmentations. Default 0.
+    pub seed: u64,
     /// `auto`, `f32` or `bf16` (bf16 compute, f32 master weights and loss). Default auto: bf16
     /// where the hardware computes it natively (see [`hardware`]). A run's config.toml holds
     /// the resolved value.
     pub precision: Precision,
     /// Channels-last memory layout for images and conv weights; unset: chosen with the
     /// precision ([`hardware`]). A run's config.toml holds the resolved value. Default unset.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub channels_last: Option<bool>,
     /// `cpu`, `cuda` or `cuda:N`. Default cpu.
     pub device: String,
@@ -75,57 +211,43 @@ pub struct TrainConfig {
     /// Same seed, same machine, same threads: bitwise the same run (forces cuDNN
     /// deterministic algorithms on CUDA). Default false.
     pub deterministic: bool,
-    /// A step line in metrics.jsonl every N steps. Default 10.
-    pub log_every: u64,
-    /// Checkpoint every N steps (0 = off) and every M minutes (0 = off). Defaults 0 and 10.
-    pub checkpoint_every: u64,
-    pub checkpoint_minutes: f64,
-    /// Checkpoints kept. Default 3.
-    pub keep_checkpoints: usize,
-    /// k-NN monitor: k, temperature, every N epochs (0 = off), at most this many bank images
-    /// and val queries. Defaults 200, 0.1, 1, 10000, 2000.
-    pub knn_k: i64,
-    pub knn_t: f64,
-    pub knn_every: u64,
-    pub knn_bank: usize,
-    pub knn_queries: usize,
 }
 
-impl Default for TrainConfig {
+impl Default for ComputeSection {
     fn default() -> Self {
-        TrainConfig {
-            data: PathBuf::new(),
-            format: String::new(),
-            val_fraction: 0.1,
-            subset: 0,
-            preset: "laplacian".into(),
-            loss: None,
-            arch: "resnet18".into(),
-            width: 64,
-            stem: "auto".into(),
-            hidden_dim: 2048,
-            out_dim: 128,
-            norm_p: 2.0,
-            mu: 1.0,
-            batch: 256,
-            epochs: 0,
-            max_steps: 0,
+        ComputeSection {
             seed: 0,
-            optimizer: "adam".into(),
-            lr: 0.0,
-            weight_decay: 1e-6,
-            momentum: 0.9,
-            trust_coefficient: 1e-3,
-            probe_lr: 1e-3,
             precision: Precision::Auto,
             channels_last: None,
             device: "cpu".into(),
             threads: 0,
             deterministic: false,
+        }
+    }
+}
+
+/// What the run reports while it trains (may change on `--resume`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MonitorSection {
+    /// A step line in metrics.jsonl every N steps. Default 10.
+    pub log_every: u64,
+    /// k-NN monitor: neighbours k. Default 200.
+    pub knn_k: i64,
+    /// k-NN monitor: temperature. Default 0.1.
+    pub knn_t: f64,
+    /// k-NN monitor every N epochs; 0 = off. Default 1.
+    pub knn_every: u64,
+    /// k-NN monitor: at most this many bank images from train. Default 10000.
+    pub knn_bank: usize,
+    /// k-NN monitor: at most this many query images from val. Default 2000.
+    pub knn_queries: usize,
+}
+
+impl Default for MonitorSection {
+    fn default() -> Self {
+        MonitorSection {
             log_every: 10,
-            checkpoint_every: 0,
-            checkpoint_minutes: 10.0,
-            keep_checkpoints: 3,
             knn_k: 200,
             knn_t: 0.1,
             knn_every: 1,
@@ -135,82 +257,125 @@ impl Default for TrainConfig {
     }
 }
 
-/// Settings that change the trajectory of a run (refused on `--resume`).
-pub const TRAJECTORY_KEYS: [&str; 27] = [
-    "data",
-    "format",
-    "val_fraction",
-    "subset",
-    "preset",
-    "loss",
-    "arch",
-    "width",
-    "stem",
-    "hidden_dim",
-    "out_dim",
-    "norm_p",
-    "mu",
-    "batch",
-    "epochs",
-    "seed",
-    "optimizer",
-    "lr",
-    "weight_decay",
-    "momentum",
-    "trust_coefficient",
-    "probe_lr",
-    "precision",
-    "channels_last",
-    "device",
-    "threads",
-    "deterministic",
-];
+/// When checkpoints are written and how many are kept (may change on `--resume`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CheckpointSection {
+    /// Checkpoint every N steps; 0 = off. Default 0.
+    pub checkpoint_every: u64,
+    /// Checkpoint every M minutes; 0 = off. Default 10.
+    pub checkpoint_minutes: f64,
+    /// Checkpoints kept. Default 3.
+    pub keep_checkpoints: usize,
+}
+
+impl Default for CheckpointSection {
+    fn default() -> Self {
+        CheckpointSection {
+            checkpoint_every: 0,
+            checkpoint_minutes: 10.0,
+            keep_checkpoints: 3,
+        }
+    }
+}
+
+/// [`TrainConfig`] as read, with the keys no section knows (flattened sections cannot deny
+/// unknown fields themselves).
+#[derive(Deserialize)]
+struct FlatConfig {
+    #[serde(flatten)]
+    data: DataSection,
+    #[serde(flatten)]
+    model: ModelSection,
+    #[serde(flatten)]
+    loss: LossSection,
+    #[serde(flatten)]
+    optim: OptimSection,
+    #[serde(flatten)]
+    compute: ComputeSection,
+    #[serde(default, deserialize_with = "zero_as_none")]
+    max_steps: Option<u64>,
+    #[serde(flatten)]
+    monitor: MonitorSection,
+    #[serde(flatten)]
+    checkpoint: CheckpointSection,
+    #[serde(flatten)]
+    unknown: std::collections::BTreeMap<String, serde::de::IgnoredAny>,
+}
+
+impl TryFrom<FlatConfig> for TrainConfig {
+    type Error = String;
+    fn try_from(flat: FlatConfig) -> std::result::Result<Self, String> {
+        if let Some(key) = flat.unknown.keys().next() {
+            return Err(format!("unknown setting `{key}`"));
+        }
+        Ok(TrainConfig {
+            data: flat.data,
+            model: flat.model,
+            loss: flat.loss,
+            optim: flat.optim,
+            compute: flat.compute,
+            max_steps: flat.max_steps,
+            monitor: flat.monitor,
+            checkpoint: flat.checkpoint,
+        })
+    }
+}
+
+/// Reads `0` (how earlier versions wrote "unset") as unset.
+fn zero_as_none<'de, D, T>(d: D) -> std::result::Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + Default + PartialEq,
+{
+    Ok(Option::<T>::deserialize(d)?.filter(|v| *v != T::default()))
+}
+
+/// A data format by its `--format` name; the empty name (earlier versions' "unset") is unset.
+mod format_name {
+    use kinfonce_data::DataFormat;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(f: &Option<DataFormat>, s: S) -> Result<S::Ok, S::Error> {
+        match f {
+            Some(f) => s.serialize_str(f.name()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DataFormat>, D::Error> {
+        let name = String::deserialize(d)?;
+        if name.is_empty() {
+            return Ok(None);
+        }
+        name.parse().map(Some).map_err(serde::de::Error::custom)
+    }
+}
 
 impl TrainConfig {
-    pub fn arch(&self) -> Result<Arch> {
-        Arch::parse(&self.arch).ok_or_else(|| {
-            TrainError::Config(format!(
-                "unknown arch `{}`: expected one of {}",
-                self.arch,
-                Arch::NAMES.join(", ")
-            ))
-        })
-    }
-
-    pub fn optimizer_kind(&self) -> Result<OptimizerKind> {
-        OptimizerKind::parse(&self.optimizer).ok_or_else(|| {
-            TrainError::Config(format!(
-                "unknown optimizer `{}`: expected one of {}",
-                self.optimizer,
-                OptimizerKind::NAMES.join(", ")
-            ))
-        })
-    }
-
-    /// The learning rate, the optimiser's default when 0.
-    pub fn base_lr(&self) -> Result<f64> {
-        Ok(if self.lr > 0.0 {
-            self.lr
-        } else {
-            self.optimizer_kind()?.default_lr()
-        })
+    /// The learning rate, the optimiser's default when unset.
+    pub fn base_lr(&self) -> f64 {
+        self.optim
+            .lr
+            .unwrap_or_else(|| self.optim.optimizer.default_lr())
     }
 
     /// bf16 compute; `auto` must be resolved first ([`TrainConfig::resolve_compute`]).
     pub fn bf16(&self) -> bool {
-        self.precision == Precision::Bf16
+        self.compute.precision == Precision::Bf16
     }
 
     /// Channels-last layout; unset (before [`TrainConfig::resolve_compute`]) counts as off.
     pub fn channels_last(&self) -> bool {
-        self.channels_last.unwrap_or(false)
+        self.compute.channels_last.unwrap_or(false)
     }
 
     /// Replaces `auto` precision and an unset layout by the choice for `target`, and says why.
     pub fn resolve_compute(&mut self, target: &Target) -> ComputeChoice {
-        let choice = hardware::resolve(self.precision, self.channels_last, target);
-        self.precision = choice.precision;
-        self.channels_last = Some(choice.channels_last);
+        let c = &mut self.compute;
+        let choice = hardware::resolve(c.precision, c.channels_last, target);
+        c.precision = choice.precision;
+        c.channels_last = Some(choice.channels_last);
         choice
     }
 
@@ -218,7 +383,7 @@ impl TrainConfig {
     pub fn compute_label(&self) -> String {
         format!(
             "{}{}",
-            self.precision,
+            self.compute.precision,
             if self.channels_last() {
                 " + channels-last"
             } else {
@@ -230,40 +395,42 @@ impl TrainConfig {
     /// The stem for images of `image_side` pixels: as set, or with `auto` the CIFAR stem (3x3
     /// conv, no max-pool) below 64 pixels and the ImageNet stem from 64 up.
     pub fn stem_for(&self, image_side: usize) -> Stem {
-        match self.stem.as_str() {
-            "cifar" => Stem::Cifar,
-            "imagenet" => Stem::Imagenet,
-            _ if image_side < 64 => Stem::Cifar,
-            _ => Stem::Imagenet,
+        match self.model.stem {
+            StemChoice::Cifar => Stem::Cifar,
+            StemChoice::Imagenet => Stem::Imagenet,
+            StemChoice::Auto if image_side < 64 => Stem::Cifar,
+            StemChoice::Auto => Stem::Imagenet,
         }
     }
 
     /// (schedule horizon, stop step) for `steps_per_epoch`: `epochs` set the horizon and
     /// `max_steps` only stops early; `max_steps` alone is the horizon; neither: 10 epochs.
     pub fn schedule_steps(&self, steps_per_epoch: u64) -> (u64, u64) {
-        match (self.epochs, self.max_steps) {
-            (0, 0) => (10 * steps_per_epoch, 10 * steps_per_epoch),
-            (0, m) => (m, m),
-            (e, 0) => (e * steps_per_epoch, e * steps_per_epoch),
-            (e, m) => (e * steps_per_epoch, m.min(e * steps_per_epoch)),
+        match (self.optim.epochs, self.max_steps) {
+            (None, None) => (10 * steps_per_epoch, 10 * steps_per_epoch),
+            (None, Some(m)) => (m, m),
+            (Some(e), None) => (e * steps_per_epoch, e * steps_per_epoch),
+            (Some(e), Some(m)) => (e * steps_per_epoch, m.min(e * steps_per_epoch)),
         }
     }
 
     /// The projection output width the loss sees (concat-sum doubles `out_dim`).
     pub fn projection_dim(&self) -> i64 {
-        if self.preset == "concat-sum" && matches!(self.loss, None | Some(LossSpec::Concat { .. }))
+        let out = self.model.out_dim;
+        if self.loss.preset == "concat-sum"
+            && matches!(self.loss.spec, None | Some(LossSpec::Concat { .. }))
         {
-            2 * self.out_dim
+            2 * out
         } else {
-            self.out_dim
+            out
         }
     }
 
     /// The loss: `loss` when set, else the preset.
     pub fn loss_spec(&self) -> Result<LossSpec> {
-        let spec = match &self.loss {
+        let spec = match &self.loss.spec {
             Some(spec) => spec.clone(),
-            None => LossSpec::preset(&self.preset, self.projection_dim() as usize)
+            None => LossSpec::preset(&self.loss.preset, self.projection_dim() as usize)
                 .map_err(|e| TrainError::Config(e.to_string()))?,
         };
         spec.validate(self.projection_dim() as usize)
@@ -271,60 +438,103 @@ impl TrainConfig {
         Ok(spec)
     }
 
+    /// The settings that shape the run's trajectory, as flat TOML keys: every section but the
+    /// monitor and checkpoint ones, and not `max_steps` (which only stops epoch-scheduled runs).
+    pub fn trajectory(&self) -> Result<toml::Table> {
+        let mut table = toml::Table::new();
+        let parts: [&dyn erased::Section; 5] = [
+            &self.data,
+            &self.model,
+            &self.loss,
+            &self.optim,
+            &self.compute,
+        ];
+        for part in parts {
+            table.extend(part.table()?);
+        }
+        Ok(table)
+    }
+
+    /// The trajectory settings of `self` that `other` changes, as `key: self -> other`.
+    pub fn trajectory_changes(&self, other: &TrainConfig) -> Result<Vec<String>> {
+        let (a, b) = (self.trajectory()?, other.trajectory()?);
+        let show =
+            |v: Option<&toml::Value>| v.map(|v| v.to_string()).unwrap_or_else(|| "(unset)".into());
+        let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+        keys.sort();
+        keys.dedup();
+        Ok(keys
+            .into_iter()
+            .filter(|k| a.get(*k) != b.get(*k))
+            .map(|k| format!("{k}: {} -> {}", show(a.get(k)), show(b.get(k))))
+            .collect())
+    }
+
     /// Checks every value a user can get wrong, naming the parameter.
     pub fn validate(&self) -> Result<()> {
-        self.arch()?;
-        self.optimizer_kind()?;
         self.loss_spec()?;
         let bad = |name: &str, value: String, expected: &str| {
             Err(TrainError::Config(format!(
                 "`{name}` = {value}: expected {expected}"
             )))
         };
-        if self.width < 1 {
-            return bad("width", self.width.to_string(), "at least 1");
+        let (m, o, mon) = (&self.model, &self.optim, &self.monitor);
+        if m.width < 1 {
+            return bad("width", m.width.to_string(), "at least 1");
         }
-        if self.batch < 2 {
-            return bad("batch", self.batch.to_string(), "at least 2 pairs");
+        if o.batch < 2 {
+            return bad("batch", o.batch.to_string(), "at least 2 pairs");
         }
-        if self.hidden_dim < 1 || self.out_dim < 1 {
+        if m.hidden_dim < 1 || m.out_dim < 1 {
             return bad(
                 "hidden_dim/out_dim",
-                format!("{}/{}", self.hidden_dim, self.out_dim),
+                format!("{}/{}", m.hidden_dim, m.out_dim),
                 "at least 1",
             );
         }
-        if !(self.norm_p == 1.0 || self.norm_p == 2.0 || self.norm_p == f64::INFINITY) {
-            return bad("norm_p", self.norm_p.to_string(), "1, 2 or inf");
+        if !(m.norm_p == 1.0 || m.norm_p == 2.0 || m.norm_p == f64::INFINITY) {
+            return bad("norm_p", m.norm_p.to_string(), "1, 2 or inf");
         }
-        if self.mu.is_nan() || self.mu <= 0.0 {
-            return bad("mu", self.mu.to_string(), "a value > 0");
+        if m.mu.is_nan() || m.mu <= 0.0 {
+            return bad("mu", m.mu.to_string(), "a value > 0");
         }
-        if !(self.lr >= 0.0 && self.weight_decay >= 0.0 && self.probe_lr > 0.0) {
+        let lr = o.lr.unwrap_or(0.0);
+        if !(lr >= 0.0 && o.weight_decay >= 0.0 && o.probe_lr > 0.0) {
             return bad(
                 "lr/weight_decay/probe_lr",
-                format!("{}/{}/{}", self.lr, self.weight_decay, self.probe_lr),
+                format!("{lr}/{}/{}", o.weight_decay, o.probe_lr),
                 "lr >= 0, weight_decay >= 0, probe_lr > 0",
             );
         }
-        if !matches!(self.stem.as_str(), "auto" | "cifar" | "imagenet") {
-            return bad(
-                "stem",
-                format!("`{}`", self.stem),
-                "auto, cifar or imagenet",
-            );
-        }
-        if self.log_every == 0 {
+        if mon.log_every == 0 {
             return bad("log_every", "0".into(), "at least 1");
         }
-        if self.knn_k < 1 || self.knn_t <= 0.0 {
+        if mon.knn_k < 1 || mon.knn_t <= 0.0 {
             return bad(
                 "knn_k/knn_t",
-                format!("{}/{}", self.knn_k, self.knn_t),
+                format!("{}/{}", mon.knn_k, mon.knn_t),
                 "k >= 1 and t > 0",
             );
         }
         Ok(())
+    }
+}
+
+/// Each section as a TOML table, behind one trait object type.
+mod erased {
+    use super::*;
+
+    pub trait Section {
+        fn table(&self) -> Result<toml::Table>;
+    }
+
+    impl<T: Serialize> Section for T {
+        fn table(&self) -> Result<toml::Table> {
+            match toml::Value::try_from(self).map_err(|e| TrainError::Config(e.to_string()))? {
+                toml::Value::Table(t) => Ok(t),
+                _ => Err(TrainError::Config("a section is not a table".into())),
+            }
+        }
     }
 }
 
@@ -341,4 +551,110 @@ pub fn read_run_config(run_dir: &Path) -> Result<TrainConfig> {
     table
         .try_into()
         .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The `[config]` table as version 0.1 wrote it: every key flat, "unset" written as `""` or 0.
+    const EARLIER_CONFIG: &str = r#"
+arch = "resnet18"
+batch = 64
+channels_last = true
+checkpoint_every = 0
+checkpoint_minutes = 0.0
+data = "cifar-10-binary.tar.gz"
+deterministic = false
+device = "cpu"
+epochs = 1
+format = ""
+hidden_dim = 32
+keep_checkpoints = 3
+knn_bank = 500
+knn_every = 1
+knn_k = 200
+knn_queries = 200
+knn_t = 0.1
+log_every = 5
+lr = 0.0
+max_steps = 0
+momentum = 0.9
+mu = 1.0
+norm_p = 2.0
+optimizer = "adam"
+out_dim = 16
+precision = "bf16"
+preset = "laplacian"
+probe_lr = 0.001
+seed = 0
+stem = "auto"
+subset = 640
+threads = 2
+trust_coefficient = 0.001
+val_fraction = 0.1
+weight_decay = 0.000001
+width = 4
+"#;
+
+    #[test]
+    fn earlier_config_files_read_into_the_sections() {
+        let c: TrainConfig = toml::from_str(EARLIER_CONFIG).unwrap();
+        assert_eq!(c.data.data, PathBuf::from("cifar-10-binary.tar.gz"));
+        assert_eq!(c.data.format, None, "\"\" was unset");
+        assert_eq!(c.data.subset, Some(640));
+        assert_eq!(c.optim.lr, None, "0 was the optimiser's default");
+        assert_eq!(c.base_lr(), 1e-3);
+        assert_eq!((c.optim.epochs, c.max_steps), (Some(1), None));
+        assert_eq!((c.model.width, c.model.stem), (4, StemChoice::Auto));
+        assert_eq!(c.compute.precision, Precision::Bf16);
+        assert_eq!(c.compute.channels_last, Some(true));
+        assert_eq!((c.monitor.log_every, c.monitor.knn_bank), (5, 500));
+        assert_eq!(c.checkpoint.checkpoint_minutes, 0.0);
+    }
+
+    #[test]
+    fn config_files_are_flat_and_round_trip() {
+        let mut c: TrainConfig = toml::from_str(EARLIER_CONFIG).unwrap();
+        c.data.format = Some(DataFormat::Cifar10);
+        c.optim.lr = Some(0.5);
+        let text = toml::to_string(&c).unwrap();
+        assert!(text.contains("format = \"cifar10\"\n"), "{text}");
+        assert!(
+            text.contains("width = 4\n") && !text.contains('['),
+            "{text}"
+        );
+        assert_eq!(toml::from_str::<TrainConfig>(&text).unwrap(), c);
+        let default_text = toml::to_string(&TrainConfig::default()).unwrap();
+        assert_eq!(
+            toml::from_str::<TrainConfig>(&default_text).unwrap(),
+            TrainConfig::default()
+        );
+    }
+
+    #[test]
+    fn unknown_settings_and_values_are_named() {
+        let err = toml::from_str::<TrainConfig>("widht = 3").unwrap_err();
+        assert!(err.to_string().contains("`widht`"), "{err}");
+        let err = toml::from_str::<TrainConfig>("arch = \"resnet19\"").unwrap_err();
+        assert!(err.to_string().contains("resnet19"), "{err}");
+        let err = toml::from_str::<TrainConfig>("format = \"cifar11\"").unwrap_err();
+        assert!(err.to_string().contains("cifar11"), "{err}");
+    }
+
+    #[test]
+    fn the_trajectory_is_every_section_but_monitor_and_checkpoints() {
+        let a = TrainConfig::default();
+        let mut b = a.clone();
+        b.monitor.knn_k = 5;
+        b.checkpoint.keep_checkpoints = 1;
+        b.max_steps = Some(3);
+        assert!(a.trajectory_changes(&b).unwrap().is_empty());
+        b.compute.seed = 7;
+        b.optim.lr = Some(0.1);
+        assert_eq!(
+            a.trajectory_changes(&b).unwrap(),
+            ["lr: (unset) -> 0.1", "seed: 0 -> 7"]
+        );
+    }
 }

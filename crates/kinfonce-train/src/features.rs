@@ -167,7 +167,7 @@ impl FrozenEncoder {
         channels: usize,
     ) -> Result<FrozenEncoder> {
         let device = parse_device(if options.device.is_empty() {
-            &config.device
+            &config.compute.device
         } else {
             &options.device
         })?;
@@ -192,11 +192,11 @@ impl FrozenEncoder {
             }
             _ => (config.stem_for(image_side), channels as i64),
         };
-        tch::manual_seed(config.seed as i64);
+        tch::manual_seed(config.compute.seed as i64);
         let vs = nn::VarStore::new(device);
         let rc = ResNetConfig {
-            arch: config.arch()?,
-            width: config.width,
+            arch: config.model.arch,
+            width: config.model.width,
             stem,
             in_channels,
         };
@@ -210,7 +210,7 @@ impl FrozenEncoder {
                         path,
                         message: format!(
                             "{message}; the run's config.toml describes {} width {}",
-                            config.arch, config.width
+                            config.model.arch, config.model.width
                         ),
                     },
                     other => other,
@@ -225,7 +225,7 @@ impl FrozenEncoder {
                     path: ck.path.join("encoder.safetensors"),
                     message: format!(
                         "holds `{extra}`, which {} width {} (the run's config.toml) does not have: another architecture?",
-                        config.arch, config.width
+                        config.model.arch, config.model.width
                     ),
                 });
             }
@@ -416,36 +416,38 @@ fn parse_format(name: &str) -> Result<DataFormat> {
 /// The normalisation the run's encoder saw: that of the run's data format (`fallback` when the
 /// run's data cannot be identified any more).
 pub fn run_normalization(config: &TrainConfig, fallback: DataFormat) -> Normalization {
-    let format = if config.format.is_empty() {
-        DataFormat::detect(&config.data).ok()
-    } else {
-        parse_format(&config.format).ok()
+    let format = match config.data.format {
+        Some(f) => Some(f),
+        None => DataFormat::detect(&config.data.data).ok(),
     };
     Normalization::for_format(format.unwrap_or(fallback))
+}
+
+/// The data set and format an evaluation of the run `config` reads: `data` and `format` when
+/// given, else the run's own (the run's format only with the run's data).
+pub fn eval_source(
+    config: &TrainConfig,
+    data: Option<&Path>,
+    format: Option<&str>,
+) -> Result<(PathBuf, Option<DataFormat>)> {
+    let format = match format {
+        Some(name) => Some(parse_format(name)?),
+        None if data.is_none() => config.data.format,
+        None => None,
+    };
+    let path = data.map_or_else(|| config.data.data.clone(), Path::to_path_buf);
+    Ok((path, format))
 }
 
 /// Reads the train and report splits for the run `config`: the train split is `train` (the
 /// training images minus the run's seeded validation split, *without* the
 /// pretraining `--subset`), the report split the official test set.
 pub fn load_eval_data(config: &TrainConfig, options: &EvalDataOptions) -> Result<EvalData> {
-    let (path, format) = match &options.data {
-        Some(p) => (
-            p.clone(),
-            options.format.as_deref().map(parse_format).transpose()?,
-        ),
-        None => {
-            let f = match options.format.as_deref() {
-                Some(f) => Some(parse_format(f)?),
-                None if !config.format.is_empty() => Some(parse_format(&config.format)?),
-                None => None,
-            };
-            (config.data.clone(), f)
-        }
-    };
+    let (path, format) = eval_source(config, options.data.as_deref(), options.format.as_deref())?;
     let mut dc = DataConfig::new(&path);
     dc.format = format;
-    dc.val_fraction = config.val_fraction;
-    dc.seed = config.seed;
+    dc.val_fraction = config.data.val_fraction;
+    dc.seed = config.compute.seed;
     let data_err = |e: kinfonce_data::DataError| TrainError::Data(e.to_string());
     let format = dc.resolved_format().map_err(data_err)?;
     let official = dc

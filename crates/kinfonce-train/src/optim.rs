@@ -15,14 +15,11 @@ pub enum OptimizerKind {
 }
 
 impl OptimizerKind {
-    pub const NAMES: [&'static str; 3] = ["adam", "lars", "sgd"];
-
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "adam" => Some(OptimizerKind::Adam),
-            "lars" => Some(OptimizerKind::Lars),
-            "sgd" => Some(OptimizerKind::Sgd),
-            _ => None,
+    pub fn name(self) -> &'static str {
+        match self {
+            OptimizerKind::Adam => "adam",
+            OptimizerKind::Lars => "lars",
+            OptimizerKind::Sgd => "sgd",
         }
     }
 
@@ -34,6 +31,12 @@ impl OptimizerKind {
             OptimizerKind::Lars => 0.3,
             OptimizerKind::Sgd => 0.05,
         }
+    }
+}
+
+impl std::fmt::Display for OptimizerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

@@ -83,14 +83,14 @@ pub fn write_outputs(run_dir: &Path, config: &TrainConfig, summary: &Summary) ->
     let _ = writeln!(
         md,
         "{} width {} on `{}`, preset `{}`, batch {} pairs, optimizer {}, precision {}, device {}.\n",
-        config.arch,
-        config.width,
-        config.data.display(),
-        config.preset,
-        config.batch,
-        config.optimizer,
+        config.model.arch,
+        config.model.width,
+        config.data.data.display(),
+        config.loss.preset,
+        config.optim.batch,
+        config.optim.optimizer,
         config.compute_label(),
-        config.device
+        config.compute.device
     );
     // Where it ran and why in this precision, from the provenance the run folder recorded.
     let provenance = fs::read_to_string(run_dir.join("config.toml"))
@@ -130,7 +130,7 @@ pub fn write_outputs(run_dir: &Path, config: &TrainConfig, summary: &Summary) ->
         let _ = writeln!(
             md,
             "\n## k-NN monitor (k = {}, t = {})\n\n| epoch | knn_top1 |\n|---|---|",
-            config.knn_k, config.knn_t
+            config.monitor.knn_k, config.monitor.knn_t
         );
         for (e, a) in knn {
             let _ = writeln!(md, "| {e} | {a:.4} |");

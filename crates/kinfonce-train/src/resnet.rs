@@ -16,18 +16,6 @@ pub enum Arch {
 }
 
 impl Arch {
-    pub const NAMES: [&'static str; 3] = ["resnet18", "resnet34", "resnet50"];
-
-    /// Parses `resnet18`, `resnet34` or `resnet50`.
-    pub fn parse(name: &str) -> Option<Arch> {
-        match name {
-            "resnet18" => Some(Arch::Resnet18),
-            "resnet34" => Some(Arch::Resnet34),
-            "resnet50" => Some(Arch::Resnet50),
-            _ => None,
-        }
-    }
-
     pub fn name(self) -> &'static str {
         match self {
             Arch::Resnet18 => "resnet18",
@@ -50,6 +38,12 @@ impl Arch {
             Arch::Resnet50 => 4,
             _ => 1,
         }
+    }
+}
+
+impl std::fmt::Display for Arch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 

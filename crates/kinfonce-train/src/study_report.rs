@@ -306,32 +306,28 @@ fn protocol(md: &mut String, runs: &[StudyRun], kernels: &[&str]) {
              min(10 epochs, 10%) then cosine per step, precision {}, device {}, {} threads. \
              SimCLR augmentations of the data set's preset. The k-NN monitor (k {}, t {}) uses at \
              most {} train images as the bank and {} val images as queries.\n",
-            c.data.display(),
-            if c.format.is_empty() { String::new() } else { format!(" ({})", c.format) },
-            100.0 * c.val_fraction,
-            if c.subset > 0 {
-                format!(", then a class-balanced seeded subset of {} images for pretraining", c.subset)
-            } else {
-                String::new()
-            },
-            c.arch,
-            c.width,
-            c.stem,
-            c.hidden_dim,
-            c.out_dim,
-            c.batch,
-            c.epochs,
-            if c.max_steps > 0 { format!(" (stopped at step {})", c.max_steps) } else { String::new() },
-            c.optimizer,
-            c.base_lr().unwrap_or(c.lr),
-            c.weight_decay,
+            c.data.data.display(),
+            c.data.format.map(|f| format!(" ({f})")).unwrap_or_default(),
+            100.0 * c.data.val_fraction,
+            c.data.subset.map(|n| format!(", then a class-balanced seeded subset of {n} images for pretraining")).unwrap_or_default(),
+            c.model.arch,
+            c.model.width,
+            c.model.stem,
+            c.model.hidden_dim,
+            c.model.out_dim,
+            c.optim.batch,
+            c.optim.epochs.map(|e| e.to_string()).unwrap_or_else(|| "no".into()),
+            c.max_steps.map(|m| format!(" (stopped at step {m})")).unwrap_or_default(),
+            c.optim.optimizer,
+            c.base_lr(),
+            c.optim.weight_decay,
             c.compute_label(),
-            c.device,
-            c.threads,
-            c.knn_k,
-            c.knn_t,
-            c.knn_bank,
-            c.knn_queries
+            c.compute.device,
+            c.compute.threads,
+            c.monitor.knn_k,
+            c.monitor.knn_t,
+            c.monitor.knn_bank,
+            c.monitor.knn_queries
         );
         let _ = writeln!(
             md,

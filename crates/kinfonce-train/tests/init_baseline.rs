@@ -26,22 +26,23 @@ fn init_encoder_is_the_trainers_step_zero() {
     configure_threads(1);
     let dir = std::env::temp_dir().join(format!("kinfonce-init-baseline-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let config = TrainConfig {
-        data,
-        subset: 64,
-        width: 4,
-        hidden_dim: 32,
-        out_dim: 16,
-        batch: 16,
-        max_steps: 1,
-        seed: 5,
-        threads: 1,
-        knn_every: 0,
-        checkpoint_minutes: 0.0,
-        preset: "simple-sum".into(),
-        precision: Precision::F32,
-        channels_last: Some(false),
-        ..TrainConfig::default()
+    let config = {
+        let mut c = TrainConfig::default();
+        c.data.data = data;
+        c.data.subset = Some(64);
+        c.model.width = 4;
+        c.model.hidden_dim = 32;
+        c.model.out_dim = 16;
+        c.optim.batch = 16;
+        c.max_steps = Some(1);
+        c.compute.seed = 5;
+        c.compute.threads = 1;
+        c.monitor.knn_every = 0;
+        c.checkpoint.checkpoint_minutes = 0.0;
+        c.loss.preset = "simple-sum".into();
+        c.compute.precision = Precision::F32;
+        c.compute.channels_last = Some(false);
+        c
     };
     let mut trainer = Trainer::new(
         config,
@@ -97,7 +98,7 @@ fn init_encoder_is_the_trainers_step_zero() {
     assert!(fa.allclose(&fb, 1e-6, 1e-6, false));
     // Another seed draws another network.
     let mut other = config.clone();
-    other.seed = 6;
+    other.compute.seed = 6;
     let c = FrozenEncoder::load_with_config(&init, other, &opts, 32, 3).unwrap();
     let fc = c
         .features(&eval.train, &eval.normalization, &opts, &mut |_| {})

@@ -18,23 +18,24 @@ use std::path::{Path, PathBuf};
 fn short_run(data: &Path, seed: u64) -> Summary {
     let dir = std::env::temp_dir().join(format!("kinfonce-learning-{}-{seed}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let config = TrainConfig {
-        data: data.to_path_buf(),
-        subset: 1000,
-        epochs: 6,
-        batch: 64,
-        width: 8,
-        hidden_dim: 256,
-        preset: "simple-sum".into(),
-        seed,
-        threads: 1,
-        deterministic: true,
-        knn_bank: 2000,
-        knn_queries: 1000,
-        checkpoint_minutes: 0.0,
-        precision: Precision::F32,
-        channels_last: Some(false),
-        ..TrainConfig::default()
+    let config = {
+        let mut c = TrainConfig::default();
+        c.data.data = data.to_path_buf();
+        c.data.subset = Some(1000);
+        c.optim.epochs = Some(6);
+        c.optim.batch = 64;
+        c.model.width = 8;
+        c.model.hidden_dim = 256;
+        c.loss.preset = "simple-sum".into();
+        c.compute.seed = seed;
+        c.compute.threads = 1;
+        c.compute.deterministic = true;
+        c.monitor.knn_bank = 2000;
+        c.monitor.knn_queries = 1000;
+        c.checkpoint.checkpoint_minutes = 0.0;
+        c.compute.precision = Precision::F32;
+        c.compute.channels_last = Some(false);
+        c
     };
     let options = RunOptions {
         quiet: true,

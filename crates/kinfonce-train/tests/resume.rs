@@ -19,26 +19,25 @@ fn cifar() -> Option<PathBuf> {
 }
 
 fn tiny(data: PathBuf) -> TrainConfig {
-    TrainConfig {
-        data,
-        subset: 64,
-        width: 4,
-        hidden_dim: 32,
-        out_dim: 16,
-        batch: 16,
-        epochs: 2,
-        seed: 3,
-        threads: 1,
-        deterministic: true,
-        log_every: 1,
-        knn_every: 0,
-        checkpoint_minutes: 0.0,
-        lr: 1e-2,
-        // Pinned, so the trajectory does not depend on the CPU's bf16 support.
-        precision: Precision::F32,
-        channels_last: Some(false),
-        ..TrainConfig::default()
-    }
+    let mut c = TrainConfig::default();
+    c.data.data = data;
+    c.data.subset = Some(64);
+    c.model.width = 4;
+    c.model.hidden_dim = 32;
+    c.model.out_dim = 16;
+    c.optim.batch = 16;
+    c.optim.epochs = Some(2);
+    c.compute.seed = 3;
+    c.compute.threads = 1;
+    c.compute.deterministic = true;
+    c.monitor.log_every = 1;
+    c.monitor.knn_every = 0;
+    c.checkpoint.checkpoint_minutes = 0.0;
+    c.optim.lr = Some(1e-2);
+    // Pinned, so the trajectory does not depend on the CPU's bf16 support.
+    c.compute.precision = Precision::F32;
+    c.compute.channels_last = Some(false);
+    c
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -69,14 +68,14 @@ fn resume_continues_the_same_trajectory() {
     // Stopped mid-epoch after 3 steps (same schedule), then resumed.
     let b_dir = scratch("b");
     let mut first = tiny(data);
-    first.max_steps = 3;
+    first.max_steps = Some(3);
     let sb1 = Trainer::new(first, &b_dir, false, quiet())
         .unwrap()
         .run()
         .unwrap();
     assert_eq!(sb1.losses, sa.losses[..3]);
     let mut saved = read_run_config(&b_dir).unwrap();
-    saved.max_steps = 0;
+    saved.max_steps = None;
     let sb2 = Trainer::new(saved, &b_dir, true, quiet())
         .unwrap()
         .run()
@@ -147,16 +146,17 @@ fn resume_continues_the_same_trajectory() {
 fn bf16_channels_last_with_knn_monitor() {
     let Some(data) = cifar() else { return };
     let dir = scratch("bf16");
-    let config = TrainConfig {
-        precision: Precision::Bf16,
-        channels_last: Some(true),
-        max_steps: 2,
-        knn_every: 1,
-        knn_bank: 64,
-        knn_queries: 100,
-        preset: "simple-sum".into(),
-        threads: 2,
-        ..tiny(data)
+    let config = {
+        let mut c = tiny(data);
+        c.compute.precision = Precision::Bf16;
+        c.compute.channels_last = Some(true);
+        c.max_steps = Some(2);
+        c.monitor.knn_every = 1;
+        c.monitor.knn_bank = 64;
+        c.monitor.knn_queries = 100;
+        c.loss.preset = "simple-sum".into();
+        c.compute.threads = 2;
+        c
     };
     let summary = Trainer::new(config, &dir, false, quiet())
         .unwrap()

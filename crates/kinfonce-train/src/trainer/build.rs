@@ -55,23 +55,16 @@ pub(super) fn announce_compute(
 
 /// Reads the data sets of `config`.
 pub fn load_data(config: &TrainConfig) -> Result<Splits> {
-    if config.data.as_os_str().is_empty() {
+    if config.data.data.as_os_str().is_empty() {
         return Err(TrainError::Config(
             "`data` is not set: name a data set (a file or folder) with --data".into(),
         ));
     }
-    let mut dc = DataConfig::new(&config.data);
-    if !config.format.is_empty() {
-        dc.format = Some(
-            config
-                .format
-                .parse::<DataFormat>()
-                .map_err(|e| TrainError::Data(e.to_string()))?,
-        );
-    }
-    dc.val_fraction = config.val_fraction;
-    dc.seed = config.seed;
-    dc.subset = (config.subset > 0).then_some(config.subset);
+    let mut dc = DataConfig::new(&config.data.data);
+    dc.format = config.data.format;
+    dc.val_fraction = config.data.val_fraction;
+    dc.seed = config.compute.seed;
+    dc.subset = config.data.subset;
     dc.load_splits(false)
         .map_err(|e| TrainError::Data(e.to_string()))
 }
@@ -89,13 +82,13 @@ pub(super) fn contrastive_loader(
         Arc::clone(train),
         AugmentConfig::preset(format, size),
         LoaderConfig {
-            batch_size: config.batch,
+            batch_size: config.optim.batch,
             views: 2,
-            threads: config.threads.max(1),
+            threads: config.compute.threads.max(1),
             prefetch: 2,
             shuffle: true,
             drop_last: true,
-            seed: config.seed,
+            seed: config.compute.seed,
             layout,
             dtype: Dtype::F32,
         },
@@ -121,20 +114,20 @@ pub(super) fn knn_sets(
     layout: Layout,
     classes: i64,
 ) -> Result<Option<KnnSets>> {
-    if classes <= 1 || config.knn_every == 0 || val.is_empty() {
+    if classes <= 1 || config.monitor.knn_every == 0 || val.is_empty() {
         return Ok(None);
     }
     let eval_cfg = EvalConfig {
         batch_size: 256,
-        threads: config.threads.max(1),
+        threads: config.compute.threads.max(1),
         prefetch: 2,
         size: Some(train.height().max(train.width())),
         normalization: Normalization::for_format(format),
         layout,
         dtype: Dtype::F32,
     };
-    let bank = first_n(train, config.knn_bank)?;
-    let queries = first_n(val, config.knn_queries)?;
+    let bank = first_n(train, config.monitor.knn_bank)?;
+    let queries = first_n(val, config.monitor.knn_queries)?;
     let labels =
         |d: &Dataset| Tensor::from_slice(&d.labels().iter().map(|&l| l as i64).collect::<Vec<_>>());
     let loader = |d: Dataset, cfg: EvalConfig| {
@@ -177,20 +170,20 @@ pub(super) fn networks(
     in_channels: usize,
     classes: i64,
 ) -> Result<Networks> {
-    tch::manual_seed(config.seed as i64);
+    tch::manual_seed(config.compute.seed as i64);
     let model_vs = nn::VarStore::new(device);
     let resnet_config = ResNetConfig {
-        arch: config.arch()?,
-        width: config.width,
+        arch: config.model.arch,
+        width: config.model.width,
         stem,
         in_channels: in_channels as i64,
     };
     let encoder = resnet_config.init(model_vs.root());
     let head = ProjectionConfig {
-        hidden: config.hidden_dim,
+        hidden: config.model.hidden_dim,
         out: config.projection_dim(),
-        norm_p: config.norm_p,
-        mu: config.mu,
+        norm_p: config.model.norm_p,
+        mu: config.model.mu,
     }
     .init(model_vs.root() / "projection", resnet_config.feature_dim());
     let probe_vs = nn::VarStore::new(device);
@@ -226,10 +219,10 @@ pub(super) fn optimizers(
     };
     let opt = Optimizer::new(
         OptimizerConfig {
-            kind: config.optimizer_kind()?,
-            weight_decay: config.weight_decay,
-            momentum: config.momentum,
-            trust_coefficient: config.trust_coefficient,
+            kind: config.optim.optimizer,
+            weight_decay: config.optim.weight_decay,
+            momentum: config.optim.momentum,
+            trust_coefficient: config.optim.trust_coefficient,
             ..Default::default()
         },
         trainable(model_vs),

@@ -114,7 +114,7 @@ impl Trainer {
             &self.head_tensors(),
             &self.optimizer_tensors(),
             &self.state,
-            self.config.keep_checkpoints,
+            self.config.checkpoint.keep_checkpoints,
         )?;
         self.last_checkpoint = Some(path.clone());
         self.last_checkpoint_step = Some(self.state.step);

@@ -152,7 +152,8 @@ impl Trainer {
     ) -> Record {
         let epoch = self.state.epoch + 1;
         let knn_due = partial
-            || (self.config.knn_every > 0 && epoch.is_multiple_of(self.config.knn_every))
+            || (self.config.monitor.knn_every > 0
+                && epoch.is_multiple_of(self.config.monitor.knn_every))
             || self.state.step >= self.stop_step;
         Record::Epoch(self.epoch_record(
             EpochRecord {
@@ -252,7 +253,10 @@ impl Trainer {
                 tally.loss_n += 1;
                 tally.last_z = Some((z1, z2));
                 bar.set_position(self.state.step);
-                if self.state.step.is_multiple_of(self.config.log_every)
+                if self
+                    .state
+                    .step
+                    .is_multiple_of(self.config.monitor.log_every)
                     || self.state.step == self.stop_step
                 {
                     let views_per_s = clock.window_rate();
@@ -320,8 +324,9 @@ impl Trainer {
 /// Whether a checkpoint is due after `step`: every `checkpoint_every` steps, every
 /// `checkpoint_minutes`, or now because SIGINT/SIGTERM asked to stop.
 fn checkpoint_due(config: &TrainConfig, step: u64, last: Instant) -> bool {
-    let due_steps = config.checkpoint_every > 0 && step.is_multiple_of(config.checkpoint_every);
-    let due_time = config.checkpoint_minutes > 0.0
-        && last.elapsed().as_secs_f64() >= 60.0 * config.checkpoint_minutes;
+    let due_steps = config.checkpoint.checkpoint_every > 0
+        && step.is_multiple_of(config.checkpoint.checkpoint_every);
+    let due_time = config.checkpoint.checkpoint_minutes > 0.0
+        && last.elapsed().as_secs_f64() >= 60.0 * config.checkpoint.checkpoint_minutes;
     due_steps || due_time || stop_requested()
 }

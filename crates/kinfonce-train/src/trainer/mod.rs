@@ -77,8 +77,8 @@ impl Trainer {
                 run_dir.display()
             )));
         }
-        let device = parse_device(&config.device)?;
-        if config.deterministic && device != Device::Cpu {
+        let device = parse_device(&config.compute.device)?;
+        if config.compute.deterministic && device != Device::Cpu {
             tch::Cuda::cudnn_set_benchmark(false);
         }
         announce_compute(&mut config, device, resume, &mut options);
@@ -94,7 +94,7 @@ impl Trainer {
         let loader = contrastive_loader(&config, &train, splits.format, layout)?;
         let steps_per_epoch = loader.batches_per_epoch() as u64;
         let (horizon, stop_step) = config.schedule_steps(steps_per_epoch);
-        let schedule = WarmupCosine::new(config.base_lr()?, horizon, steps_per_epoch);
+        let schedule = WarmupCosine::new(config.base_lr(), horizon, steps_per_epoch);
         let classes = if train.is_labelled() {
             train.num_classes() as i64
         } else {
@@ -127,7 +127,7 @@ impl Trainer {
                 batch_in_epoch: 0,
                 optimizer_step: 0,
                 probe_optimizer_step: 0,
-                seed: config.seed,
+                seed: config.compute.seed,
                 last_loss: f64::NAN,
                 elapsed_s: 0.0,
             },
@@ -207,8 +207,8 @@ impl Trainer {
             &knn.bank_labels,
             &queries,
             &knn.query_labels,
-            self.config.knn_k,
-            self.config.knn_t,
+            self.config.monitor.knn_k,
+            self.config.monitor.knn_t,
             knn.classes,
         ))
     }

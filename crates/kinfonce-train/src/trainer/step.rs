@@ -85,7 +85,7 @@ impl Trainer {
             correct = i64::try_from(logits.argmax(1, false).eq_tensor(&labels).sum(Kind::Int64))
                 .unwrap_or(0);
             total = 2 * b;
-            self.probe_opt.step(self.config.probe_lr);
+            self.probe_opt.step(self.config.optim.probe_lr);
         }
         self.opt.step(lr);
         Ok((loss, correct, total, z1.detach(), z2.detach()))
