@@ -1,6 +1,7 @@
 //! `kinfonce compare`: pretrain every kernel with every seed, evaluate each run (k-NN and the
 //! fast linear probe, trained and at initialisation) and write the study's report.
 
+use crate::overlay;
 use crate::pretrain::{cpu_model, git_revision, provenance, resolve_config, PretrainArgs};
 use anyhow::{bail, Context};
 use kinfonce_data::Split;
@@ -45,41 +46,9 @@ pub struct CompareArgs {
     /// Study folder (runs/, report.md, figures).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
-    /// Pretraining epochs. [default: pretrain's, 10]
-    #[arg(long)]
-    pub epochs: Option<u64>,
-    /// Pretrain on a class-balanced seeded subset of N training images.
-    #[arg(long)]
-    pub subset: Option<usize>,
-    /// Encoder: resnet18, resnet34, resnet50. [default: resnet18]
-    #[arg(long)]
-    pub arch: Option<String>,
-    /// Base channel count. [default: 64]
-    #[arg(long)]
-    pub width: Option<i64>,
-    /// Pairs per pretraining step. [default: 256]
-    #[arg(long)]
-    pub batch: Option<usize>,
-    /// Precision of pretraining and evaluation: auto, f32 or bf16 (as `kinfonce pretrain`).
-    /// [default: auto]
-    #[arg(long)]
-    pub precision: Option<Precision>,
-    /// Channels-last memory layout: `--channels-last` on, `--channels-last=false` off.
-    /// [default: chosen with the precision]
-    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
-    pub channels_last: Option<bool>,
-    /// Threads for libtorch and the image pipeline (0 = all cores). [default: 0]
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Data set (any format pretrain reads). [default: as pretrain]
-    #[arg(long)]
-    pub data: Option<PathBuf>,
-    /// Data layout when detection is not wanted.
-    #[arg(long)]
-    pub format: Option<String>,
-    /// Device: cpu, cuda, cuda:N. [default: cpu]
-    #[arg(long)]
-    pub device: Option<String>,
+    /// The pretraining settings every run of the study shares.
+    #[command(flatten)]
+    pub run: SharedRunFlags,
     /// Evaluation: use at most N train images (evenly spaced; default all of `train`).
     #[arg(long, value_name = "N")]
     pub subset_train: Option<usize>,
@@ -104,25 +73,53 @@ pub struct CompareArgs {
     pub json: bool,
 }
 
+/// The flags of `kinfonce pretrain` that a study passes to each of its runs (named as in
+/// `kinfonce pretrain`, so they pass through by name).
+#[derive(clap::Args, Debug, Default, serde::Serialize)]
+pub struct SharedRunFlags {
+    /// Pretraining epochs. [default: 10]
+    #[arg(long)]
+    pub epochs: Option<u64>,
+    /// Pretrain on a class-balanced seeded subset of N training images.
+    #[arg(long)]
+    pub subset: Option<usize>,
+    /// Encoder: resnet18, resnet34, resnet50.
+    #[arg(long)]
+    pub arch: Option<String>,
+    /// Base channel count.
+    #[arg(long)]
+    pub width: Option<i64>,
+    /// Pairs per pretraining step.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Precision of pretraining and evaluation: auto, f32 or bf16 (as `kinfonce pretrain`).
+    #[arg(long)]
+    pub precision: Option<Precision>,
+    /// Channels-last memory layout: `--channels-last` on, `--channels-last=false` off.
+    /// [default: chosen with the precision]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pub channels_last: Option<bool>,
+    /// Threads for libtorch and the image pipeline (0 = all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Data set (any format pretrain reads). [default: as `kinfonce pretrain`]
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Data layout when detection is not wanted.
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Device: cpu, cuda, cuda:N.
+    #[arg(long)]
+    pub device: Option<String>,
+}
+
 /// The configuration `kinfonce pretrain` gives the run (preset, seed) of this study.
 pub(crate) fn run_config(a: &CompareArgs, preset: &str, seed: u64) -> anyhow::Result<TrainConfig> {
-    let args = PretrainArgs {
-        preset: Some(preset.to_string()),
-        seed: Some(seed),
-        epochs: a.epochs,
-        subset: a.subset,
-        arch: a.arch.clone(),
-        width: a.width,
-        batch: a.batch,
-        precision: a.precision,
-        channels_last: a.channels_last,
-        threads: a.threads,
-        data: a.data.clone(),
-        format: a.format.clone(),
-        device: a.device.clone(),
-        out: Some(run_dir(&a.out, preset, seed)),
-        ..Default::default()
-    };
+    let shared = overlay::flags_table(&a.run)?;
+    let mut args: PretrainArgs = toml::Value::Table(shared).try_into()?;
+    args.preset = Some(preset.to_string());
+    args.seed = Some(seed);
+    args.out = Some(run_dir(&a.out, preset, seed));
     resolve_config(&args).with_context(|| format!("configuring {preset} seed {seed}"))
 }
 
@@ -204,6 +201,111 @@ fn pretrain(dir: &Path, wanted: TrainConfig, label: &str) -> anyhow::Result<bool
     Ok(!s.interrupted)
 }
 
+/// How each run of the study is evaluated.
+fn study_eval_options(a: &CompareArgs, threads: usize) -> anyhow::Result<StudyEvalOptions> {
+    let options = StudyEvalOptions {
+        features: FeatureOptions {
+            device: String::new(),
+            precision: a.run.precision.unwrap_or_default(),
+            channels_last: a.run.channels_last,
+            batch: a.eval_batch.max(1),
+            threads,
+        },
+        data: EvalDataOptions {
+            data: None,
+            format: None,
+            report_split: Split::Test,
+            subset_train: a.subset_train,
+        },
+        knn: KnnConfig {
+            k: a.knn_k,
+            temperature: a.knn_t,
+        },
+        probe: ProbeConfig {
+            epochs: a.probe_epochs,
+            ..ProbeConfig::default()
+        },
+        pca: false,
+        pca_points: 2000,
+    };
+    options.knn.validate()?;
+    options.probe.validate()?;
+    Ok(options)
+}
+
+/// Where and how the study ran, for its report.
+fn study_info(a: &CompareArgs, runs: &[StudyRun], threads: usize, start: Instant) -> StudyInfo {
+    let device = runs
+        .first()
+        .map(|r| r.config.compute.device.clone())
+        .unwrap_or_else(|| "cpu".into());
+    StudyInfo {
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        machine: vec![
+            ("cpu".into(), cpu_model()),
+            ("threads".into(), threads.to_string()),
+            ("device".into(), device),
+            (
+                "libtorch".into(),
+                format!(
+                    "{} (PyPI wheel torch=={0}), tch {}",
+                    kinfonce_train::LIBTORCH_VERSION,
+                    kinfonce_train::TCH_VERSION
+                ),
+            ),
+            ("git revision".into(), git_revision()),
+        ],
+        wall_s: start.elapsed().as_secs_f64(),
+        kernels: a.kernels.clone(),
+        seeds: a.seeds.clone(),
+    }
+}
+
+/// The per-kernel table on stdout, and with `--json` one JSON line.
+fn print_summary(
+    a: &CompareArgs,
+    runs: &[StudyRun],
+    report: &Path,
+    missing: &[String],
+    wall_s: f64,
+) -> anyhow::Result<()> {
+    println!(
+        "{:>14} {:>6} {:>18} {:>18} {:>14} {:>14}",
+        "kernel", "seeds", "k-NN top-1 %", "linear top-1 %", "k-NN init %", "linear init %"
+    );
+    let mut summary = serde_json::Map::new();
+    for k in &a.kernels {
+        let Some(s) = kernel_stats(runs, k) else {
+            continue;
+        };
+        println!(
+            "{k:>14} {:>6} {:>10.2} ± {:<5.2} {:>10.2} ± {:<5.2} {:>14.2} {:>14.2}",
+            s.seeds,
+            100.0 * s.knn_top1.mean,
+            100.0 * s.knn_top1.std,
+            100.0 * s.linear_top1.mean,
+            100.0 * s.linear_top1.std,
+            100.0 * s.knn_top1_init.mean,
+            100.0 * s.linear_top1_init.mean
+        );
+        summary.insert(k.clone(), serde_json::to_value(&s)?);
+    }
+    println!("report: {}", report.display());
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "report": report.display().to_string(),
+                "runs": runs.len(),
+                "not_finished": missing,
+                "kernels": summary,
+                "wall_s": wall_s,
+            })
+        );
+    }
+    Ok(())
+}
+
 pub fn run(a: CompareArgs) -> anyhow::Result<()> {
     crate::pretrain::ensure_passive_openmp();
     let start = Instant::now();
@@ -227,33 +329,7 @@ pub fn run(a: CompareArgs) -> anyhow::Result<()> {
     trainer::install_signal_handler();
     std::fs::create_dir_all(a.out.join("runs"))
         .with_context(|| format!("creating {}", a.out.display()))?;
-    let eval_options = StudyEvalOptions {
-        features: FeatureOptions {
-            device: String::new(),
-            precision: a.precision.unwrap_or_default(),
-            channels_last: a.channels_last,
-            batch: a.eval_batch.max(1),
-            threads,
-        },
-        data: EvalDataOptions {
-            data: None,
-            format: None,
-            report_split: Split::Test,
-            subset_train: a.subset_train,
-        },
-        knn: KnnConfig {
-            k: a.knn_k,
-            temperature: a.knn_t,
-        },
-        probe: ProbeConfig {
-            epochs: a.probe_epochs,
-            ..ProbeConfig::default()
-        },
-        pca: false,
-        pca_points: 2000,
-    };
-    eval_options.knn.validate()?;
-    eval_options.probe.validate()?;
+    let eval_options = study_eval_options(&a, threads)?;
     let mut data = DataCache::default();
     let mut init_cache = InitCache::new();
     let mut runs = Vec::new();
@@ -296,70 +372,14 @@ pub fn run(a: CompareArgs) -> anyhow::Result<()> {
             metrics,
         });
     }
-    let device = runs
-        .first()
-        .map(|r| r.config.compute.device.clone())
-        .unwrap_or_else(|| "cpu".into());
-    let info = StudyInfo {
-        command: std::env::args().collect::<Vec<_>>().join(" "),
-        machine: vec![
-            ("cpu".into(), cpu_model()),
-            ("threads".into(), threads.to_string()),
-            ("device".into(), device),
-            (
-                "libtorch".into(),
-                format!(
-                    "{} (PyPI wheel torch=={0}), tch {}",
-                    kinfonce_train::LIBTORCH_VERSION,
-                    kinfonce_train::TCH_VERSION
-                ),
-            ),
-            ("git revision".into(), git_revision()),
-        ],
-        wall_s: start.elapsed().as_secs_f64(),
-        kernels: a.kernels.clone(),
-        seeds: a.seeds.clone(),
-    };
     if runs.is_empty() {
         bail!(
             "no finished run to report on ({} not finished)",
             missing.len()
         );
     }
+    let info = study_info(&a, &runs, threads, start);
     let report = write_report(&a.out, &runs, &info)?;
-    println!(
-        "{:>14} {:>6} {:>18} {:>18} {:>14} {:>14}",
-        "kernel", "seeds", "k-NN top-1 %", "linear top-1 %", "k-NN init %", "linear init %"
-    );
-    let mut summary = serde_json::Map::new();
-    for k in &a.kernels {
-        let Some(s) = kernel_stats(&runs, k) else {
-            continue;
-        };
-        println!(
-            "{k:>14} {:>6} {:>10.2} ± {:<5.2} {:>10.2} ± {:<5.2} {:>14.2} {:>14.2}",
-            s.seeds,
-            100.0 * s.knn_top1.mean,
-            100.0 * s.knn_top1.std,
-            100.0 * s.linear_top1.mean,
-            100.0 * s.linear_top1.std,
-            100.0 * s.knn_top1_init.mean,
-            100.0 * s.linear_top1_init.mean
-        );
-        summary.insert(k.clone(), serde_json::to_value(&s)?);
-    }
-    println!("report: {}", report.display());
-    if a.json {
-        println!(
-            "{}",
-            serde_json::json!({
-                "report": report.display().to_string(),
-                "runs": runs.len(),
-                "not_finished": missing,
-                "kernels": summary,
-                "wall_s": info.wall_s,
-            })
-        );
-    }
+    print_summary(&a, &runs, &report, &missing, info.wall_s)?;
     Ok(())
 }

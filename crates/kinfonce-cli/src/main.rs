@@ -76,7 +76,9 @@ fn network_command<T>(run: impl FnOnce(T) -> anyhow::Result<()>, args: T) -> any
 fn command() -> clap::Command {
     let cmd = Cli::command();
     #[cfg(feature = "torch")]
-    let cmd = cmd.mut_subcommand("pretrain", pretrain::with_defaults);
+    let cmd = cmd
+        .mut_subcommand("pretrain", pretrain::with_defaults)
+        .mut_subcommand("compare", pretrain::with_defaults);
     cmd
 }
 

@@ -54,7 +54,9 @@ pub fn show_defaults(mut cmd: clap::Command, defaults: &impl Serialize) -> clap:
         return cmd;
     };
     for (key, value) in table {
-        if !cmd.get_arguments().any(|a| a.get_id() == key.as_str()) {
+        // Arguments with a default of their own (another meaning of the name) keep it.
+        let bare = |a: &clap::Arg| a.get_id() == key.as_str() && a.get_default_values().is_empty();
+        if !cmd.get_arguments().any(bare) {
             continue;
         }
         let shown = match &value {

@@ -20,7 +20,8 @@ use std::path::{Path, PathBuf};
 ///
 /// A run is a folder: config.toml, metrics.jsonl (+ metrics.csv), checkpoints/, report.md,
 /// loss.svg. Ctrl-C (SIGINT) or SIGTERM saves a checkpoint and stops; `--resume DIR` continues.
-#[derive(clap::Args, Debug, Default, serde::Serialize)]
+#[derive(clap::Args, Debug, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct PretrainArgs {
     /// Data set: a file or folder (CIFAR-10/100 binary or .tar.gz, MNIST IDX, STL-10, an
     /// ImageFolder, TinyImageNet). [default: $KINFONCE_DATA, else CIFAR-10 from the cache
