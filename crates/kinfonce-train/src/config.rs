@@ -39,19 +39,19 @@ pub struct TrainConfig {
     pub checkpoint: CheckpointSection,
 }
 
-/// What the run learns from.
+/// What the run learns from. (Each section's defaults are its `Default`; `--help` shows them.)
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct DataSection {
-    /// Data set path (file or folder). Default empty: the CLI picks its default data set
+    /// Data set path (file or folder); empty: the CLI picks its default data set
     /// (CIFAR-10 from `$KINFONCE_DATA` or the cache folder, downloaded when missing).
     pub data: PathBuf,
-    /// Data layout; unset: detected from the path. Default unset.
+    /// Data layout; unset: detected from the path.
     #[serde(with = "format_name", skip_serializing_if = "Option::is_none")]
     pub format: Option<DataFormat>,
-    /// Fraction of the training images held out as the k-NN query split. Default 0.1.
+    /// Fraction of the training images held out as the k-NN query split.
     pub val_fraction: f64,
-    /// Class-balanced seeded subset of the train split; unset: all. Default unset.
+    /// Class-balanced seeded subset of the train split; unset: all.
     #[serde(
         skip_serializing_if = "Option::is_none",
         deserialize_with = "zero_as_none"
@@ -74,19 +74,19 @@ impl Default for DataSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ModelSection {
-    /// Default resnet18.
+    /// The encoder.
     pub arch: Arch,
-    /// Base channel count. Default 64.
+    /// Base channel count.
     pub width: i64,
-    /// Default auto (the CIFAR stem below 64 pixels).
+    /// The first layers; `auto`: the CIFAR stem below 64 pixels.
     pub stem: StemChoice,
-    /// Projection head hidden width. Default 2048.
+    /// Projection head hidden width.
     pub hidden_dim: i64,
-    /// Projection output dimension (concat-sum doubles it). Default 128.
+    /// Projection output dimension (concat-sum doubles it).
     pub out_dim: i64,
-    /// p of the output normalisation. Default 2.
+    /// p of the output normalisation.
     pub norm_p: f64,
-    /// Squared norm mu of the projections. Default 1.
+    /// Squared norm mu of the projections.
     pub mu: f64,
 }
 
@@ -128,7 +128,7 @@ impl std::fmt::Display for StemChoice {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct LossSection {
-    /// Loss preset name (`kinfonce_loss::LossSpec::preset`). Default `laplacian`.
+    /// Loss preset name (`kinfonce_loss::LossSpec::preset`).
     pub preset: String,
     /// The loss itself (the preset with any option flags applied); unset: the preset.
     #[serde(rename = "loss", skip_serializing_if = "Option::is_none")]
@@ -148,16 +148,16 @@ impl Default for LossSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct OptimSection {
-    /// Pairs (images) per step; 2 x batch views. Default 256.
+    /// Pairs (images) per step; 2 x batch views.
     pub batch: usize,
     /// Schedule length in epochs. Unset: set by `max_steps`, or 10 epochs when that is unset
-    /// too. Default unset.
+    /// too.
     #[serde(
         skip_serializing_if = "Option::is_none",
         deserialize_with = "zero_as_none"
     )]
     pub epochs: Option<u64>,
-    /// Default adam.
+    /// The update rule.
     pub optimizer: OptimizerKind,
     /// Base learning rate; unset: the optimiser's default (adam 1e-3, lars 0.3, sgd 0.05).
     #[serde(
@@ -165,13 +165,13 @@ pub struct OptimSection {
         deserialize_with = "zero_as_none"
     )]
     pub lr: Option<f64>,
-    /// Default 1e-6.
+    /// Weight decay (not on biases and batch-norm weights).
     pub weight_decay: f64,
-    /// SGD / LARS momentum. Default 0.9.
+    /// SGD / LARS momentum.
     pub momentum: f64,
-    /// LARS trust coefficient. Default 1e-3.
+    /// LARS trust coefficient.
     pub trust_coefficient: f64,
-    /// Learning rate of the online linear probe (Adam, constant). Default 1e-3.
+    /// Learning rate of the online linear probe (Adam, constant).
     pub probe_lr: f64,
 }
 
@@ -194,22 +194,22 @@ impl Default for OptimSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ComputeSection {
-    /// Seed of initialisation, split, subset, shuffles and augmentations. Default 0.
+    /// Seed of initialisation, split, subset, shuffles and augmentations.
     pub seed: u64,
-    /// `auto`, `f32` or `bf16` (bf16 compute, f32 master weights and loss). Default auto: bf16
-    /// where the hardware computes it natively (see [`hardware`]). A run's config.toml holds
+    /// `auto`, `f32` or `bf16` (bf16 compute, f32 master weights and loss). `auto`: bf16 where
+    /// the hardware computes it natively (see [`hardware`]). A run's config.toml holds
     /// the resolved value.
     pub precision: Precision,
     /// Channels-last memory layout for images and conv weights; unset: chosen with the
-    /// precision ([`hardware`]). A run's config.toml holds the resolved value. Default unset.
+    /// precision ([`hardware`]). A run's config.toml holds the resolved value.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub channels_last: Option<bool>,
-    /// `cpu`, `cuda` or `cuda:N`. Default cpu.
+    /// `cpu`, `cuda` or `cuda:N`.
     pub device: String,
-    /// Threads for libtorch and the augmentation pool; 0 = all cores. Default 0.
+    /// Threads for libtorch and the augmentation pool; 0 = all cores.
     pub threads: usize,
     /// Same seed, same machine, same threads: bitwise the same run (forces cuDNN
-    /// deterministic algorithms on CUDA). Default false.
+    /// deterministic algorithms on CUDA).
     pub deterministic: bool,
 }
 
@@ -230,17 +230,17 @@ impl Default for ComputeSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct MonitorSection {
-    /// A step line in metrics.jsonl every N steps. Default 10.
+    /// A step line in metrics.jsonl every N steps.
     pub log_every: u64,
-    /// k-NN monitor: neighbours k. Default 200.
+    /// k-NN monitor: neighbours k.
     pub knn_k: i64,
-    /// k-NN monitor: temperature. Default 0.1.
+    /// k-NN monitor: temperature.
     pub knn_t: f64,
-    /// k-NN monitor every N epochs; 0 = off. Default 1.
+    /// k-NN monitor every N epochs; 0 = off.
     pub knn_every: u64,
-    /// k-NN monitor: at most this many bank images from train. Default 10000.
+    /// k-NN monitor: at most this many bank images from train.
     pub knn_bank: usize,
-    /// k-NN monitor: at most this many query images from val. Default 2000.
+    /// k-NN monitor: at most this many query images from val.
     pub knn_queries: usize,
 }
 
@@ -261,11 +261,11 @@ impl Default for MonitorSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct CheckpointSection {
-    /// Checkpoint every N steps; 0 = off. Default 0.
+    /// Checkpoint every N steps; 0 = off.
     pub checkpoint_every: u64,
-    /// Checkpoint every M minutes; 0 = off. Default 10.
+    /// Checkpoint every M minutes; 0 = off.
     pub checkpoint_minutes: f64,
-    /// Checkpoints kept. Default 3.
+    /// Checkpoints kept.
     pub keep_checkpoints: usize,
 }
 
