@@ -2,7 +2,7 @@
 //!
 //! One module per command group; each defines its `Args` and a `run`.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 mod bench;
 #[cfg(feature = "torch")]
@@ -73,7 +73,10 @@ fn network_command<T>(run: impl FnOnce(T) -> anyhow::Result<()>, args: T) -> any
 }
 
 fn main() {
-    let cli = Cli::parse();
+    // The theory experiments' defaults live in their configs; `--help` shows them from there.
+    let mut cmd = Cli::command().mut_subcommand("theory", theory::with_defaults);
+    let matches = cmd.get_matches_mut();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut cmd).exit());
     let result = match cli.command {
         Command::Loss(args) => loss_cmd::run(args),
         Command::Bench(cmd) => bench::run(cmd),
