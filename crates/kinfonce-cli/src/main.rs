@@ -72,9 +72,10 @@ fn network_command<T>(run: impl FnOnce(T) -> anyhow::Result<()>, args: T) -> any
     run(args)
 }
 
-/// The command line, with each configuration's defaults shown in `--help`.
+/// The command line, with each configuration's defaults shown in `--help` (the defaults live in
+/// the configurations).
 fn command() -> clap::Command {
-    let cmd = Cli::command();
+    let cmd = Cli::command().mut_subcommand("theory", theory::with_defaults);
     #[cfg(feature = "torch")]
     let cmd = cmd
         .mut_subcommand("pretrain", pretrain::with_defaults)
@@ -83,7 +84,9 @@ fn command() -> clap::Command {
 }
 
 fn main() {
-    let cli = Cli::from_arg_matches(&command().get_matches()).unwrap_or_else(|e| e.exit());
+    let mut cmd = command();
+    let matches = cmd.get_matches_mut();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut cmd).exit());
     let result = match cli.command {
         Command::Loss(args) => loss_cmd::run(args),
         Command::Bench(cmd) => bench::run(cmd),

@@ -94,7 +94,8 @@ pub struct PretrainArgs {
     #[arg(long)]
     pub val_fraction: Option<f64>,
     /// Seed of everything random.
-    #[arg(long)]
+    // Capped at i64::MAX: settings pass through TOML, whose integers are i64.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(..=i64::MAX as u64))]
     pub seed: Option<u64>,
     /// Optimiser: adam, lars, sgd.
     #[arg(long)]

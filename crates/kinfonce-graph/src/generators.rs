@@ -10,7 +10,8 @@ use rayon::prelude::*;
 /// A planted partition with *fixed* weights: pi_ij = p within a block, q across, 0 on the diagonal.
 ///
 /// Not a sampled graph, so the closed forms of the `planted` experiment are exact.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct PlantedConfig {
     /// Number of blocks K (default 4).
     pub blocks: usize,

@@ -4,7 +4,8 @@
 use crate::error::{check_positive, GraphError, Result};
 
 /// An exponential kernel exp(-||x - y||_2^gamma / tau).
-#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ExpKernel {
     /// Power of the distance (default 2: Gaussian). PD for gamma in (0, 2].
     pub gamma: f64,

@@ -19,13 +19,16 @@ use crate::report::{Claim, Report};
 use std::path::Path;
 
 /// Settings of the `batch-size` experiment.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct BatchSizeConfig {
     /// The graph: a planted partition (default 4 blocks of 25, p = 0.9, q = 0.1).
+    #[serde(flatten)]
     pub graph: PlantedConfig,
     /// Embedding dimension (default 4).
     pub dim: usize,
     /// Kernel (default gamma 2, tau 0.5).
+    #[serde(flatten)]
     pub kernel: ExpKernel,
     /// Batch sizes; the last should be n for the exact check (default 4, 8, 16, 32, 64, 100).
     pub batches: Vec<usize>,

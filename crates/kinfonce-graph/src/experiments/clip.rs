@@ -29,7 +29,8 @@ use rand::Rng;
 use std::path::Path;
 
 /// Settings of the `clip` experiment.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ClipConfig {
     /// Classes (default 3).
     pub classes: usize,
@@ -45,6 +46,7 @@ pub struct ClipConfig {
     /// Embedding dimension (default 3).
     pub dim: usize,
     /// Kernel (default gamma 2, tau 0.5).
+    #[serde(flatten)]
     pub kernel: ExpKernel,
     /// Monte Carlo draws (default 3000).
     pub samples: usize,

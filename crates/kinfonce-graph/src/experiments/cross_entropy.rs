@@ -20,7 +20,8 @@ use crate::report::{Claim, Report};
 use std::path::Path;
 
 /// Settings of the `cross-entropy` experiment.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct CrossEntropyConfig {
     /// Nodes (default 30).
     pub nodes: usize,

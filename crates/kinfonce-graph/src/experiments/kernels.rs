@@ -20,7 +20,8 @@ use rand::Rng;
 use std::path::Path;
 
 /// Settings of the `kernels` experiment.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct KernelsConfig {
     /// Points of the 1-D grid (default 300).
     pub grid_points: usize,

@@ -44,7 +44,8 @@ pub struct KnnRealData {
 }
 
 /// Settings of the `knn-real` experiment.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct KnnRealConfig {
     /// Neighbours per point before symmetrising (default 10).
     pub neighbours: usize,
@@ -53,6 +54,7 @@ pub struct KnnRealConfig {
     /// Embedding dimension of the InfoNCE embeddings (default 16).
     pub dim: usize,
     /// Kernel (default gamma 2, tau 0.5).
+    #[serde(flatten)]
     pub kernel: ExpKernel,
     /// Anchors per mini-batch step (default 128; candidates are the anchors and their positives).
     pub batch: usize,

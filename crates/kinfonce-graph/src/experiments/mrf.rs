@@ -12,7 +12,8 @@ use crate::report::{Claim, Report};
 use std::path::Path;
 
 /// Settings of the `mrf` experiment.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct MrfConfig {
     /// Nodes of the random graph (default 6; the count of subgraphs grows like degree^n).
     pub nodes: usize,

@@ -19,11 +19,14 @@ use crate::report::{Claim, Report};
 use std::path::Path;
 
 /// Settings of the `planted` experiment.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct PlantedExperimentConfig {
     /// The planted partition (default 4 blocks of 8, p = 0.9, q = 0.1).
+    #[serde(flatten)]
     pub graph: PlantedConfig,
     /// Kernel (default gamma 2, tau 0.5).
+    #[serde(flatten)]
     pub kernel: ExpKernel,
     /// Embedding dimension; must be >= blocks - 1 (default 3).
     pub dim: usize,

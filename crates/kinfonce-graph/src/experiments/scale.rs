@@ -17,7 +17,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// Settings of the `scale` benchmark.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct ScaleConfig {
     /// Blocks (default 10).
     pub blocks: usize,
@@ -37,6 +38,7 @@ pub struct ScaleConfig {
     /// Peak lazy-Adam learning rate (default 0.2).
     pub lr: f64,
     /// Kernel (default gamma 2, tau 0.5).
+    #[serde(flatten)]
     pub kernel: ExpKernel,
     /// Python with numpy and scipy for the side-by-side `scipy.sparse.linalg.eigsh` run
     /// (default `None`: skipped).

@@ -20,7 +20,8 @@ use rayon::prelude::*;
 use std::path::Path;
 
 /// Settings of the `spectral-agreement` experiment.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct SpectralAgreementConfig {
     /// Blocks (default 4).
     pub blocks: usize,
@@ -33,6 +34,7 @@ pub struct SpectralAgreementConfig {
     /// Embedding dimension of the InfoNCE embeddings (default 4).
     pub dim: usize,
     /// Kernel (default gamma 2, tau 0.5).
+    #[serde(flatten)]
     pub kernel: ExpKernel,
     /// Adam steps (default 1500; the learning rate decays to 0 along a cosine).
     pub steps: usize,
