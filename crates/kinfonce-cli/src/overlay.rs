@@ -52,7 +52,11 @@ pub fn show_defaults(mut cmd: clap::Command, defaults: &impl Serialize) -> clap:
         cmd = cmd.mut_arg(key.as_str(), |arg| {
             let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
             let long = arg.get_long_help().map(|h| h.to_string());
-            let arg = arg.help(format!("{help} [default: {shown}]").trim_start().to_string());
+            let arg = arg.help(
+                format!("{help} [default: {shown}]")
+                    .trim_start()
+                    .to_string(),
+            );
             match long {
                 Some(long) => arg.long_help(format!("{long}\n\n[default: {shown}]")),
                 None => arg,
@@ -105,7 +109,11 @@ mod tests {
             ..Default::default()
         };
         let table = flags_table(&flags).unwrap();
-        assert_eq!(table.len(), 1, "only the given, non-skipped flag: {table:?}");
+        assert_eq!(
+            table.len(),
+            1,
+            "only the given, non-skipped flag: {table:?}"
+        );
         let config = overlay(&Config::default(), &[table]).unwrap();
         assert_eq!(
             config,
