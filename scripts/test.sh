@@ -22,14 +22,14 @@ stage "format and lints (the workspace; the CLI also without torch)"
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 # The CLI's loss, theory and data commands also build without libtorch (a check build: its
-# tests are a subset of those run with torch below).
-cargo clippy --locked -p kinfonce-cli --no-default-features --all-targets -- -D warnings
-# Every test binary in one build: one profile, one feature set, so the runs below build nothing.
+# tests are a subset of those run with torch below). `--workspace` keeps the dependencies'
+# features, so only the CLI is checked again.
+cargo clippy --locked --workspace --no-default-features --all-targets -- -D warnings
+# Every test binary in one build of one package set: selecting packages (`-p`) would resolve
+# other dependency features and compile the shared dependencies again.
 stage "build the tests"
 cargo test --locked --workspace --no-run
-stage "tests of the pure crates"
-cargo test --locked -p kinfonce-loss -p kinfonce-graph -p kinfonce-data
-stage "tests of the engine and the CLI (libtorch)"
-cargo test --locked -p kinfonce-train -p kinfonce-cli
+stage "run the tests (pure crates, engine, CLI)"
+cargo test --locked --workspace
 stage ""
 echo "== all stages: $((SECONDS - START)) s" >&2
