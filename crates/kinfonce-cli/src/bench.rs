@@ -21,6 +21,13 @@ Run on a quiet machine: ratios taken while other work loads the cores are noise.
 Example (the issue's acceptance figures):
   kinfonce bench loss --batch 4096 --dim 128 --reference .venv/bin/python --json")]
     Loss(BenchLossArgs),
+    /// Every reader (CIFAR batches and archives, MNIST IDX, JPEG and PNG folders, edge lists,
+    /// loss cases, checkpoints, config.toml) fed mutated bytes of small valid inputs: none may
+    /// panic or take over 2 s, and every refusal must name the file.
+    #[command(after_help = "\
+Example (the figures in docs/results/fuzz.md):
+  kinfonce bench fuzz --count 2000 --cifar cifar-10-batches-bin/test_batch.bin")]
+    Fuzz(crate::fuzz::FuzzArgs),
 }
 
 #[derive(clap::Args)]
@@ -60,6 +67,7 @@ pub struct BenchLossArgs {
 pub fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Loss(args) => bench_loss(args),
+        BenchCommand::Fuzz(args) => crate::fuzz::run(args),
     }
 }
 

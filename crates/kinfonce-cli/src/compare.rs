@@ -81,8 +81,8 @@ pub struct SharedRunFlags {
     #[arg(long)]
     pub epochs: Option<u64>,
     /// Pretrain on a class-balanced seeded subset of N training images.
-    #[arg(long)]
-    pub subset: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub subset: Option<u64>,
     /// Encoder: resnet18, resnet34, resnet50.
     #[arg(long)]
     pub arch: Option<String>,

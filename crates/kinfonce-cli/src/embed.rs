@@ -40,6 +40,29 @@ pub fn labels_path(out: &Path) -> PathBuf {
     out.with_file_name(format!("{stem}.labels.npy"))
 }
 
+/// Fails now, not after minutes of feature computation, when `out` cannot be written.
+fn check_writable(out: &Path) -> anyhow::Result<()> {
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!(
+                "cannot write --out {}: cannot create its folder {}",
+                out.display(),
+                dir.display()
+            )
+        })?;
+    }
+    let existed = out.exists();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(out)
+        .with_context(|| format!("cannot write --out {}", out.display()))?;
+    if !existed {
+        let _ = std::fs::remove_file(out);
+    }
+    Ok(())
+}
+
 pub fn run(a: EmbedArgs) -> anyhow::Result<()> {
     crate::pretrain::ensure_passive_openmp();
     let ext = a
@@ -57,6 +80,7 @@ pub fn run(a: EmbedArgs) -> anyhow::Result<()> {
         .split
         .parse()
         .map_err(|e| anyhow::anyhow!("--split: {e}"))?;
+    check_writable(&a.out)?;
     if a.source.init && a.source.checkpoint.is_some() {
         bail!("--init evaluates the network at initialisation; drop --checkpoint");
     }

@@ -147,6 +147,24 @@ pub struct KnnArgs {
     pub t: f64,
 }
 
+/// A damaged checkpoint met by `eval` or `embed`: name the newest intact one of its run.
+pub fn with_intact_checkpoint_help(err: anyhow::Error) -> anyhow::Error {
+    use kinfonce_train::error::TrainError;
+    let Some(TrainError::Damaged { file, .. }) = err.downcast_ref::<TrainError>() else {
+        return err;
+    };
+    let Some(checkpoints) = file.parent().and_then(Path::parent) else {
+        return err;
+    };
+    match kinfonce_train::checkpoint::newest_intact(checkpoints) {
+        Ok(Some(intact)) => anyhow::anyhow!(
+            "{err:#}. The newest intact checkpoint is {0}; pass --checkpoint {0} to use it",
+            intact.display()
+        ),
+        _ => err,
+    }
+}
+
 pub fn run(cmd: EvalCommand) -> anyhow::Result<()> {
     crate::pretrain::ensure_passive_openmp();
     match cmd {

@@ -1,6 +1,6 @@
 //! `kinfonce loss --cases FILE.json`: losses and gradients for cases in the golden format.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use kinfonce_loss::cases::{parse_cases, CaseResult};
@@ -24,19 +24,24 @@ pub struct LossArgs {
     dtype: String,
 }
 
-/// Prints `{"cases":[{"name","loss","grads"}]}` on one line; `grads` nests like the inputs.
-pub fn run(args: LossArgs) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.cases)
-        .with_context(|| format!("cannot read the case file {}", args.cases.display()))?;
-    let cases = parse_cases(&text).with_context(|| format!("in {}", args.cases.display()))?;
-    let results = cases
+/// Every case of the file `path`, evaluated in `dtype` (`f32` or `f64`).
+pub fn evaluate_file(path: &Path, dtype: &str) -> anyhow::Result<Vec<CaseResult>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the case file {}", path.display()))?;
+    let cases = parse_cases(&text).with_context(|| format!("in {}", path.display()))?;
+    cases
         .iter()
-        .map(|case| match args.dtype.as_str() {
+        .map(|case| match dtype {
             "f32" => case.run::<f32>(),
             _ => case.run::<f64>(),
         })
         .collect::<Result<Vec<CaseResult>, _>>()
-        .with_context(|| format!("in {}", args.cases.display()))?;
+        .with_context(|| format!("in {}", path.display()))
+}
+
+/// Prints `{"cases":[{"name","loss","grads"}]}` on one line; `grads` nests like the inputs.
+pub fn run(args: LossArgs) -> anyhow::Result<()> {
+    let results = evaluate_file(&args.cases, &args.dtype)?;
     println!("{}", serde_json::json!({ "cases": results }));
     Ok(())
 }

@@ -14,9 +14,12 @@ mod default_data;
 mod embed;
 #[cfg(feature = "torch")]
 mod eval_cmd;
+mod fuzz;
 #[cfg(feature = "torch")]
 mod info;
 mod loss_cmd;
+#[cfg(feature = "torch")]
+mod loss_options;
 mod overlay;
 #[cfg(feature = "torch")]
 mod pretrain;
@@ -83,7 +86,37 @@ fn command() -> clap::Command {
     cmd
 }
 
+/// Exit code of an internal failure (sysexits' EX_SOFTWARE), never Rust's 101 with a backtrace.
+const EXIT_INTERNAL: i32 = 70;
+
+/// Anything that still panics (libtorch reports most failures as panics through tch) ends as one
+/// line naming the command, exit code 70.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("unknown failure");
+        // libtorch's messages run over many lines (C++ backtrace); the first says what failed.
+        let first = message.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let command: Vec<String> = std::env::args().skip(1).take(2).collect();
+        eprintln!(
+            "error: kinfonce {} failed inside {}: {first}",
+            command.join(" "),
+            if message.contains("Torch") || message.contains("c10") {
+                "libtorch"
+            } else {
+                "kinfonce (a bug: please report it with this line)"
+            }
+        );
+        std::process::exit(EXIT_INTERNAL);
+    }));
+}
+
 fn main() {
+    install_panic_hook();
     let mut cmd = command();
     let matches = cmd.get_matches_mut();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut cmd).exit());
@@ -97,14 +130,24 @@ fn main() {
         #[cfg(feature = "torch")]
         Command::Pretrain(args) => network_command(pretrain::run, *args),
         #[cfg(feature = "torch")]
-        Command::Eval(cmd) => network_command(eval_cmd::run, cmd),
+        Command::Eval(cmd) => {
+            network_command(eval_cmd::run, cmd).map_err(eval_cmd::with_intact_checkpoint_help)
+        }
         #[cfg(feature = "torch")]
-        Command::Embed(args) => network_command(embed::run, *args),
+        Command::Embed(args) => {
+            network_command(embed::run, *args).map_err(eval_cmd::with_intact_checkpoint_help)
+        }
         #[cfg(feature = "torch")]
         Command::Compare(args) => network_command(compare::run, *args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");
         std::process::exit(1);
+    }
+    // Stopped by SIGINT / SIGTERM after saving: exit as the shell expects (130 / 143), so
+    // `kinfonce pretrain ... && kinfonce eval ...` does not go on.
+    #[cfg(feature = "torch")]
+    if let Some(code) = kinfonce_train::trainer::interrupted_exit_code() {
+        std::process::exit(code);
     }
 }

@@ -4,8 +4,12 @@
 //! Precedence of settings: flag > `--config FILE` (TOML, keys = flag names in snake_case) >
 //! preset > built-in default.
 
+use crate::loss_options::{apply_loss_options, take_loss_options};
 use crate::{default_data, overlay};
 use anyhow::{bail, Context};
+use kinfonce_train::checkpoint;
+use kinfonce_train::compare::{run_state_with, RunState};
+use kinfonce_train::error::TrainError;
 use kinfonce_train::trainer::{self, read_run_config};
 use kinfonce_train::{Precision, RunOptions, TrainConfig, Trainer};
 use std::path::{Path, PathBuf};
@@ -87,9 +91,9 @@ pub struct PretrainArgs {
     /// Stop after this many steps (alone: the schedule's horizon).
     #[arg(long)]
     pub max_steps: Option<u64>,
-    /// Train on a class-balanced seeded subset of N training images.
-    #[arg(long)]
-    pub subset: Option<usize>,
+    /// Train on a class-balanced seeded subset of N training images (leave it out for all).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub subset: Option<u64>,
     /// Fraction of training images held out for the k-NN monitor.
     #[arg(long)]
     pub val_fraction: Option<f64>,
@@ -180,8 +184,6 @@ pub struct PretrainArgs {
     pub json: bool,
 }
 
-const LOSS_KEYS: [&str; 5] = ["gamma", "gamma2", "tau", "p", "lambda"];
-
 /// The flags given, as a TOML table with the config file's keys.
 fn flag_table(a: &PretrainArgs) -> anyhow::Result<toml::Table> {
     let mut t = overlay::flags_table(a)?;
@@ -191,107 +193,6 @@ fn flag_table(a: &PretrainArgs) -> anyhow::Result<toml::Table> {
         t.insert("loss".into(), toml::Value::try_from(spec)?);
     }
     Ok(t)
-}
-
-/// Applies gamma / gamma2 / tau / p / lambda to the preset's loss.
-fn apply_loss_options(
-    spec: &mut kinfonce_loss::LossSpec,
-    opts: &toml::Table,
-) -> anyhow::Result<()> {
-    use kinfonce_loss::{Kernel, LossSpec, Norm};
-    let f = |k: &str| -> anyhow::Result<Option<f64>> {
-        match opts.get(k) {
-            None => Ok(None),
-            Some(toml::Value::Float(v)) => Ok(Some(*v)),
-            Some(toml::Value::Integer(v)) => Ok(Some(*v as f64)),
-            Some(v) => bail!("`{k}` = {v}: expected a number"),
-        }
-    };
-    let p = match opts.get("p") {
-        None => None,
-        Some(toml::Value::String(s)) => Some(Norm::parse(s)?),
-        Some(v) => Some(Norm::parse(&v.to_string())?),
-    };
-    let (gamma, gamma2, tau, lambda) = (f("gamma")?, f("gamma2")?, f("tau")?, f("lambda")?);
-    let set = |k: &mut Kernel, g: Option<f64>, what: &str| -> anyhow::Result<()> {
-        match k {
-            Kernel::Exp(e) => {
-                if let Some(g) = g {
-                    e.gamma = g;
-                }
-                if let Some(t) = tau {
-                    e.tau = t;
-                }
-                if let Some(p) = p {
-                    e.p = p;
-                }
-                Ok(())
-            }
-            Kernel::Mixture { components: parts } => {
-                if g.is_some() || tau.is_some() {
-                    bail!("--gamma/--tau are ambiguous for the {what} mixture (two kernels); give the whole loss with --loss-json")
-                }
-                if let Some(p) = p {
-                    for c in parts.iter_mut() {
-                        c.kernel.p = p;
-                    }
-                }
-                Ok(())
-            }
-            Kernel::ArcCos { tau: t, .. } => {
-                if let Some(v) = tau {
-                    *t = v;
-                }
-                Ok(())
-            }
-        }
-    };
-    match spec {
-        LossSpec::InfoNce { kernel } => {
-            if gamma2.is_some() || lambda.is_some() {
-                bail!("--gamma2 and --lambda apply to sum-of-losses and concat-sum only");
-            }
-            set(kernel, gamma, "simple-sum")?;
-        }
-        LossSpec::Sum { parts } => {
-            if let Some(l) = lambda {
-                if parts.len() != 2 {
-                    bail!("--lambda needs a sum of exactly two losses");
-                }
-                parts[0].0 = l;
-                parts[1].0 = 1.0 - l;
-            }
-            let n = parts.len();
-            for (i, (_, k)) in parts.iter_mut().enumerate() {
-                let g = if i == 0 {
-                    gamma
-                } else if i + 1 == n {
-                    gamma2
-                } else {
-                    None
-                };
-                set(k, g, "sum")?;
-            }
-        }
-        LossSpec::Concat {
-            lambda: l,
-            first,
-            second,
-            ..
-        } => {
-            if let Some(v) = lambda {
-                *l = v;
-            }
-            set(first, gamma, "concat")?;
-            set(second, gamma2, "concat")?;
-        }
-        LossSpec::Spectral => {
-            if [gamma, gamma2, tau, lambda].iter().any(Option::is_some) || p.is_some() {
-                bail!("the spectral loss has no kernel options");
-            }
-        }
-    }
-    Ok(())
 }
 
 /// The configuration `kinfonce pretrain` would run with these arguments (also used by
@@ -318,15 +219,6 @@ pub(crate) fn resolve_config(args: &PretrainArgs) -> anyhow::Result<TrainConfig>
     }
     config.validate()?;
     Ok(config)
-}
-
-/// Moves the loss options (gamma, tau, ...: not settings of their own, they edit the loss) out
-/// of `table`.
-fn take_loss_options(table: &mut toml::Table) -> toml::Table {
-    LOSS_KEYS
-        .iter()
-        .filter_map(|k| table.remove(*k).map(|v| (k.to_string(), v)))
-        .collect()
 }
 
 /// `--help` shows the defaults of [`TrainConfig`].
@@ -408,12 +300,18 @@ fn resumed_config(dir: &Path, args: &PretrainArgs) -> anyhow::Result<TrainConfig
     let mut flags = flag_table(args)?;
     let mut refused: Vec<String> = take_loss_options(&mut flags).keys().cloned().collect();
     let wanted = overlay::overlay(&saved, &[flags])?;
-    for change in saved.trajectory_changes(&wanted)? {
-        refused.push(change.split(':').next().unwrap_or_default().to_string());
-    }
+    refused.extend(
+        saved
+            .trajectory_changes(&wanted)?
+            .into_iter()
+            .map(|c| c.key),
+    );
     let mut refused: Vec<String> = refused
         .iter()
-        .map(|k| format!("--{}", k.replace('_', "-")))
+        .map(|k| match k.as_str() {
+            "loss" => "--loss-json".to_string(),
+            k => format!("--{}", k.replace('_', "-")),
+        })
         .collect();
     if args.config.is_some() {
         refused.push("--config".into());
@@ -438,10 +336,74 @@ fn resumed_config(dir: &Path, args: &PretrainArgs) -> anyhow::Result<TrainConfig
     Ok(wanted)
 }
 
+/// The command that started the run in `dir` (its config.toml's provenance).
+fn original_command(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("config.toml")).ok()?;
+    let doc: toml::Table = toml::from_str(&text).ok()?;
+    Some(doc.get("provenance")?.get("command")?.as_str()?.to_string())
+}
+
+/// A run folder that stopped before its first checkpoint holds nothing to resume: the commands
+/// that set it aside and start it again (`command`: the one to start it with).
+fn refuse_checkpointless(dir: &Path, command: &str) -> anyhow::Result<()> {
+    let has_run = dir.join("config.toml").is_file();
+    if has_run && checkpoint::latest(&dir.join("checkpoints"))?.is_none() {
+        bail!(
+            "{0} holds a run that stopped before its first checkpoint, so nothing of it can be \
+             resumed; set it aside and start again:\n  mv {0} {0}.abandoned && {command}",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// A damaged checkpoint met on resume: the newest intact one, and the command that resumes
+/// from it.
+fn with_checkpoint_help(err: TrainError, run_dir: &Path) -> anyhow::Error {
+    let TrainError::Damaged { file, .. } = &err else {
+        return err.into();
+    };
+    let checkpoints = run_dir.join("checkpoints");
+    let Some(damaged) = file
+        .ancestors()
+        .find(|p| p.parent() == Some(checkpoints.as_path()))
+    else {
+        return err.into();
+    };
+    let help = match checkpoint::newest_intact(&checkpoints) {
+        Ok(Some(intact)) => format!(
+            "The newest intact checkpoint is {}; set the damaged one aside and resume from it:\n  \
+             mv {1} {1}.damaged && kinfonce pretrain --resume {2}",
+            intact.display(),
+            damaged.display(),
+            run_dir.display()
+        ),
+        _ => format!(
+            "No intact checkpoint remains; set the run aside and start it again (its command is \
+             in {}, [provenance] command)",
+            run_dir.join("config.toml").display()
+        ),
+    };
+    anyhow::anyhow!("{err}. {help}")
+}
+
 pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
     ensure_passive_openmp();
     let (config, run_dir, resume) = match &args.resume {
-        Some(dir) => (resumed_config(dir, &args)?, dir.clone(), true),
+        Some(dir) => {
+            let config = resumed_config(dir, &args)?;
+            let again = original_command(dir).unwrap_or_else(|| "kinfonce pretrain ...".into());
+            refuse_checkpointless(dir, &again)?;
+            if let RunState::Finished { step } = run_state_with(dir, &config)? {
+                // Idempotent: a complete run is left exactly as it is.
+                println!(
+                    "the run in {} is complete (step {step}, the end of its schedule); nothing to do",
+                    dir.display()
+                );
+                return Ok(());
+            }
+            (config, dir.clone(), true)
+        }
         None => {
             let mut config = resolve_config(&args)?;
             let from_env = std::env::var_os("KINFONCE_DATA").map(PathBuf::from);
@@ -481,16 +443,18 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
         config.compute.device,
         run_dir.display()
     );
-    let mut trainer = Trainer::new(
-        config,
-        &run_dir,
-        resume,
-        RunOptions {
-            quiet: false,
-            provenance,
-        },
-    )?;
-    let summary = trainer.run()?;
+    if !resume {
+        refuse_checkpointless(&run_dir, &std::env::args().collect::<Vec<_>>().join(" "))?;
+    }
+    let options = RunOptions {
+        quiet: false,
+        provenance,
+    };
+    let mut trainer = Trainer::new(config, &run_dir, resume, options)
+        .map_err(|e| with_checkpoint_help(e, &run_dir))?;
+    let summary = trainer
+        .run()
+        .map_err(|e| with_checkpoint_help(e, &run_dir))?;
     print_summary(&summary, &run_dir, args.json);
     Ok(())
 }

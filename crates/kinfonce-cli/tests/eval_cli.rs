@@ -304,6 +304,50 @@ fn eval_and_embed_on_image_folder_and_tiny_imagenet_with_clear_errors() {
         s(&tmp.path().join("x.csv")),
     ]);
     assert!(err.contains(".safetensors or .npy"), "{err}");
+    // An output that cannot be written fails before any feature is computed (a path under a
+    // regular file: not even root can create it).
+    let blocker = tmp.path().join("a-file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let started = std::time::Instant::now();
+    let err = fails(&[
+        "embed",
+        "--run",
+        s(&run),
+        "--out",
+        s(&blocker.join("emb.npy")),
+    ]);
+    assert!(err.contains("--out") && err.contains("a-file"), "{err}");
+    assert!(!err.contains("features:"), "computed features first: {err}");
+    assert!(started.elapsed().as_secs() < 30);
+    // A damaged checkpoint is refused by file name, before libtorch reads it.
+    let ck = kinfonce_train::checkpoint::latest(&run.join("checkpoints"))
+        .unwrap()
+        .unwrap();
+    let copy = tmp.path().join("damaged-ck");
+    std::fs::create_dir_all(&copy).unwrap();
+    for entry in std::fs::read_dir(&ck).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, copy.join(path.file_name().unwrap())).unwrap();
+    }
+    let head = copy.join("encoder.safetensors");
+    let mut bytes = std::fs::read(&head).unwrap();
+    let at = bytes.len() - 1;
+    bytes[at] ^= 1;
+    std::fs::write(&head, bytes).unwrap();
+    let err = fails(&[
+        "embed",
+        "--run",
+        s(&run),
+        "--checkpoint",
+        s(&copy),
+        "--out",
+        s(&tmp.path().join("d.npy")),
+    ]);
+    assert!(
+        err.contains("encoder.safetensors") && err.contains("damaged"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
 
     // Bad input 1: a run folder without a checkpoint.
     let bare = tmp.path().join("bare");

@@ -187,3 +187,240 @@ fn a_diverging_run_stops_at_the_step_and_keeps_the_last_good_checkpoint() {
         kinfonce_train::checkpoint::load(&listed).unwrap();
     }
 }
+
+/// Every file of a run folder with its bytes, to show that nothing changed.
+fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                files.push((path.clone(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+fn no_panic(stderr: &str) {
+    assert!(
+        !stderr.contains("panicked at"),
+        "a panic reached the user: {stderr}"
+    );
+}
+
+#[test]
+fn a_finished_run_resumes_to_no_change_and_a_folder_without_checkpoint_says_what_to_do() {
+    let Some(data) = cifar() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let data = data.to_str().unwrap();
+    let (code, stderr) = pretrain(
+        &["--data", data, "--subset", "64", "--max-steps", "2"],
+        &run,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let before = snapshot(&run);
+    let resumed = Command::new(env!("CARGO_BIN_EXE_kinfonce"))
+        .args(["pretrain", "--resume", run.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&resumed.stdout);
+    assert_eq!(resumed.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("complete"), "{stdout}");
+    assert!(
+        snapshot(&run) == before,
+        "resuming a finished run changed its folder"
+    );
+
+    // A run that stopped before its first checkpoint: both a resume and a new run into the
+    // folder say how to start again.
+    std::fs::remove_dir_all(run.join("checkpoints")).unwrap();
+    let resumed = Command::new(env!("CARGO_BIN_EXE_kinfonce"))
+        .args(["pretrain", "--resume", run.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&resumed.stderr);
+    assert_eq!(resumed.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("before its first checkpoint") && stderr.contains(".abandoned &&"),
+        "{stderr}"
+    );
+    let (code, stderr) = pretrain(
+        &["--data", data, "--subset", "64", "--max-steps", "2"],
+        &run,
+    );
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains(".abandoned &&"), "{stderr}");
+}
+
+#[test]
+fn a_damaged_checkpoint_is_refused_by_name_and_the_printed_command_resumes_from_an_intact_one() {
+    let Some(data) = cifar() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let data = data.to_str().unwrap();
+    // One epoch of 8 steps, stopped at step 4: checkpoints at steps 2 and 4.
+    let (code, stderr) = pretrain(
+        &[
+            "--data",
+            data,
+            "--subset",
+            "64",
+            "--epochs",
+            "1",
+            "--max-steps",
+            "4",
+            "--checkpoint-every",
+            "2",
+        ],
+        &run,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let newest = run.join("checkpoints/step-00000004");
+    let file = newest.join("encoder.safetensors");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let at = bytes.len() - 5;
+    bytes[at] ^= 0x20;
+    std::fs::write(&file, bytes).unwrap();
+    let resume = |extra: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_kinfonce"))
+            .args([
+                "pretrain",
+                "--resume",
+                run.to_str().unwrap(),
+                "--max-steps",
+                "6",
+            ])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let out = resume(&[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    no_panic(&stderr);
+    let mv = format!("mv {0} {0}.damaged", newest.display());
+    assert!(
+        stderr.contains("encoder.safetensors") && stderr.contains(&mv),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("step-00000002"),
+        "the intact one is named: {stderr}"
+    );
+    std::fs::rename(&newest, newest.with_extension("damaged")).unwrap();
+    let out = resume(&["--json"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(run.join("checkpoints/step-00000006").is_dir());
+    // The resumed run's summary is the whole run's: its first loss is step 1's.
+    let summary: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
+    let metrics = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let step1: serde_json::Value = metrics
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|r| r["kind"] == "step" && r["step"] == 1)
+        .expect("step 1 is on record");
+    assert_eq!(summary["first_loss"], step1["loss"], "{summary}");
+}
+
+#[test]
+fn interrupted_runs_save_then_exit_130_on_sigint_and_143_on_sigterm() {
+    let Some(data) = cifar() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    for (signal, code) in [("-INT", 130), ("-TERM", 143)] {
+        let run = dir.path().join(signal.trim_start_matches('-'));
+        let child = Command::new(env!("CARGO_BIN_EXE_kinfonce"))
+            .args([
+                "pretrain",
+                "--data",
+                data.to_str().unwrap(),
+                "--subset",
+                "64",
+                "--epochs",
+                "1000",
+                "--width",
+                "4",
+                "--hidden-dim",
+                "16",
+                "--out-dim",
+                "8",
+                "--batch",
+                "8",
+                "--threads",
+                "1",
+                "--knn-every",
+                "0",
+                "--log-every",
+                "1",
+                "--precision",
+                "f32",
+                "--out",
+            ])
+            .arg(&run)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let metrics = run.join("metrics.jsonl");
+        let started = std::time::Instant::now();
+        while std::fs::read_to_string(&metrics).map_or(true, |m| m.lines().count() < 2) {
+            assert!(
+                started.elapsed().as_secs() < 60,
+                "no step logged within 60 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let sent = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{signal}: {stderr}");
+        no_panic(&stderr);
+        let saved = kinfonce_train::checkpoint::latest(&run.join("checkpoints")).unwrap();
+        assert!(saved.is_some(), "{signal}: no checkpoint saved");
+    }
+}
+
+#[test]
+fn impossible_sizes_and_values_are_refused_naming_the_setting() {
+    let Some(data) = cifar() else { return };
+    let data = data.to_str().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_kinfonce"))
+        .args([
+            "pretrain", "--data", data, "--subset", "64", "--width", "100000", "--batch", "8",
+            "--out",
+        ])
+        .arg(dir.path().join("a"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    no_panic(&stderr);
+    assert!(
+        stderr.contains("`width` = 100000") && stderr.contains("GB"),
+        "{stderr}"
+    );
+    assert_fails(
+        &["--data", data, "--preset", "sum-of-losses", "--lambda", "2"],
+        &dir.path().join("b"),
+        &["--lambda 2", "[0, 1]"],
+    );
+    let (code, stderr) = pretrain(&["--data", data, "--subset", "0"], &dir.path().join("c"));
+    assert_eq!(code, 2, "clap refuses --subset 0: {stderr}");
+    assert!(stderr.contains("--subset"), "{stderr}");
+}

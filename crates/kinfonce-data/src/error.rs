@@ -6,11 +6,11 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// An operating-system error while touching `path`.
-    #[error("{path}: {source}")]
+    // The cause is in the message and not a `source`, so a printed chain says it once.
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The file exists but its content is not what the format prescribes.
     #[error("{path}: {detail}")]
@@ -50,7 +50,7 @@ impl DataError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         DataError::Io {
             path: path.into(),
-            source,
+            cause: source,
         }
     }
     pub(crate) fn format(path: impl Into<PathBuf>, detail: impl Into<String>) -> Self {

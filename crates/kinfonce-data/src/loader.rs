@@ -259,7 +259,7 @@ impl Drop for Batches {
 /// ```no_run
 /// use std::sync::Arc;
 /// use kinfonce_data::{AugmentConfig, ContrastiveLoader, DataConfig, DataFormat, LoaderConfig};
-/// let splits = DataConfig::new("../shared/data/cifar10").load_splits(false)?;
+/// let splits = DataConfig::new("data/cifar-10-binary.tar.gz").load_splits(false)?;
 /// let aug = AugmentConfig::preset(DataFormat::Cifar10, 32);
 /// let loader = ContrastiveLoader::new(Arc::new(splits.train), aug, LoaderConfig::default())?;
 /// for batch in loader.epoch(0) {

@@ -105,9 +105,16 @@ fn parse_idx(path: &Path, ndim: usize) -> Result<(Vec<usize>, Vec<u8>)> {
     let dims: Vec<usize> = (0..ndim)
         .map(|d| u32::from_be_bytes(bytes[4 + 4 * d..8 + 4 * d].try_into().unwrap()) as usize)
         .collect();
-    let item: usize = dims[1..].iter().product();
-    let expected = dims[0] * item;
+    // Sizes from a damaged header can overflow: no product of them is larger than the file.
+    let item = dims[1..].iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    let expected = item.and_then(|i| dims[0].checked_mul(i));
     let data = &bytes[header..];
+    let (Some(item), Some(expected)) = (item, expected) else {
+        return Err(DataError::format(
+            path,
+            format!("IDX header sizes {dims:?} multiply beyond any file's length"),
+        ));
+    };
     if data.len() != expected {
         return Err(DataError::record(
             path,

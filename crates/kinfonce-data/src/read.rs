@@ -54,7 +54,7 @@ impl FromStr for Split {
 ///
 /// ```no_run
 /// use kinfonce_data::{DataConfig, Split};
-/// let cfg = DataConfig::new("../shared/data/cifar10");
+/// let cfg = DataConfig::new("data/cifar-10-binary.tar.gz");
 /// let splits = cfg.load_splits(true)?; // train 45,000 / val 5,000 / test 10,000
 /// # Ok::<(), kinfonce_data::DataError>(())
 /// ```

@@ -71,7 +71,7 @@ pub fn parse_edge_list(text: &str, path: &Path) -> Result<Graph> {
 pub fn read_edge_list(path: &Path) -> Result<Graph> {
     let text = std::fs::read_to_string(path).map_err(|source| GraphError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })?;
     parse_edge_list(&text, path)
 }

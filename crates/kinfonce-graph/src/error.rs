@@ -61,11 +61,11 @@ pub enum GraphError {
     #[error("{path}: {message}")]
     Format { path: PathBuf, message: String },
     /// An I/O error on a named file.
-    #[error("{path}: {source}")]
+    // The cause is in the message and not a `source`, so a printed chain says it once.
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A numerical routine that did not converge.
     #[error("{what} did not converge: {detail}")]

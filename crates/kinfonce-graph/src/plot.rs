@@ -239,7 +239,7 @@ fn draw_scatter<DB: DrawingBackend>(
 pub fn write_line_chart(dir: &Path, stem: &str, chart: &LineChart) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).map_err(|source| GraphError::Io {
         path: dir.to_path_buf(),
-        source,
+        cause: source,
     })?;
     let svg = dir.join(format!("{stem}.svg"));
     let png = dir.join(format!("{stem}.png"));
@@ -265,7 +265,7 @@ pub fn write_scatter(
 ) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).map_err(|source| GraphError::Io {
         path: dir.to_path_buf(),
-        source,
+        cause: source,
     })?;
     let svg = dir.join(format!("{stem}.svg"));
     let png = dir.join(format!("{stem}.png"));

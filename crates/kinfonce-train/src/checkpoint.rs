@@ -3,14 +3,18 @@
 //!   `torchvision.models.resnet18()` with `strict=False`, only `fc` missing),
 //! - `head.safetensors`: the projection head (`projection.*`) and the online probe (`probe.*`),
 //! - `optimizer.safetensors`: optimiser moments (`model.*`, `probe.*`),
-//! - `state.json`: the [`TrainingState`].
+//! - `state.json`: the [`TrainingState`],
+//! - `checksums.json`: the SHA-256 of each file above.
 //!
 //! A checkpoint is written into a hidden temporary folder, every file synced, then renamed
-//! into place, so a crash leaves either the whole checkpoint or none of it.
+//! into place, so a crash leaves either the whole checkpoint or none of it. Reading verifies
+//! the checksums first ([`verify`]): a damaged file is refused by name before libtorch reads a
+//! byte of it (a damaged safetensors file can crash its loader, or load as other weights).
 
 use crate::error::{io_err, torch_err, Result, TrainError};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use sha2::{Digest, Sha256};
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use tch::{Device, Tensor};
@@ -50,6 +54,75 @@ pub struct Checkpoint {
     pub state: TrainingState,
 }
 
+/// The files of a checkpoint, each recorded in [`CHECKSUMS`].
+const FILES: [&str; 4] = [
+    "encoder.safetensors",
+    "head.safetensors",
+    "optimizer.safetensors",
+    "state.json",
+];
+/// SHA-256 of each of [`FILES`], hex, written last before the rename.
+const CHECKSUMS: &str = "checksums.json";
+
+fn sha256_hex(path: &Path) -> Result<String> {
+    let mut file = fs::File::open(path).map_err(io_err(path))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).map_err(io_err(path))?;
+    Ok(format!("{:x}", hasher.finalize()))
+}
+
+/// Checks every file of the checkpoint folder `path` against the SHA-256 it recorded.
+/// Checkpoints of earlier versions record none and pass unchecked.
+pub fn verify(path: &Path) -> Result<()> {
+    let list = path.join(CHECKSUMS);
+    if !list.exists() {
+        return Ok(());
+    }
+    let text = fs::read_to_string(&list).map_err(io_err(&list))?;
+    let recorded: BTreeMap<String, String> =
+        serde_json::from_str(&text).map_err(|e| TrainError::Damaged {
+            file: list.clone(),
+            detail: format!("it does not parse ({e})"),
+        })?;
+    for file in FILES {
+        let file_path = path.join(file);
+        let Some(want) = recorded.get(file) else {
+            return Err(TrainError::Damaged {
+                file: list.clone(),
+                detail: format!("it records no checksum of {file}"),
+            });
+        };
+        if !file_path.is_file() {
+            return Err(TrainError::Damaged {
+                file: file_path,
+                detail: "the file is missing".into(),
+            });
+        }
+        let got = sha256_hex(&file_path)?;
+        if &got != want {
+            return Err(TrainError::Damaged {
+                file: file_path,
+                detail: format!(
+                    "its SHA-256 starts {} where the checkpoint recorded {}",
+                    &got[..12],
+                    &want[..want.len().min(12)]
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// The newest checkpoint under `dir` that passes [`verify`].
+pub fn newest_intact(dir: &Path) -> Result<Option<PathBuf>> {
+    for (_, path) in list(dir)?.into_iter().rev() {
+        if verify(&path).is_ok() {
+            return Ok(Some(path));
+        }
+    }
+    Ok(None)
+}
+
 fn step_dir_name(step: u64) -> String {
     format!("step-{step:08}")
 }
@@ -65,6 +138,54 @@ fn sync_file(path: &Path) -> Result<()> {
     fs::File::open(path)
         .and_then(|f| f.sync_all())
         .map_err(io_err(path))
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: the file of a checkpoint written to `/dev/full` instead (the kernel's ENOSPC).
+    static WRITE_TO_DEV_FULL: std::cell::Cell<Option<&'static str>> = const { std::cell::Cell::new(None) };
+}
+
+/// Where the checkpoint file `file` is written in the folder `tmp`.
+fn file_path(tmp: &Path, file: &str) -> PathBuf {
+    #[cfg(test)]
+    if WRITE_TO_DEV_FULL.with(|f| f.get()) == Some(file) {
+        return PathBuf::from("/dev/full");
+    }
+    tmp.join(file)
+}
+
+/// The files of one checkpoint, written and synced into the folder `tmp`, checksums last.
+fn write_files(
+    tmp: &Path,
+    encoder: &[(String, Tensor)],
+    head: &[(String, Tensor)],
+    optimizer: &[(String, Tensor)],
+    state: &TrainingState,
+) -> Result<()> {
+    for (file, tensors) in [
+        ("encoder.safetensors", encoder),
+        ("head.safetensors", head),
+        ("optimizer.safetensors", optimizer),
+    ] {
+        let path = file_path(tmp, file);
+        Tensor::write_safetensors(&cpu_contiguous(tensors), &path)
+            .map_err(torch_err(format!("writing {}", path.display())))?;
+        sync_file(&path)?;
+    }
+    let state_path = file_path(tmp, "state.json");
+    let json = serde_json::to_string_pretty(state).expect("the state serialises");
+    fs::write(&state_path, json).map_err(io_err(&state_path))?;
+    sync_file(&state_path)?;
+    let mut sums = BTreeMap::new();
+    for file in FILES {
+        sums.insert(file, sha256_hex(&tmp.join(file))?);
+    }
+    let sums_path = tmp.join(CHECKSUMS);
+    let json = serde_json::to_string_pretty(&sums).expect("checksums serialise");
+    fs::write(&sums_path, json).map_err(io_err(&sums_path))?;
+    sync_file(&sums_path)?;
+    Ok(())
 }
 
 /// Writes a checkpoint under `dir` (created if needed) and keeps only the newest `keep`
@@ -84,20 +205,11 @@ pub fn save(
         fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
     }
     fs::create_dir(&tmp).map_err(io_err(&tmp))?;
-    for (file, tensors) in [
-        ("encoder.safetensors", encoder),
-        ("head.safetensors", head),
-        ("optimizer.safetensors", optimizer),
-    ] {
-        let path = tmp.join(file);
-        Tensor::write_safetensors(&cpu_contiguous(tensors), &path)
-            .map_err(torch_err(format!("writing {}", path.display())))?;
-        sync_file(&path)?;
+    if let Err(e) = write_files(&tmp, encoder, head, optimizer, state) {
+        // A full disk or a failing device leaves no partial checkpoint behind.
+        let _ = fs::remove_dir_all(&tmp);
+        return Err(e);
     }
-    let state_path = tmp.join("state.json");
-    let json = serde_json::to_string_pretty(state).expect("the state serialises");
-    fs::write(&state_path, json).map_err(io_err(&state_path))?;
-    sync_file(&state_path)?;
     let final_path = dir.join(&name);
     if final_path.exists() {
         fs::remove_dir_all(&final_path).map_err(io_err(&final_path))?;
@@ -171,8 +283,9 @@ pub fn load_state(path: &Path) -> Result<TrainingState> {
     })
 }
 
-/// Reads the checkpoint folder `path`.
+/// Reads the checkpoint folder `path`, after [`verify`].
 pub fn load(path: &Path) -> Result<Checkpoint> {
+    verify(path)?;
     let state = load_state(path)?;
     Ok(Checkpoint {
         path: path.to_path_buf(),
@@ -268,6 +381,78 @@ mod tests {
             err.contains("conv1.weight") && err.contains("[3, 2]"),
             "{err}"
         );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tiny_checkpoint(dir: &Path, step: u64) -> PathBuf {
+        let w = Tensor::arange(64, (Kind::Float, Device::Cpu));
+        let t = vec![("w".to_string(), w)];
+        save(dir, &t, &t, &t, &state(step), 5).unwrap()
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("kinfonce-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn a_changed_byte_is_refused_by_name_and_the_older_checkpoint_stays_usable() {
+        let dir = scratch("ckpt-damage");
+        let older = tiny_checkpoint(&dir, 1);
+        let newer = tiny_checkpoint(&dir, 2);
+        verify(&newer).unwrap();
+        // One byte of a tensor's data (the header stays intact, so it would load).
+        let file = newer.join("encoder.safetensors");
+        let mut bytes = fs::read(&file).unwrap();
+        let last = bytes.len() - 3;
+        bytes[last] ^= 0x40;
+        fs::write(&file, bytes).unwrap();
+        let err = load(&newer)
+            .err()
+            .expect("a damaged checkpoint must not load");
+        let text = err.to_string();
+        assert!(matches!(err, TrainError::Damaged { .. }), "{text}");
+        assert!(
+            text.contains("encoder.safetensors") && text.contains("SHA-256"),
+            "{text}"
+        );
+        assert_eq!(newest_intact(&dir).unwrap(), Some(older.clone()));
+        load(&older).unwrap();
+        // A missing file is named too.
+        fs::remove_file(older.join("head.safetensors")).unwrap();
+        let text = verify(&older).unwrap_err().to_string();
+        assert!(
+            text.contains("head.safetensors") && text.contains("missing"),
+            "{text}"
+        );
+        assert_eq!(newest_intact(&dir).unwrap(), None);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_full_disk_is_named_once_and_leaves_no_partial_checkpoint() {
+        let dir = scratch("ckpt-full");
+        let kept = tiny_checkpoint(&dir, 1);
+        for file in ["encoder.safetensors", "state.json"] {
+            WRITE_TO_DEV_FULL.with(|f| f.set(Some(file)));
+            let w = vec![(
+                "w".to_string(),
+                Tensor::zeros([64], (Kind::Float, Device::Cpu)),
+            )];
+            let err = save(&dir, &w, &w, &w, &state(2), 5)
+                .unwrap_err()
+                .to_string();
+            WRITE_TO_DEV_FULL.with(|f| f.set(None));
+            let lower = err.to_lowercase();
+            assert_eq!(lower.matches("no space left on device").count(), 1, "{err}");
+            let left: Vec<String> = fs::read_dir(&dir)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            assert_eq!(left, ["step-00000001"], "after a failed write of {file}");
+        }
+        load(&kept).unwrap();
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -39,7 +39,11 @@ pub fn trajectory_differences(existing: &TrainConfig, wanted: &TrainConfig) -> R
     // `auto` asks for what this machine picks; the existing run stores what was picked.
     let mut wanted = wanted.clone();
     wanted.resolve_compute(&hardware::target_of(parse_device(&wanted.compute.device)?));
-    existing.trajectory_changes(&wanted)
+    Ok(existing
+        .trajectory_changes(&wanted)?
+        .iter()
+        .map(ToString::to_string)
+        .collect())
 }
 
 /// Where a run folder stands.
@@ -61,11 +65,19 @@ pub fn total_steps(config: &TrainConfig, steps_per_epoch: u64) -> u64 {
 /// The state of the run in `dir`, from its config.toml (`provenance.steps_per_epoch`) and the
 /// newest checkpoint's `state.json`.
 pub fn run_state(dir: &Path) -> Result<RunState> {
+    if !dir.join("config.toml").is_file() {
+        return Ok(RunState::Absent);
+    }
+    run_state_with(dir, &read_run_config(dir)?)
+}
+
+/// The state of the run in `dir` were it configured as `config` (a resume may move
+/// `max_steps`).
+pub fn run_state_with(dir: &Path, config: &TrainConfig) -> Result<RunState> {
     let path = dir.join("config.toml");
     if !path.is_file() {
         return Ok(RunState::Absent);
     }
-    let config = read_run_config(dir)?;
     let text = fs::read_to_string(&path).map_err(io_err(&path))?;
     let doc: toml::Table = toml::from_str(&text)
         .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
@@ -79,7 +91,7 @@ pub fn run_state(dir: &Path) -> Result<RunState> {
                 path.display()
             ))
         })? as u64;
-    let total = total_steps(&config, spe);
+    let total = total_steps(config, spe);
     let step = match checkpoint::latest(&dir.join("checkpoints"))? {
         Some(ck) => checkpoint::load_state(&ck)?.step,
         None => 0,

@@ -455,18 +455,20 @@ impl TrainConfig {
         Ok(table)
     }
 
-    /// The trajectory settings of `self` that `other` changes, as `key: self -> other`.
-    pub fn trajectory_changes(&self, other: &TrainConfig) -> Result<Vec<String>> {
+    /// The trajectory settings of `self` that `other` changes, by key.
+    pub fn trajectory_changes(&self, other: &TrainConfig) -> Result<Vec<SettingChange>> {
         let (a, b) = (self.trajectory()?, other.trajectory()?);
-        let show =
-            |v: Option<&toml::Value>| v.map(|v| v.to_string()).unwrap_or_else(|| "(unset)".into());
         let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
         keys.sort();
         keys.dedup();
         Ok(keys
             .into_iter()
             .filter(|k| a.get(*k) != b.get(*k))
-            .map(|k| format!("{k}: {} -> {}", show(a.get(k)), show(b.get(k))))
+            .map(|k| SettingChange {
+                key: k.clone(),
+                from: a.get(k).cloned(),
+                to: b.get(k).cloned(),
+            })
             .collect())
     }
 
@@ -517,6 +519,31 @@ impl TrainConfig {
             );
         }
         Ok(())
+    }
+}
+
+/// One setting that differs between two configurations (`None`: unset).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SettingChange {
+    pub key: String,
+    pub from: Option<toml::Value>,
+    pub to: Option<toml::Value>,
+}
+
+impl std::fmt::Display for SettingChange {
+    /// `key: from -> to`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let show = |v: &Option<toml::Value>| match v {
+            Some(v) => v.to_string(),
+            None => "(unset)".into(),
+        };
+        write!(
+            f,
+            "{}: {} -> {}",
+            self.key,
+            show(&self.from),
+            show(&self.to)
+        )
     }
 }
 
@@ -652,9 +679,12 @@ width = 4
         assert!(a.trajectory_changes(&b).unwrap().is_empty());
         b.compute.seed = 7;
         b.optim.lr = Some(0.1);
-        assert_eq!(
-            a.trajectory_changes(&b).unwrap(),
-            ["lr: (unset) -> 0.1", "seed: 0 -> 7"]
-        );
+        let changes: Vec<String> = a
+            .trajectory_changes(&b)
+            .unwrap()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(changes, ["lr: (unset) -> 0.1", "seed: 0 -> 7"]);
     }
 }

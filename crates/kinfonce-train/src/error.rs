@@ -4,18 +4,21 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {
-    #[error("{path}: {source}")]
+    // The cause is part of the message and not a `source`, so a chain printed by anyhow does
+    // not say it twice.
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("{context}: {source}")]
+    #[error("{context}: {cause}")]
     Torch {
         context: String,
-        #[source]
-        source: tch::TchError,
+        cause: tch::TchError,
     },
+    /// A checkpoint file whose bytes are not those the checkpoint recorded.
+    #[error("checkpoint file {file} is damaged: {detail}")]
+    Damaged { file: PathBuf, detail: String },
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
     #[error("invalid configuration: {0}")]
@@ -37,12 +40,12 @@ pub type Result<T> = std::result::Result<T, TrainError>;
 
 pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> TrainError {
     let path = path.into();
-    move |source| TrainError::Io { path, source }
+    move |cause| TrainError::Io { path, cause }
 }
 
 pub(crate) fn torch_err(context: impl Into<String>) -> impl FnOnce(tch::TchError) -> TrainError {
     let context = context.into();
-    move |source| TrainError::Torch { context, source }
+    move |cause| TrainError::Torch { context, cause }
 }
 
 fn checkpoint_note(checkpoint: &Option<PathBuf>) -> String {

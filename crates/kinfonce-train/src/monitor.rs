@@ -153,6 +153,73 @@ mod tests {
         assert_eq!(acc, 1.0);
     }
 
+    /// The vote written out per query: sort the bank by cosine similarity, let the first
+    /// min(k, N) vote with exp(sim / t), take the first class with the largest total.
+    fn brute_force(bank: &[Vec<f32>], labels: &[i64], q: &[f32], k: usize, t: f64) -> i64 {
+        let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+        let mut sims: Vec<(f64, i64)> = bank
+            .iter()
+            .zip(labels)
+            .map(|(b, &l)| {
+                let dot: f32 = b.iter().zip(q).map(|(x, y)| x * y).sum();
+                (f64::from(dot / (norm(b) * norm(q))), l)
+            })
+            .collect();
+        sims.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let mut score = [0.0f64; 3];
+        for (s, l) in sims.into_iter().take(k) {
+            score[l as usize] += (s / t).exp();
+        }
+        (0..3).fold(0, |best, c| if score[c] > score[best] { c } else { best }) as i64
+    }
+
+    #[test]
+    fn knn_agrees_with_brute_force_for_every_k_on_tiny_banks() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for n in [1usize, 2, 5, 9] {
+            let bank: Vec<Vec<f32>> = (0..n)
+                .map(|_| (0..4).map(|_| rng.gen_range(-1.0..1.0)).collect())
+                .collect();
+            // Class 2 is empty in the bank.
+            let labels: Vec<i64> = (0..n).map(|i| (i % 2) as i64).collect();
+            let queries: Vec<Vec<f32>> = (0..7)
+                .map(|_| (0..4).map(|_| rng.gen_range(-1.0..1.0)).collect())
+                .collect();
+            let flat = |rows: &[Vec<f32>]| {
+                Tensor::from_slice(&rows.concat()).reshape([rows.len() as i64, 4])
+            };
+            for k in [1, n.saturating_sub(1).max(1), n, n + 3, 200] {
+                let scores = knn_scores(
+                    &flat(&bank),
+                    &Tensor::from_slice(&labels),
+                    &flat(&queries),
+                    k as i64,
+                    0.1,
+                    3,
+                );
+                let got = Vec::<i64>::try_from(scores.argmax(1, false)).unwrap();
+                let want: Vec<i64> = queries
+                    .iter()
+                    .map(|q| brute_force(&bank, &labels, q, k, 0.1))
+                    .collect();
+                assert_eq!(got, want, "bank {n}, k {k}");
+                // With k at or above the bank, the monitor still votes (never a flat 0%).
+                let truth = Tensor::from_slice(&want);
+                let acc = knn_top1(
+                    &flat(&bank),
+                    &Tensor::from_slice(&labels),
+                    &flat(&queries),
+                    &truth,
+                    k as i64,
+                    0.1,
+                    3,
+                );
+                assert_eq!(acc, 1.0, "bank {n}, k {k}");
+            }
+        }
+    }
+
     #[test]
     fn diagnostics_of_collapse_and_spread() {
         let ones = Tensor::ones([8, 4], (Kind::Float, Device::Cpu)) * 0.5;

@@ -1,6 +1,7 @@
 //! What a run reports when it ends: printed by the CLI, written into report.md.
 
 use crate::checkpoint::TrainingState;
+use crate::metrics::Record;
 use std::path::{Path, PathBuf};
 
 /// What a finished (or interrupted) run reports.
@@ -49,6 +50,27 @@ impl Summary {
             interrupted: false,
             checkpoint: checkpoint.clone(),
             losses: Vec::new(),
+        }
+    }
+
+    /// Takes over what the records of the run so far say: the first loss, the k-NN at
+    /// initialisation and the latest monitors (so a resumed run's summary is the whole run's).
+    pub(crate) fn carry_over(&mut self, records: &[Record]) {
+        for record in records {
+            match record {
+                Record::Init { knn_top1, .. } => {
+                    self.knn_top1_init = *knn_top1;
+                    self.knn_top1 = *knn_top1;
+                }
+                Record::Step { loss, .. } => {
+                    self.first_loss.get_or_insert(*loss);
+                }
+                Record::Epoch(e) => {
+                    self.first_loss.get_or_insert(e.loss);
+                    self.knn_top1 = e.knn_top1.or(self.knn_top1);
+                    self.online_top1 = e.online_top1.or(self.online_top1);
+                }
+            }
         }
     }
 }

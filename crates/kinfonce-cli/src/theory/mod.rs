@@ -342,6 +342,13 @@ mod tests {
     }
 
     #[test]
+    fn planted_refuses_q_at_or_above_p() {
+        let cli = Cli::try_parse_from(["theory", "planted", "--p", "0.3", "--q", "0.5"]).unwrap();
+        let e = execute(&cli.cmd).unwrap_err().to_string();
+        assert!(e.contains("q") && e.contains("no planted partition"), "{e}");
+    }
+
+    #[test]
     fn q_zero_predicts_null() {
         let cli = Cli::try_parse_from([
             "theory",

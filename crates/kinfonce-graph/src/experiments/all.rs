@@ -19,7 +19,7 @@ pub fn run_all(
 ) -> Result<Vec<Report>> {
     std::fs::create_dir_all(out).map_err(|source| GraphError::Io {
         path: out.to_path_buf(),
-        source,
+        cause: source,
     })?;
     let mut reports = Vec::new();
     let mut timings = Vec::new();
@@ -65,7 +65,7 @@ pub fn run_all(
     let path = out.join("report.md");
     std::fs::write(&path, md).map_err(|source| GraphError::Io {
         path: path.clone(),
-        source,
+        cause: source,
     })?;
     Ok(reports)
 }

@@ -73,6 +73,17 @@ pub fn run(config: &PlantedExperimentConfig, out: Option<&Path>) -> Result<Repor
     cfg.validate()?;
     config.kernel.validate()?;
     check_dim(config.dim, cfg.blocks)?;
+    if cfg.q >= cfg.p {
+        return Err(GraphError::param(
+            "q",
+            cfg.q,
+            format!(
+                "q < p = {}: with across-block weight q at or above the within-block weight p \
+                 there is no planted partition, and the theorem's optimum does not exist",
+                cfg.p
+            ),
+        ));
+    }
     let g = cfg.build()?;
     let labels = cfg.labels();
     let (n, dim, k) = (g.n_nodes(), config.dim, cfg.blocks);

@@ -103,7 +103,7 @@ pub fn run_scipy(python: &Path, graph: &Graph, k: usize, tol: f64) -> Result<Sci
     let dir = std::env::temp_dir().join(format!("kinfonce-scale-{}", std::process::id()));
     let io = |path: &Path, source| GraphError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     };
     std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
     let write = |name: &str, bytes: Vec<u8>| -> Result<()> {

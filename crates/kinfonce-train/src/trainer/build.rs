@@ -7,7 +7,7 @@ use crate::hardware::{self, Target};
 use crate::layers::Linear;
 use crate::optim::{Optimizer, OptimizerConfig, OptimizerKind};
 use crate::projection::{Projection, ProjectionConfig};
-use crate::resnet::{ResNet, ResNetConfig, Stem};
+use crate::resnet::{Arch, ResNet, ResNetConfig, Stem};
 use kinfonce_data::{
     AugmentConfig, ContrastiveLoader, DataConfig, DataFormat, Dataset, Dtype, EvalConfig,
     EvalLoader, Layout, LoaderConfig, Normalization, Splits,
@@ -128,6 +128,15 @@ pub(super) fn knn_sets(
     };
     let bank = first_n(train, config.monitor.knn_bank)?;
     let queries = first_n(val, config.monitor.knn_queries)?;
+    if config.monitor.knn_k as usize >= bank.len() {
+        eprintln!(
+            "warning: `knn_k` = {} is not below the k-NN bank ({} images): every bank image \
+             votes, so the monitor is a class-weighted mean, not a nearest-neighbour vote; lower \
+             --knn-k or raise --knn-bank",
+            config.monitor.knn_k,
+            bank.len()
+        );
+    }
     let labels =
         |d: &Dataset| Tensor::from_slice(&d.labels().iter().map(|&l| l as i64).collect::<Vec<_>>());
     let loader = |d: Dataset, cfg: EvalConfig| {
@@ -163,6 +172,72 @@ pub(super) struct Networks {
 
 /// The networks at initialisation: `manual_seed(seed)`, then the encoder first (evaluation at
 /// initialisation draws the same weights in the same order).
+/// Refuses, before libtorch tries to allocate it, a run whose parameters (with gradients and
+/// two optimiser moments) or whose first-stage activations alone exceed this machine's memory,
+/// naming the setting that makes it so. A lower-bound estimate: runs it lets through may still
+/// need more.
+pub(super) fn check_memory(config: &TrainConfig, device: Device, image_side: usize) -> Result<()> {
+    let Some(total) = memory_bytes() else {
+        return Ok(());
+    };
+    if device != Device::Cpu {
+        return Ok(());
+    }
+    let m = &config.model;
+    let w = m.width as f64;
+    // torchvision's parameter counts at width 64 without `fc`; convolutions scale as width^2.
+    let base = match m.arch {
+        Arch::Resnet18 => 11_176_512.0,
+        Arch::Resnet34 => 21_284_672.0,
+        Arch::Resnet50 => 23_508_032.0,
+    };
+    let encoder = base * (w / 64.0).powi(2);
+    let features = 8.0 * w * m.arch.expansion() as f64;
+    let head =
+        features * m.hidden_dim as f64 + m.hidden_dim as f64 * config.projection_dim() as f64;
+    let gb = |bytes: f64| bytes / 1e9;
+    let state_bytes = (encoder + head) * 4.0 * 4.0;
+    if state_bytes > total {
+        let (name, value) = if encoder >= head {
+            ("width", m.width)
+        } else {
+            ("hidden_dim", m.hidden_dim)
+        };
+        return Err(TrainError::Config(format!(
+            "`{name}` = {value}: the encoder and head would hold {:.3} G parameters, {:.0} GB with \
+             gradients and optimiser moments, more than this machine's {:.0} GB of memory",
+            (encoder + head) / 1e9,
+            gb(state_bytes),
+            gb(total)
+        )));
+    }
+    let side = match config.stem_for(image_side) {
+        Stem::Cifar => image_side as f64,
+        Stem::Imagenet => image_side as f64 / 4.0,
+    };
+    // Both views of the batch through the first stage: about six stored maps per image.
+    let activations = 2.0 * config.optim.batch as f64 * w * side * side * 4.0 * 6.0;
+    if activations > total {
+        return Err(TrainError::Config(format!(
+            "`batch` = {} with `width` = {}: the first stage's activations alone would take {:.0} GB, \
+             more than this machine's {:.0} GB of memory",
+            config.optim.batch,
+            m.width,
+            gb(activations),
+            gb(total)
+        )));
+    }
+    Ok(())
+}
+
+/// This machine's memory (`MemTotal` of /proc/meminfo), when known.
+fn memory_bytes() -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024.0)
+}
+
 pub(super) fn networks(
     config: &TrainConfig,
     device: Device,

@@ -3,7 +3,7 @@
 use super::Trainer;
 use crate::config::TrainConfig;
 use crate::error::{io_err, Result, TrainError};
-use crate::metrics::{EpochRecord, Record};
+use crate::metrics::{read_records, EpochRecord, Record};
 use crate::monitor::{self, Diagnostics};
 use crate::signal::stop_requested;
 use crate::summary::Summary;
@@ -198,15 +198,13 @@ impl Trainer {
         Ok(())
     }
 
-    /// Trains until the stop step, an interrupt or an error. Writes metrics, checkpoints, the
-    /// report and the loss plot.
-    pub fn run(&mut self) -> Result<Summary> {
-        let mut log = MetricsLog::open(&self.run_dir)?;
-        let mut clock = Clock::new(self.state.elapsed_s);
-        let spe = self.steps_per_epoch();
-        let bar = self.progress_bar();
+    /// The summary this invocation starts from: a fresh run's, with the k-NN monitor at
+    /// initialisation, or a resumed run's, carrying over its first loss and monitors so far.
+    fn start_summary(&mut self, log: &mut MetricsLog, bar: &ProgressBar) -> Result<Summary> {
         let mut summary = Summary::at_start(&self.run_dir, &self.state, &self.last_checkpoint);
-        if self.state.step == 0 && self.knn.is_some() {
+        if self.state.step > 0 {
+            summary.carry_over(&read_records(&log.path)?);
+        } else if self.knn.is_some() {
             bar.set_message("k-NN monitor at initialisation");
             let acc = self.knn_top1();
             summary.knn_top1_init = acc;
@@ -218,6 +216,17 @@ impl Trainer {
                 knn_top1: acc,
             })?;
         }
+        Ok(summary)
+    }
+
+    /// Trains until the stop step, an interrupt or an error. Writes metrics, checkpoints, the
+    /// report and the loss plot.
+    pub fn run(&mut self) -> Result<Summary> {
+        let mut log = MetricsLog::open(&self.run_dir)?;
+        let mut clock = Clock::new(self.state.elapsed_s);
+        let spe = self.steps_per_epoch();
+        let bar = self.progress_bar();
+        let mut summary = self.start_summary(&mut log, &bar)?;
         let mut tally = EpochTally::default();
         'outer: while self.state.step < self.stop_step {
             let epoch = self.state.epoch;
@@ -253,10 +262,12 @@ impl Trainer {
                 tally.loss_n += 1;
                 tally.last_z = Some((z1, z2));
                 bar.set_position(self.state.step);
+                // Step 1 too: the run's first loss stays on record for resumed summaries.
                 if self
                     .state
                     .step
                     .is_multiple_of(self.config.monitor.log_every)
+                    || self.state.step == 1
                     || self.state.step == self.stop_step
                 {
                     let views_per_s = clock.window_rate();

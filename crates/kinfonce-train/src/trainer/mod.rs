@@ -11,7 +11,9 @@ mod step;
 
 pub use crate::config::read_run_config;
 pub use crate::device::{configure_threads, parse_device};
-pub use crate::signal::{install_signal_handler, request_stop, stop_requested};
+pub use crate::signal::{
+    install_signal_handler, interrupted_exit_code, request_stop, stop_requested,
+};
 pub use build::{load_data, RunOptions};
 
 use crate::checkpoint::TrainingState;
@@ -26,7 +28,8 @@ use crate::projection::Projection;
 use crate::resnet::ResNet;
 use crate::schedule::WarmupCosine;
 use build::{
-    announce_compute, contrastive_loader, knn_sets, networks, optimizers, KnnSets, Networks,
+    announce_compute, check_memory, contrastive_loader, knn_sets, networks, optimizers, KnnSets,
+    Networks,
 };
 use kinfonce_data::{ContrastiveLoader, EvalLoader, Layout};
 use kinfonce_loss::LossSpec;
@@ -100,6 +103,7 @@ impl Trainer {
         } else {
             0
         };
+        check_memory(&config, device, size)?;
         let knn = knn_sets(&config, &train, &splits.val, splits.format, layout, classes)?;
         let Networks {
             model_vs,

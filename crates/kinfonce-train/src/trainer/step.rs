@@ -43,7 +43,7 @@ impl Trainer {
                 let host =
                     Vec::<f32>::try_from(zc.flatten(0, -1)).map_err(|e| TrainError::Torch {
                         context: "copying projections".into(),
-                        source: e,
+                        cause: e,
                     })?;
                 let half = b as usize * d;
                 let rows = b as usize;
