@@ -99,20 +99,33 @@ fn install_panic_hook() {
             .map(String::as_str)
             .or_else(|| info.payload().downcast_ref::<&str>().copied())
             .unwrap_or("unknown failure");
-        // libtorch's messages run over many lines (C++ backtrace); the first says what failed.
-        let first = message.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-        let command: Vec<String> = std::env::args().skip(1).take(2).collect();
-        eprintln!(
-            "error: kinfonce {} failed inside {}: {first}",
-            command.join(" "),
-            if message.contains("Torch") || message.contains("c10") {
-                "libtorch"
-            } else {
-                "kinfonce (a bug: please report it with this line)"
-            }
-        );
+        let command: Vec<String> = std::env::args()
+            .skip(1)
+            .take_while(|a| !a.starts_with('-'))
+            .take(2)
+            .collect();
+        eprintln!("{}", panic_line(message, &command.join(" ")));
         std::process::exit(EXIT_INTERNAL);
     }));
+}
+
+/// The one line a panic of `kinfonce COMMAND` prints. libtorch's message (after tch's
+/// `Torch("`) runs over many lines of C++ backtrace, escaped when it comes through `unwrap`;
+/// its first line says what failed.
+fn panic_line(message: &str, command: &str) -> String {
+    let text = message.split_once("Torch(\"").map_or(message, |(_, t)| t);
+    let first = text.split("\\n").next().unwrap_or_default();
+    let first = first
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches("\")");
+    let inside = if message.contains("Torch") || message.contains("c10") {
+        "libtorch"
+    } else {
+        "kinfonce (a bug: please report it with this line)"
+    };
+    format!("error: kinfonce {command} failed inside {inside}: {first}")
 }
 
 fn main() {
@@ -149,5 +162,30 @@ fn main() {
     #[cfg(feature = "torch")]
     if let Some(code) = kinfonce_train::trainer::interrupted_exit_code() {
         std::process::exit(code);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::panic_line;
+
+    #[test]
+    fn a_libtorch_panic_is_one_line_saying_what_failed() {
+        // What tch's `unwrap` of a libtorch error carries (abridged C++ backtrace).
+        let message = "called `Result::unwrap()` on an `Err` value: Torch(\"torch.cat(): expected a \
+            non-empty list of Tensors\\nException raised from meta at /pytorch/aten/src/ATen/native/\
+            TensorShape.cpp:253 (most recent call first):\\nframe #0: c10::Error::Error\")";
+        let line = panic_line(message, "pretrain");
+        assert_eq!(
+            line,
+            "error: kinfonce pretrain failed inside libtorch: torch.cat(): expected a non-empty \
+             list of Tensors"
+        );
+        let line = panic_line("index out of bounds\nsecond line", "eval knn");
+        assert!(
+            line.starts_with("error: kinfonce eval knn failed inside kinfonce (a bug"),
+            "{line}"
+        );
+        assert!(line.ends_with("index out of bounds"), "{line}");
     }
 }

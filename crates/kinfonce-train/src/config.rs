@@ -511,6 +511,13 @@ impl TrainConfig {
         if mon.log_every == 0 {
             return bad("log_every", "0".into(), "at least 1");
         }
+        if mon.knn_every > 0 && (mon.knn_bank == 0 || mon.knn_queries == 0) {
+            return bad(
+                "knn_bank/knn_queries",
+                format!("{}/{}", mon.knn_bank, mon.knn_queries),
+                "at least 1 each (or --knn-every 0 to turn the monitor off)",
+            );
+        }
         if mon.knn_k < 1 || mon.knn_t <= 0.0 {
             return bad(
                 "knn_k/knn_t",
@@ -667,6 +674,19 @@ width = 4
         assert!(err.to_string().contains("resnet19"), "{err}");
         let err = toml::from_str::<TrainConfig>("format = \"cifar11\"").unwrap_err();
         assert!(err.to_string().contains("cifar11"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_knn_bank_or_query_set_is_refused_while_the_monitor_is_on() {
+        let mut c = TrainConfig::default();
+        c.monitor.knn_bank = 0;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("knn_bank") && err.contains("--knn-every 0"),
+            "{err}"
+        );
+        c.monitor.knn_every = 0;
+        c.validate().unwrap();
     }
 
     #[test]
