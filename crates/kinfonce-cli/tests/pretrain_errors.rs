@@ -7,28 +7,33 @@ use common::cifar;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// Runs `kinfonce pretrain` with a tiny model and `args`; returns (exit code, stderr).
+/// `kinfonce pretrain` with a tiny model (width 4, batch 8, one thread, f32, no monitor).
+fn tiny_pretrain() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kinfonce"));
+    cmd.arg("pretrain").args([
+        "--width",
+        "4",
+        "--hidden-dim",
+        "16",
+        "--out-dim",
+        "8",
+        "--batch",
+        "8",
+        "--threads",
+        "1",
+        "--knn-every",
+        "0",
+        "--precision",
+        "f32",
+    ]);
+    cmd
+}
+
+/// Runs the tiny `kinfonce pretrain` with `args` and time-based checkpoints off; returns
+/// (exit code, stderr).
 fn pretrain(args: &[&str], out: &Path) -> (i32, String) {
-    let output = Command::new(env!("CARGO_BIN_EXE_kinfonce"))
-        .arg("pretrain")
-        .args([
-            "--width",
-            "4",
-            "--hidden-dim",
-            "16",
-            "--out-dim",
-            "8",
-            "--batch",
-            "8",
-            "--threads",
-            "1",
-            "--knn-every",
-            "0",
-            "--checkpoint-minutes",
-            "0",
-            "--precision",
-            "f32",
-        ])
+    let output = tiny_pretrain()
+        .args(["--checkpoint-minutes", "0"])
         .args(args)
         .arg("--out")
         .arg(out)
@@ -341,31 +346,16 @@ fn interrupted_runs_save_then_exit_130_on_sigint_and_143_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     for (signal, code) in [("-INT", 130), ("-TERM", 143)] {
         let run = dir.path().join(signal.trim_start_matches('-'));
-        let child = Command::new(env!("CARGO_BIN_EXE_kinfonce"))
+        let child = tiny_pretrain()
             .args([
-                "pretrain",
                 "--data",
                 data.to_str().unwrap(),
                 "--subset",
                 "64",
                 "--epochs",
                 "1000",
-                "--width",
-                "4",
-                "--hidden-dim",
-                "16",
-                "--out-dim",
-                "8",
-                "--batch",
-                "8",
-                "--threads",
-                "1",
-                "--knn-every",
-                "0",
                 "--log-every",
                 "1",
-                "--precision",
-                "f32",
                 "--out",
             ])
             .arg(&run)

@@ -2,6 +2,7 @@
 //! one line per series, 2-D scatter plots coloured by class, and confusion-matrix heat maps.
 //! Every figure has a title, axis labels and a legend; plotters escapes the text.
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -143,6 +144,34 @@ pub fn line_plot(series: &[Series], title: &str, x_label: &str, y_label: &str) -
     })
 }
 
+/// Numeric x and y axes over the given ranges, with their labels and a grid.
+fn axes<'a, DB: DrawingBackend>(
+    plot: &DrawingArea<DB, Shift>,
+    (x0, x1): (f64, f64),
+    (y0, y1): (f64, f64),
+    x_label: &str,
+    y_label: &str,
+) -> Result<ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>, String> {
+    let err = |e: DrawingAreaErrorKind<_>| e.to_string();
+    let mut chart = ChartBuilder::on(plot)
+        .margin(10)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 15))
+        .x_desc(x_label)
+        .y_desc(y_label)
+        .x_label_formatter(&|v| tick_label(*v))
+        .y_label_formatter(&|v| tick_label(*v))
+        .draw()
+        .map_err(err)?;
+    Ok(chart)
+}
+
 fn draw_lines<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     series: &[Series],
@@ -161,22 +190,7 @@ fn draw_lines<DB: DrawingBackend>(
     };
     let (x0, x1) = range(all().map(|p| p.0));
     let (y0, y1) = range(all().map(|p| p.1));
-    let mut chart = ChartBuilder::on(&plot)
-        .margin(10)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(x0..x1, y0..y1)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .label_style((FONT, 14))
-        .axis_desc_style((FONT, 15))
-        .x_desc(x_label)
-        .y_desc(y_label)
-        .x_label_formatter(&|v| tick_label(*v))
-        .y_label_formatter(&|v| tick_label(*v))
-        .draw()
-        .map_err(err)?;
+    let mut chart = axes(&plot, (x0, x1), (y0, y1), x_label, y_label)?;
     for (i, s) in series.iter().enumerate() {
         let pts: Vec<(f64, f64)> = s.points.iter().copied().filter(finite).collect();
         let c = colour(i);
@@ -243,22 +257,7 @@ fn draw_scatter<DB: DrawingBackend>(
     let (plot, side) = root.split_horizontally(root.dim_in_pixel().0 - (LEGEND_W - 20));
     let (x0, x1) = range(points.iter().filter(|p| finite(p)).map(|p| p.0));
     let (y0, y1) = range(points.iter().filter(|p| finite(p)).map(|p| p.1));
-    let mut chart = ChartBuilder::on(&plot)
-        .margin(10)
-        .x_label_area_size(40)
-        .y_label_area_size(70)
-        .build_cartesian_2d(x0..x1, y0..y1)
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .label_style((FONT, 14))
-        .axis_desc_style((FONT, 15))
-        .x_desc(x_label)
-        .y_desc(y_label)
-        .x_label_formatter(&|v| tick_label(*v))
-        .y_label_formatter(&|v| tick_label(*v))
-        .draw()
-        .map_err(err)?;
+    let mut chart = axes(&plot, (x0, x1), (y0, y1), x_label, y_label)?;
     chart
         .draw_series(
             points
