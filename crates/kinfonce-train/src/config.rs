@@ -11,7 +11,8 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Every setting of a run, in sections. In TOML (`config.toml`, `--config` files) the sections
-/// are flat: each key is a CLI flag in snake_case, as the sections' fields are named.
+/// are flat: each key is a CLI flag in snake_case, as the sections' fields are named. Read
+/// through a flat mirror of itself that refuses unknown keys.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(try_from = "FlatConfig")]
 pub struct TrainConfig {
@@ -27,11 +28,7 @@ pub struct TrainConfig {
     pub compute: ComputeSection,
     /// Stop after this many steps. Unset: no limit. For runs scheduled by `epochs` it only stops
     /// early (and may change on `--resume`); alone it is the schedule's horizon.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "zero_as_none"
-    )]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_steps: Option<u64>,
     #[serde(flatten)]
     pub monitor: MonitorSection,
