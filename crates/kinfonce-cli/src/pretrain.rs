@@ -338,9 +338,8 @@ fn resumed_config(dir: &Path, args: &PretrainArgs) -> anyhow::Result<TrainConfig
 
 /// The command that started the run in `dir` (its config.toml's provenance).
 fn original_command(dir: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(dir.join("config.toml")).ok()?;
-    let doc: toml::Table = toml::from_str(&text).ok()?;
-    Some(doc.get("provenance")?.get("command")?.as_str()?.to_string())
+    let provenance = kinfonce_train::config::read_provenance(dir).ok()?;
+    Some(provenance.get("command")?.as_str()?.to_string())
 }
 
 /// A run folder that stopped before its first checkpoint holds nothing to resume: the commands

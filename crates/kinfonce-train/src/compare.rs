@@ -7,8 +7,8 @@
 //! `knn-monitor.svg` and `pca-<preset>.svg`.
 
 use crate::checkpoint;
-use crate::config::read_run_config;
 use crate::config::TrainConfig;
+use crate::config::{read_provenance, read_run_config};
 use crate::device::parse_device;
 use crate::error::{io_err, Result, TrainError};
 use crate::eval::{
@@ -78,12 +78,8 @@ pub fn run_state_with(dir: &Path, config: &TrainConfig) -> Result<RunState> {
     if !path.is_file() {
         return Ok(RunState::Absent);
     }
-    let text = fs::read_to_string(&path).map_err(io_err(&path))?;
-    let doc: toml::Table = toml::from_str(&text)
-        .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
-    let spe = doc
-        .get("provenance")
-        .and_then(|p| p.get("steps_per_epoch"))
+    let spe = read_provenance(dir)?
+        .get("steps_per_epoch")
         .and_then(toml::Value::as_integer)
         .ok_or_else(|| {
             TrainError::Config(format!(

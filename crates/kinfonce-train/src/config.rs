@@ -438,17 +438,11 @@ impl TrainConfig {
     /// The settings that shape the run's trajectory, as flat TOML keys: every section but the
     /// monitor and checkpoint ones, and not `max_steps` (which only stops epoch-scheduled runs).
     pub fn trajectory(&self) -> Result<toml::Table> {
-        let mut table = toml::Table::new();
-        let parts: [&dyn erased::Section; 5] = [
-            &self.data,
-            &self.model,
-            &self.loss,
-            &self.optim,
-            &self.compute,
-        ];
-        for part in parts {
-            table.extend(part.table()?);
-        }
+        let mut table = section_table(&self.data)?;
+        table.extend(section_table(&self.model)?);
+        table.extend(section_table(&self.loss)?);
+        table.extend(section_table(&self.optim)?);
+        table.extend(section_table(&self.compute)?);
         Ok(table)
     }
 
@@ -551,37 +545,39 @@ impl std::fmt::Display for SettingChange {
     }
 }
 
-/// Each section as a TOML table, behind one trait object type.
-mod erased {
-    use super::*;
-
-    pub trait Section {
-        fn table(&self) -> Result<toml::Table>;
+/// A section as a TOML table (its flat keys).
+fn section_table(section: &impl Serialize) -> Result<toml::Table> {
+    match toml::Value::try_from(section).map_err(|e| TrainError::Config(e.to_string()))? {
+        toml::Value::Table(t) => Ok(t),
+        _ => Err(TrainError::Config("a section is not a table".into())),
     }
+}
 
-    impl<T: Serialize> Section for T {
-        fn table(&self) -> Result<toml::Table> {
-            match toml::Value::try_from(self).map_err(|e| TrainError::Config(e.to_string()))? {
-                toml::Value::Table(t) => Ok(t),
-                _ => Err(TrainError::Config("a section is not a table".into())),
-            }
-        }
+/// The table `name` (`config` or `provenance`) of a run folder's config.toml.
+fn run_table(run_dir: &Path, name: &str) -> Result<toml::Table> {
+    let path = run_dir.join("config.toml");
+    let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+    let mut doc: toml::Table = toml::from_str(&text)
+        .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
+    match doc.remove(name) {
+        Some(toml::Value::Table(table)) => Ok(table),
+        _ => Err(TrainError::Config(format!(
+            "{}: no [{name}] table",
+            path.display()
+        ))),
     }
 }
 
 /// The `[config]` table of a run folder's config.toml.
 pub fn read_run_config(run_dir: &Path) -> Result<TrainConfig> {
-    let path = run_dir.join("config.toml");
-    let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
-    let doc: toml::Table = toml::from_str(&text)
-        .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))?;
-    let table = doc
-        .get("config")
-        .cloned()
-        .ok_or_else(|| TrainError::Config(format!("{}: no [config] table", path.display())))?;
-    table
+    toml::Value::Table(run_table(run_dir, "config")?)
         .try_into()
-        .map_err(|e| TrainError::Config(format!("{}: {e}", path.display())))
+        .map_err(|e| TrainError::Config(format!("{}: {e}", run_dir.join("config.toml").display())))
+}
+
+/// The `[provenance]` table of a run folder's config.toml (where and how the run was made).
+pub fn read_provenance(run_dir: &Path) -> Result<toml::Table> {
+    run_table(run_dir, "provenance")
 }
 
 #[cfg(test)]

@@ -144,6 +144,22 @@ pub fn line_plot(series: &[Series], title: &str, x_label: &str, y_label: &str) -
     })
 }
 
+/// A figure's plot area and legend strip.
+type Parts<DB> = (DrawingArea<DB, Shift>, DrawingArea<DB, Shift>);
+
+/// A white figure with `title` on top, cut into the plot and a legend strip `legend_w` wide on
+/// its right.
+fn frame<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    legend_w: u32,
+) -> Result<Parts<DB>, String> {
+    let err = |e: DrawingAreaErrorKind<_>| e.to_string();
+    root.fill(&WHITE).map_err(err)?;
+    let root = root.titled(title, (FONT, 22)).map_err(err)?;
+    Ok(root.split_horizontally(root.dim_in_pixel().0 - legend_w))
+}
+
 /// Numeric x and y axes over the given ranges, with their labels and a grid.
 fn axes<'a, DB: DrawingBackend>(
     plot: &DrawingArea<DB, Shift>,
@@ -180,9 +196,7 @@ fn draw_lines<DB: DrawingBackend>(
     y_label: &str,
 ) -> Drawn {
     let err = |e: DrawingAreaErrorKind<_>| e.to_string();
-    root.fill(&WHITE).map_err(err)?;
-    let root = root.titled(title, (FONT, 22)).map_err(err)?;
-    let (plot, side) = root.split_horizontally(root.dim_in_pixel().0 - LEGEND_W);
+    let (plot, side) = frame(root, title, LEGEND_W)?;
     let all = || {
         series
             .iter()
@@ -252,9 +266,7 @@ fn draw_scatter<DB: DrawingBackend>(
     y_label: &str,
 ) -> Drawn {
     let err = |e: DrawingAreaErrorKind<_>| e.to_string();
-    root.fill(&WHITE).map_err(err)?;
-    let root = root.titled(title, (FONT, 22)).map_err(err)?;
-    let (plot, side) = root.split_horizontally(root.dim_in_pixel().0 - (LEGEND_W - 20));
+    let (plot, side) = frame(root, title, LEGEND_W - 20)?;
     let (x0, x1) = range(points.iter().filter(|p| finite(p)).map(|p| p.0));
     let (y0, y1) = range(points.iter().filter(|p| finite(p)).map(|p| p.1));
     let mut chart = axes(&plot, (x0, x1), (y0, y1), x_label, y_label)?;

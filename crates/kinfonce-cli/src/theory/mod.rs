@@ -223,6 +223,16 @@ mod tests {
         cmd: TheoryCommand,
     }
 
+    /// The claim `name` of a report's JSON.
+    fn claim<'a>(report: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+        report["claims"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no claim {name} in {report}"))
+    }
+
     #[test]
     fn help_shows_the_config_default() {
         use clap::CommandFactory;
@@ -313,23 +323,13 @@ mod tests {
             "within_block_spread",
             "cross_entropy_vs_bound",
         ] {
-            let c = v["claims"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|c| c["name"] == name)
-                .unwrap();
+            let c = claim(&v, name);
             for key in ["predicted", "measured", "tolerance", "holds"] {
                 assert!(c.get(key).is_some(), "{name} lacks {key}");
             }
             assert_eq!(c["holds"], true, "{c}");
         }
-        let d = v["claims"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == "center_sq_distance")
-            .unwrap();
+        let d = claim(&v, "center_sq_distance");
         assert!((d["predicted"].as_f64().unwrap() - 0.5 * 4f64.ln()).abs() < 1e-12);
     }
 
@@ -370,12 +370,7 @@ mod tests {
         .unwrap();
         let reports = execute(&cli.cmd).unwrap();
         let v: serde_json::Value = serde_json::from_str(&json_line(&cli.cmd, &reports)).unwrap();
-        let d = v["claims"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == "center_sq_distance")
-            .unwrap();
+        let d = claim(&v, "center_sq_distance");
         assert!(d["predicted"].is_null());
         assert_eq!(d["holds"], true);
     }
