@@ -32,7 +32,7 @@ mod synthetic;
 mod tensor;
 
 pub use augment::{
-    augment_view, eval_view, random_resized_crop, AugmentConfig, BlurConfig, ColorJitter, Crop,
+    augment_view, center_crop_resize, center_crop_view, eval_view, random_resized_crop, AugmentConfig, BlurConfig, ColorJitter, Crop,
     ImageShape, Normalization, Scratch, ViewKey, ViewParams,
 };
 pub use checksum::{md5_file, sha256_file, Checksum};

@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use rayon::prelude::*;
 
 use crate::augment::{
-    augment_view, eval_view, AugmentConfig, ImageShape, Normalization, Scratch, ViewKey,
+    augment_view, center_crop_view, eval_view, AugmentConfig, ImageShape, Normalization, Scratch, ViewKey,
 };
 use crate::dataset::Dataset;
 use crate::error::{DataError, Result};
@@ -271,6 +271,8 @@ impl Drop for Batches {
 pub struct ContrastiveLoader {
     dataset: Arc<Dataset>,
     augment: Arc<AugmentConfig>,
+    /// The pipeline of one more view per image, after the `views` of `augment`.
+    extra_view: Option<Arc<AugmentConfig>>,
     cfg: LoaderConfig,
     pool: Arc<rayon::ThreadPool>,
 }
@@ -300,8 +302,25 @@ impl ContrastiveLoader {
             pool: build_pool(cfg.threads)?,
             dataset,
             augment: Arc::new(augment),
+            extra_view: None,
             cfg,
         })
+    }
+
+    /// Adds one more view of every image, drawn with its own pipeline (view index `views` of
+    /// its [`ViewKey`]): pl_bolts' online-evaluation view beside the SimCLR pair. Batches then
+    /// hold `(views + 1) * B` rows, the extra view last. Its side must be the other views'.
+    pub fn with_extra_view(mut self, augment: AugmentConfig) -> Result<Self> {
+        augment.validate(self.dataset.channels())?;
+        if augment.size != self.augment.size {
+            return Err(DataError::param(
+                "extra view size",
+                augment.size,
+                format!("the other views' side, {}", self.augment.size),
+            ));
+        }
+        self.extra_view = Some(Arc::new(augment));
+        Ok(self)
     }
 
     /// The data set.
@@ -360,6 +379,7 @@ impl ContrastiveLoader {
         ContrastiveLoader {
             dataset: Arc::clone(&self.dataset),
             augment: Arc::clone(&self.augment),
+            extra_view: self.extra_view.clone(),
             cfg: self.cfg.clone(),
             pool: Arc::clone(&self.pool),
         }
@@ -376,7 +396,13 @@ impl ContrastiveLoader {
             width: d.width(),
             channels: c,
         };
-        let (seed, layout, aug) = (self.cfg.seed, self.cfg.layout, &*self.augment);
+        let (seed, layout, views) = (self.cfg.seed, self.cfg.layout, self.cfg.views);
+        let extra = self.extra_view.as_deref();
+        // Rows are view-major: view `row / n` of image `row % n`.
+        let aug_of = |row: usize| match extra {
+            Some(e) if row / n >= views => e,
+            _ => &*self.augment,
+        };
         let key = |row: usize| ViewKey {
             seed,
             epoch,
@@ -385,7 +411,7 @@ impl ContrastiveLoader {
         };
         let f32_write = |row: usize, out: &mut [f32], sc: &mut Scratch| {
             augment_view(
-                aug,
+                aug_of(row),
                 d.image(indices[row % n]),
                 shape,
                 key(row),
@@ -396,7 +422,7 @@ impl ContrastiveLoader {
         };
         let bf16_write = |row: usize, out: &mut [half::bf16], sc: &mut Scratch| {
             augment_view(
-                aug,
+                aug_of(row),
                 d.image(indices[row % n]),
                 shape,
                 key(row),
@@ -405,7 +431,7 @@ impl ContrastiveLoader {
                 sc,
             );
         };
-        let rows = self.cfg.views * n;
+        let rows = (views + usize::from(extra.is_some())) * n;
         let data = fill_any(
             &self.pool,
             self.cfg.dtype,
@@ -426,6 +452,10 @@ impl ContrastiveLoader {
     }
 }
 
+/// [`eval_view`] or [`center_crop_view`] for one element type.
+type EvalViewFn<T> =
+    fn(&[u8], ImageShape, usize, &Normalization, Layout, &mut [T], &mut Scratch);
+
 /// Settings of [`EvalLoader`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct EvalConfig {
@@ -438,6 +468,9 @@ pub struct EvalConfig {
     /// Output side; `None` (default) keeps the images' own size (they must be square then
     /// or are resized to their height).
     pub size: Option<usize>,
+    /// Resize to `int(1.1 size)` then centre-crop to `size` ([`center_crop_view`], the official
+    /// evaluation transform) instead of resizing to `size`. Default false.
+    pub center_crop: bool,
     /// Normalisation (use the pretraining one). Default CIFAR-10.
     pub normalization: Normalization,
     /// Buffer order. Default NCHW.
@@ -453,6 +486,7 @@ impl Default for EvalConfig {
             threads: 2,
             prefetch: 2,
             size: None,
+            center_crop: false,
             normalization: Normalization::cifar10(),
             layout: Layout::Nchw,
             dtype: Dtype::F32,
@@ -519,11 +553,20 @@ impl EvalLoader {
             channels: c,
         };
         let (norm, layout) = (&self.cfg.normalization, self.cfg.layout);
+        let center_crop = self.cfg.center_crop;
+        fn write<T: Element>(center_crop: bool) -> EvalViewFn<T> {
+            if center_crop {
+                center_crop_view::<T>
+            } else {
+                eval_view::<T>
+            }
+        }
+        let (view_f32, view_bf16) = (write::<f32>(center_crop), write::<half::bf16>(center_crop));
         let f32_write = |row: usize, out: &mut [f32], sc: &mut Scratch| {
-            eval_view(d.image(indices[row]), shape, s, norm, layout, out, sc);
+            view_f32(d.image(indices[row]), shape, s, norm, layout, out, sc);
         };
         let bf16_write = |row: usize, out: &mut [half::bf16], sc: &mut Scratch| {
-            eval_view(d.image(indices[row]), shape, s, norm, layout, out, sc);
+            view_bf16(d.image(indices[row]), shape, s, norm, layout, out, sc);
         };
         let data = fill_any(
             &self.pool,
@@ -643,6 +686,61 @@ mod tests {
             assert_eq!(&buf[row * item..(row + 1) * item], &want[..], "row {row}");
         }
         assert_eq!(b.memory_shape(), [6, 8, 8, 3]);
+    }
+
+    #[test]
+    fn the_extra_view_follows_the_pair_with_its_own_pipeline() {
+        let pair = AugmentConfig::simclr(8, 0.5, false, Normalization::cifar10());
+        let mut crop_flip = pair.clone();
+        crop_flip.jitter_p = 0.0;
+        crop_flip.grayscale_p = 0.0;
+        let data = toy(6, 8);
+        let plain = ContrastiveLoader::new(data.clone(), pair.clone(), cfg(3)).unwrap();
+        let three = ContrastiveLoader::new(data.clone(), pair, cfg(3))
+            .unwrap()
+            .with_extra_view(crop_flip.clone())
+            .unwrap();
+        let (p, t) = (plain.batch(2, 1), three.batch(2, 1));
+        assert_eq!(t.shape, [9, 3, 8, 8]);
+        assert_eq!(t.row_labels().len(), 9);
+        let item = 3 * 64;
+        let (p, t) = (p.as_f32().unwrap(), t.as_f32().unwrap());
+        // The pair is unchanged by the extra view.
+        assert_eq!(&t[..6 * item], p);
+        let shape = ImageShape {
+            height: 8,
+            width: 8,
+            channels: 3,
+        };
+        let indices = three.batch(2, 1).indices;
+        for (k, &index) in indices.iter().enumerate() {
+            let mut want = vec![0.0f32; item];
+            let key = ViewKey {
+                seed: 0,
+                epoch: 2,
+                index: index as u64,
+                view: 2,
+            };
+            let params = augment_view(
+                &crop_flip,
+                data.image(index),
+                shape,
+                key,
+                Layout::Nchw,
+                &mut want,
+                &mut Scratch::default(),
+            );
+            assert!(params.jitter.is_none() && !params.grayscale);
+            let row = 6 + k;
+            assert_eq!(&t[row * item..(row + 1) * item], &want[..], "row {row}");
+        }
+        let small = AugmentConfig::simclr(4, 0.5, false, Normalization::cifar10());
+        let err = ContrastiveLoader::new(data, crop_flip, cfg(3))
+            .unwrap()
+            .with_extra_view(small)
+            .err()
+            .unwrap();
+        assert!(err.to_string().contains("extra view size"), "{err}");
     }
 
     #[test]
