@@ -12,23 +12,24 @@ Bolts), timed end to end so the project's own trainer can be measured against it
                 RandomResizedCrop(32) -> RandomHorizontalFlip(0.5)
                 -> RandomApply([ColorJitter(0.8 s, 0.8 s, 0.8 s, 0.2 s)], p=0.8), s = 0.5
                 -> RandomGrayscale(0.2) -> ToTensor -> Normalize(CIFAR-10 mean, std)
-              (no Gaussian blur for CIFAR; --no-aug keeps only ToTensor + Normalize). The
-              official transform also draws a third, lighter view for its optional online
-              evaluator; it is left out, as training does not use it;
+              (no Gaussian blur for CIFAR; --no-aug keeps only ToTensor + Normalize), and a
+              third view for the online evaluator, RandomResizedCrop(32) -> flip -> ToTensor
+              -> Normalize (the official ``online_transform``; --no-online-probe leaves it out);
   encoder     ResNet (18 by default) with the CIFAR stem: a 3x3 stride-1 first convolution and no
               max-pool; the four stages have width, 2 width, 4 width, 8 width channels (the
               standard network is width 64), followed by global average pooling;
   head        Linear(features, hidden) -> BatchNorm1d -> ReLU -> Linear(hidden, 128, no bias),
               then L2 normalisation;
-  forward     the two views' batches go through the encoder and the head as one batch of 2B
-              (the official step runs them once per view: the arithmetic is the same, but
-              BatchNorm's statistics here span both views; this joint batch is also the step
-              kinfonce's trainer takes);
+  forward     each view's batch goes through the encoder and the head on its own, so
+              BatchNorm's statistics are per view (the official ``shared_step``; --joint-views
+              forwards the 2B views as one batch instead, as google-research/simclr);
   loss        the official Kernel-InfoNCE formula (see torch_kernel_infonce.py beside this file):
                 L = -1/(2B) sum_a log( K(u_a, u_a+) / (max(sum_{b != a} K(u_a, u_b), eps) + eps) ),
                 K(x, y) = exp(-||x - y||_2 ** gamma / tau), eps = 1e-6;
   optimiser   Adam, learning rate 1e-3, weight decay 1e-6 (the official defaults; the learning
-              rate schedule costs nothing and is left out).
+              rate schedule costs nothing and is left out);
+  online      after the step, pl_bolts' SSLOnlineEvaluator: the third view through the encoder
+              in eval mode without gradient, a linear layer (dropout 0) trained by Adam 1e-4.
 
 The official code runs f32 NCHW on CPU (its fp16 mixed precision is for GPUs). --channels-last
 and --bf16 (CPU autocast of the encoder and head; the loss stays f32) are the best a PyTorch
@@ -85,7 +86,8 @@ ARCHS = {"resnet18": ("basic", [2, 2, 2, 2]),
 # --- data -------------------------------------------------------------------------------------
 
 def load_cifar10_train(path):
-    """The 50,000 training images of CIFAR-10 as uint8 [N, 32, 32, 3] (HWC, RGB).
+    """The 50,000 training images of CIFAR-10 as uint8 [N, 32, 32, 3] (HWC, RGB) and their
+    labels [N].
 
     path: a folder holding data_batch_1.bin .. data_batch_5.bin, or the
     cifar-10-binary.tar.gz archive that contains them.
@@ -106,7 +108,7 @@ def load_cifar10_train(path):
         raise SystemExit(f"no CIFAR-10 data_batch_*.bin found in {path}")
     records = np.frombuffer(b"".join(blobs), dtype=np.uint8).reshape(-1, CIFAR_RECORD)
     planes = records[:, 1:].reshape(-1, 3, 32, 32)
-    return np.ascontiguousarray(planes.transpose(0, 2, 3, 1))
+    return np.ascontiguousarray(planes.transpose(0, 2, 3, 1)), records[:, 0].copy()
 
 
 def view_transform(augment):
@@ -124,19 +126,31 @@ def view_transform(augment):
     ])
 
 
-class TwoViewCifar(torch.utils.data.Dataset):
-    """Each item is two independently transformed views of one image (PIL, in the workers)."""
+def online_transform():
+    """The online evaluator's view (the official ``online_transform``): crop and flip only."""
+    return T.Compose([T.RandomResizedCrop(32), T.RandomHorizontalFlip(p=0.5), T.ToTensor(),
+                      T.Normalize(CIFAR_MEAN, CIFAR_STD)])
 
-    def __init__(self, images, transform):
+
+class TwoViewCifar(torch.utils.data.Dataset):
+    """Each item is two independently transformed views of one image (PIL, in the workers),
+    its label, and the online evaluator's view when ``online`` is a transform."""
+
+    def __init__(self, images, labels, transform, online=None):
         self.images = images
+        self.labels = labels
         self.transform = transform
+        self.online = online
 
     def __len__(self):
         return len(self.images)
 
     def __getitem__(self, index):
         image = Image.fromarray(self.images[index])
-        return self.transform(image), self.transform(image)
+        views = (self.transform(image), self.transform(image))
+        if self.online is not None:
+            views += (self.online(image),)
+        return views + (int(self.labels[index]),)
 
 
 def endless(loader):
@@ -286,6 +300,11 @@ def parse_args():
                     "(the loss stays float32)")
     ap.add_argument("--compile", action="store_true",
                     help="torch.compile the encoder and the head (inductor)")
+    ap.add_argument("--joint-views", action="store_true",
+                    help="forward both views as one batch (BatchNorm statistics over the pair) "
+                    "instead of one forward per view")
+    ap.add_argument("--no-online-probe", action="store_true",
+                    help="leave out the online evaluator (its view, forward and update)")
     args = ap.parse_args()
     if args.steps < 1 or args.warmup < 0 or args.batch < 2 or args.width < 1:
         ap.error("need --steps >= 1, --warmup >= 0, --batch >= 2 and --width >= 1")
@@ -297,8 +316,9 @@ def main():
     torch.manual_seed(0)
     torch.set_num_threads(args.threads)
 
-    images = load_cifar10_train(args.data)
-    dataset = TwoViewCifar(images, view_transform(augment=not args.no_aug))
+    images, labels = load_cifar10_train(args.data)
+    online = None if args.no_online_probe else online_transform()
+    dataset = TwoViewCifar(images, labels, view_transform(augment=not args.no_aug), online)
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch, shuffle=True,
                                          drop_last=True, num_workers=args.workers,
                                          persistent_workers=args.workers > 0)
@@ -308,6 +328,8 @@ def main():
     head = ProjectionHead(encoder.features, args.hidden)
     optimiser = torch.optim.Adam(list(encoder.parameters()) + list(head.parameters()),
                                  lr=1e-3, weight_decay=1e-6)
+    probe = nn.Linear(encoder.features, 10)
+    probe_optimiser = torch.optim.Adam(probe.parameters(), lr=1e-4)
     if args.compile:
         encoder, head = torch.compile(encoder), torch.compile(head)
 
@@ -320,14 +342,27 @@ def main():
     times = []
     last = time.perf_counter()
     for step in range(args.warmup + args.steps):
-        x1, x2 = next(batches)
-        views = torch.cat([x1, x2]).contiguous(memory_format=memory_format)
+        *views, y = next(batches)
+        x1, x2 = (v.contiguous(memory_format=memory_format) for v in views[:2])
         with autocast():
-            z = head(encoder(views)).float()
-        loss = kernel_infonce(z[:args.batch], z[args.batch:], args.gamma, args.tau)
+            if args.joint_views:
+                z = head(encoder(torch.cat([x1, x2]))).float()
+                z1, z2 = z[:args.batch], z[args.batch:]
+            else:
+                z1, z2 = head(encoder(x1)).float(), head(encoder(x2)).float()
+        loss = kernel_infonce(z1, z2, args.gamma, args.tau)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
+        if online is not None:
+            encoder.eval()
+            with torch.no_grad(), autocast():
+                h = encoder(views[2].contiguous(memory_format=memory_format)).float()
+            encoder.train()
+            probe_loss = F.cross_entropy(probe(h), y)
+            probe_optimiser.zero_grad(set_to_none=True)
+            probe_loss.backward()
+            probe_optimiser.step()
         last_loss = loss.item()
         now = time.perf_counter()
         if step >= args.warmup:
@@ -348,6 +383,8 @@ def main():
         "channels_last": args.channels_last,
         "bf16": args.bf16,
         "compile": args.compile,
+        "bn_views": "joint" if args.joint_views else "separate",
+        "online_probe": online is not None,
         "step_ms_median": round(median * 1000, 1),
         "images_per_s": round(2 * args.batch / median, 1),
         "last_loss": round(last_loss, 4),

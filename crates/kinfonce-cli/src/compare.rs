@@ -210,12 +210,14 @@ fn study_eval_options(a: &CompareArgs, threads: usize) -> anyhow::Result<StudyEv
             channels_last: a.run.channels_last,
             batch: a.eval_batch.max(1),
             threads,
+            ..Default::default()
         },
         data: EvalDataOptions {
             data: None,
             format: None,
             report_split: Split::Test,
             subset_train: a.subset_train,
+            ..Default::default()
         },
         knn: KnnConfig {
             k: a.knn_k,

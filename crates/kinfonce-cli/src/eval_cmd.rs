@@ -4,7 +4,7 @@ use anyhow::{bail, Context};
 use kinfonce_data::Split;
 use kinfonce_train::eval::{
     classification, knn_record, linear_augmented_record, linear_fast_record, EvalRecord,
-    FeatureSet, KnnConfig, LinearProbe, ProbeConfig,
+    FeatureSet, KnnConfig, LinearProbe, LinearProtocol, ProbeConfig,
 };
 use kinfonce_train::features::{
     labels_tensor, load_eval_data, EncoderSource, EvalData, EvalDataOptions, FeatureOptions,
@@ -21,10 +21,20 @@ use std::time::Instant;
 pub enum EvalCommand {
     /// Linear probe on frozen encoder features (before the projection head).
     ///
-    /// Official protocol (default): SGD lr 0.3, momentum 0.9, weight decay 1e-6, cosine
-    /// annealing per epoch over 100 epochs, batch 256, cross-entropy; the train images are
-    /// augmented afresh every epoch (random resized crop scale 0.08-1 + horizontal flip) and
-    /// passed through the frozen encoder, so it costs 100 feature passes over `train`.
+    /// Every protocol trains the same classifier: SGD lr 0.3, momentum 0.9, weight decay 1e-6,
+    /// cosine annealing per epoch over 100 epochs, batch 256, cross-entropy. They differ in the
+    /// images (--protocol, --fast):
+    ///
+    /// official (default; what the official code's simclr_finetune.py runs): the train images
+    /// are augmented afresh every epoch with the full SimCLR augmentation at jitter strength 1.0
+    /// (random resized crop 0.08-1, flip, color jitter 0.8/0.8/0.8/0.2 with p 0.8, grayscale
+    /// p 0.2, no blur) and passed through the frozen encoder, so it costs one feature pass over
+    /// `train` per epoch; 20% of the training images are held out for a validation accuracy;
+    /// validation and test images are resized to 1.1 x their side and centre-cropped (Resize(35)
+    /// + CenterCrop(32) on CIFAR). --epochs shortens the 100 epochs at CPU scale.
+    ///
+    /// crop-flip: train images augmented by random resized crop + flip only, the run's own
+    /// validation split held out, whole test images.
     ///
     /// --fast: features computed once without augmentation and the same classifier trained on
     /// the cached features (seconds instead of hours on a CPU). Expected gap: the augmented
@@ -34,8 +44,9 @@ pub enum EvalCommand {
     /// weak encoders (random init, very short runs), where crops only add noise. Rankings of
     /// encoders under the two modes usually agree; compare numbers only within one mode.
     ///
-    /// Splits: fit on `train` (training images minus the run's seeded validation
-    /// split; not the pretraining --subset), report on `test` (the official test set).
+    /// Splits: fit on `train` (training images minus a seeded validation split: the
+    /// protocol's 20% for official, the run's otherwise; not the pretraining --subset), report
+    /// on `test` (the official test set).
     Linear(LinearArgs),
     /// Weighted k-NN on L2-normalised frozen encoder features (k = 200, temperature 0.1): a test
     /// image's k most cosine-similar train images vote with weight exp(cos / t).
@@ -103,8 +114,13 @@ pub struct LinearArgs {
     pub source: SourceArgs,
     #[command(flatten)]
     pub split: SplitArgs,
-    /// Fast mode: train on features computed once without augmentation.
-    #[arg(long)]
+    /// Images of the probe: official (simclr_finetune.py, the official code's) or crop-flip;
+    /// see above.
+    #[arg(long, default_value = "official", value_name = "official|crop-flip")]
+    pub protocol: LinearProtocol,
+    /// Fast mode: train on features computed once without augmentation (instead of a
+    /// --protocol).
+    #[arg(long, conflicts_with = "protocol")]
     pub fast: bool,
     /// Probe epochs (cosine annealing over them).
     #[arg(long, default_value_t = 100)]
@@ -121,7 +137,7 @@ pub struct LinearArgs {
     /// Seed of the probe's initialisation, shuffles and augmentations. [default: the run's]
     #[arg(long)]
     pub seed: Option<u64>,
-    /// Confusion-matrix figure (SVG). [default: RUN/confusion-linear[-fast][-init].svg]
+    /// Confusion-matrix figure (SVG). [default: RUN/confusion-linear-PROTOCOL[-init].svg]
     #[arg(long, value_name = "FILE")]
     pub confusion: Option<PathBuf>,
     /// Save the trained probe (safetensors: `weight` [C, d], `bias` [C]).
@@ -188,13 +204,16 @@ pub(crate) fn feature_options(s: &SourceArgs, threads: usize) -> FeatureOptions 
         channels_last: s.channels_last,
         batch: s.batch.max(1),
         threads,
+        ..Default::default()
     }
 }
 
 /// The encoder and the evaluation splits of the arguments.
+/// `val_fraction`: the share of the training images held out as `val` (`None`: the run's).
 fn prepare(
     s: &SourceArgs,
     split: &SplitArgs,
+    val_fraction: Option<f64>,
 ) -> anyhow::Result<(FrozenEncoder, EvalData, FeatureOptions)> {
     if s.init && s.checkpoint.is_some() {
         bail!("--init evaluates the network at initialisation; drop --checkpoint");
@@ -212,6 +231,7 @@ fn prepare(
         format: s.format.clone(),
         report_split,
         subset_train: split.subset_train,
+        val_fraction,
     };
     eprintln!(
         "reading {}",
@@ -271,6 +291,12 @@ fn print_record(r: &EvalRecord, run: &Path, json: bool) {
         100.0 * r.top1,
         100.0 * r.top5
     );
+    if let Some(val) = r.val_top1 {
+        println!(
+            "validation top-1 (the protocol's held-out training images): {:.2}%",
+            100.0 * val
+        );
+    }
     println!("protocol: {}", r.description);
     if r.per_class.len() <= 20 {
         for (name, acc) in r.class_names.iter().zip(&r.per_class) {
@@ -303,7 +329,7 @@ fn knn(a: KnnArgs) -> anyhow::Result<()> {
         temperature: a.t,
     };
     config.validate()?;
-    let (encoder, data, options) = prepare(&a.source, &a.split)?;
+    let (encoder, data, options) = prepare(&a.source, &a.split, None)?;
     let fs = features_with_progress(&encoder, &data, &options)?;
     let r = knn_record(&encoder, &data, &fs, &config)?;
     print_record(&r, &run_folder(&a.source)?, a.source.json);
@@ -354,7 +380,9 @@ fn read_probe(path: &Path, classes: usize, dim: i64, data: &Path) -> anyhow::Res
 }
 
 fn linear(a: LinearArgs) -> anyhow::Result<()> {
-    let (encoder, data, options) = prepare(&a.source, &a.split)?;
+    let augmented = !(a.fast || a.probe.is_some());
+    let val_fraction = augmented.then(|| a.protocol.val_fraction()).flatten();
+    let (encoder, data, options) = prepare(&a.source, &a.split, val_fraction)?;
     let run = run_folder(&a.source)?;
     let probe_config = ProbeConfig {
         epochs: a.epochs,
@@ -407,21 +435,14 @@ fn linear(a: LinearArgs) -> anyhow::Result<()> {
         let fs = features_with_progress(&encoder, &data, &options)?;
         linear_fast_record(&encoder, &data, &fs, &probe_config, &mut progress)?
     } else {
-        let n_test = data.test.len();
         eprintln!(
-            "official protocol: {} epochs of augmented train images through the encoder (use --fast for cached features)",
-            probe_config.epochs
+            "{} protocol: {} epochs of augmented train images through the encoder (use --fast for cached features)",
+            a.protocol, probe_config.epochs
         );
-        let test = encoder.features(&data.test, &data.normalization, &options, &mut |d| {
-            if d == n_test {
-                eprintln!("  test features: {d}/{n_test}");
-            }
-        })?;
         linear_augmented_record(
             &encoder,
             &data,
-            &test,
-            &labels_tensor(&data.test),
+            a.protocol,
             &probe_config,
             &options,
             &mut progress,
@@ -440,8 +461,8 @@ fn linear(a: LinearArgs) -> anyhow::Result<()> {
     }
     let figure = a.confusion.clone().unwrap_or_else(|| {
         run.join(format!(
-            "confusion-linear{}{}.svg",
-            if a.fast { "-fast" } else { "" },
+            "confusion-linear-{}{}.svg",
+            if a.fast { "fast" } else { a.protocol.name() },
             if encoder.checkpoint.is_none() {
                 "-init"
             } else {

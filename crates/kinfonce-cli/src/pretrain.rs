@@ -66,9 +66,14 @@ pub struct PretrainArgs {
     /// Base channel count (64 = standard ResNet; 16 or 8 for small CPU runs).
     #[arg(long)]
     pub width: Option<i64>,
-    /// Stem: auto (CIFAR stem below 64 px), cifar, imagenet.
+    /// Stem: auto (stl10 for STL-10, cifar below 64 px, imagenet from 64 px up), cifar (3x3
+    /// conv, no max-pool), imagenet (7x7 conv, max-pool), stl10 (7x7 conv, no max-pool).
     #[arg(long)]
     pub stem: Option<String>,
+    /// Batch-norm statistics in training forwards: separate (per view, the official code's two
+    /// forwards) or joint (both views in one forward, as google-research/simclr).
+    #[arg(long, value_name = "separate|joint")]
+    pub bn_views: Option<String>,
     /// Projection head hidden width.
     #[arg(long)]
     pub hidden_dim: Option<i64>,
@@ -107,16 +112,22 @@ pub struct PretrainArgs {
     /// Base learning rate. [default: adam 1e-3, lars 0.3, sgd 0.05]
     #[arg(long)]
     pub lr: Option<f64>,
-    /// Weight decay (not on biases and BatchNorm).
+    /// Weight decay (on every parameter unless --exclude-bn-bias).
     #[arg(long)]
     pub weight_decay: Option<f64>,
+    /// Leave biases and batch-norm parameters out of weight decay (and LARS adaptation):
+    /// `--exclude-bn-bias` on, `--exclude-bn-bias=false` off. [default: off, as the official
+    /// code]
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pub exclude_bn_bias: Option<bool>,
     /// Momentum of SGD and LARS.
     #[arg(long)]
     pub momentum: Option<f64>,
     /// LARS trust coefficient.
     #[arg(long)]
     pub trust_coefficient: Option<f64>,
-    /// Learning rate of the online linear probe.
+    /// Learning rate of the online linear probe (Adam; trained as pl_bolts'
+    /// SSLOnlineEvaluator on its own crop + flip view through the encoder in eval mode).
     #[arg(long)]
     pub probe_lr: Option<f64>,
     /// Compute precision: auto, f32 or bf16 (bf16 keeps f32 master weights and loss). auto
@@ -464,7 +475,7 @@ fn print_summary(s: &kinfonce_train::Summary, run_dir: &Path, json: bool) {
             .unwrap_or_else(|| "n/a".into())
     };
     println!(
-        "{} after {} steps ({} epochs): loss {:.4} (first {}), k-NN top-1 {} (at initialisation {}), online probe {}, {:.0} views/s, {:.1} s",
+        "{} after {} steps ({} epochs): loss {:.4} (first {}), k-NN top-1 {} (at initialisation {}), online probe {} (val; {} on training views), {:.0} views/s, {:.1} s",
         if s.interrupted { "interrupted" } else { "done" },
         s.steps,
         s.epochs_completed,
@@ -472,6 +483,7 @@ fn print_summary(s: &kinfonce_train::Summary, run_dir: &Path, json: bool) {
         s.first_loss.map(|l| format!("{l:.4}")).unwrap_or_else(|| "n/a".into()),
         pct(s.knn_top1),
         pct(s.knn_top1_init),
+        pct(s.online_val_top1),
         pct(s.online_top1),
         s.views_per_s,
         s.wall_s

@@ -208,7 +208,8 @@ fn eval_and_embed_on_image_folder_and_tiny_imagenet_with_clear_errors() {
     assert_eq!(v["probe"]["lr"], 0.3);
     let svg = std::fs::read_to_string(run.join("confusion-linear-fast.svg")).unwrap();
     assert!(svg.contains("class2"), "confusion plot names the classes");
-    // The official (augmented) protocol, 2 epochs.
+    // The official protocol (simclr_finetune.py), 2 epochs: its own 20% validation split
+    // (3 x 10 images -> 24 train, 6 val) with a validation accuracy, the test split reported.
     let v = last_json(&ok(&[
         "eval",
         "linear",
@@ -220,11 +221,50 @@ fn eval_and_embed_on_image_folder_and_tiny_imagenet_with_clear_errors() {
         "1",
         "--json",
     ]));
-    check_record(&v, "linear", 27, 12);
+    check_record(&v, "linear-official", 24, 12);
+    let description = v["description"].as_str().unwrap();
+    assert!(
+        description.contains("color jitter 0.8/0.8/0.8/0.2")
+            && description.contains("centre-cropped"),
+        "{description}"
+    );
+    let val = v["val_top1"].as_f64().unwrap();
+    assert!(
+        (0.0..=1.0).contains(&val) && (val * 6.0).fract().abs() < 1e-9,
+        "{v}"
+    );
+    // crop-flip: the run's 10% validation split held out, no validation accuracy.
+    let v = last_json(&ok(&[
+        "eval",
+        "linear",
+        "--run",
+        s(&run),
+        "--protocol",
+        "crop-flip",
+        "--epochs",
+        "2",
+        "--threads",
+        "1",
+        "--json",
+    ]));
+    check_record(&v, "linear-crop-flip", 27, 12);
+    assert!(v.get("val_top1").is_none(), "{v}");
     assert!(v["description"]
         .as_str()
         .unwrap()
         .contains("random resized crop"));
+    let err = fails(&[
+        "eval",
+        "linear",
+        "--run",
+        s(&run),
+        "--protocol",
+        "official-ish",
+    ]);
+    assert!(
+        err.contains("official-ish") && err.contains("crop-flip"),
+        "{err}"
+    );
 
     // TinyImageNet layout, evaluated with the same encoder.
     let tiny = tmp.path().join("tiny-imagenet-200");
@@ -643,4 +683,21 @@ fn compare_trains_evaluates_adopts_and_resumes() {
         err.contains("gaussian-seed0") && err.contains("epochs: 2 -> 3"),
         "{err}"
     );
+}
+
+#[test]
+fn linear_help_lists_the_protocols_and_names_the_official_one() {
+    // Whitespace collapsed: clap wraps the text to the terminal's width.
+    let help = ok(&["eval", "linear", "--help"])
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for needle in [
+        "official (default; what the official code's simclr_finetune.py runs)",
+        "crop-flip:",
+        "--fast",
+        "Resize(35)",
+    ] {
+        assert!(help.contains(needle), "`{needle}` missing from:\n{help}");
+    }
 }

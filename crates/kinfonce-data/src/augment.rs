@@ -962,9 +962,16 @@ mod tests {
             0.549428, 0.534590, 0.548884, 0.607911, 0.621813, 0.604342, 0.671185, 0.735758,
         ];
         close(&cifar[..32], &c0_row0, "32x32 channel 0 row 0");
-        close(&cifar[2 * 1024 + 31 * 32..3 * 1024], &c2_row31, "32x32 channel 2 row 31");
+        close(
+            &cifar[2 * 1024 + 31 * 32..3 * 1024],
+            &c2_row31,
+            "32x32 channel 2 row 31",
+        );
         for (c, want) in [534.5383f64, 520.3881, 512.3500].iter().enumerate() {
-            let sum: f64 = cifar[c * 1024..(c + 1) * 1024].iter().map(|&v| v as f64).sum();
+            let sum: f64 = cifar[c * 1024..(c + 1) * 1024]
+                .iter()
+                .map(|&v| v as f64)
+                .sum();
             assert!((sum - want).abs() < 1e-3, "channel {c} sum {sum} vs {want}");
         }
     }

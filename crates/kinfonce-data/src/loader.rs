@@ -14,7 +14,8 @@ use std::thread::JoinHandle;
 use rayon::prelude::*;
 
 use crate::augment::{
-    augment_view, center_crop_view, eval_view, AugmentConfig, ImageShape, Normalization, Scratch, ViewKey,
+    augment_view, center_crop_view, eval_view, AugmentConfig, ImageShape, Normalization, Scratch,
+    ViewKey,
 };
 use crate::dataset::Dataset;
 use crate::error::{DataError, Result};
@@ -453,8 +454,7 @@ impl ContrastiveLoader {
 }
 
 /// [`eval_view`] or [`center_crop_view`] for one element type.
-type EvalViewFn<T> =
-    fn(&[u8], ImageShape, usize, &Normalization, Layout, &mut [T], &mut Scratch);
+type EvalViewFn<T> = fn(&[u8], ImageShape, usize, &Normalization, Layout, &mut [T], &mut Scratch);
 
 /// Settings of [`EvalLoader`].
 #[derive(Clone, Debug, PartialEq)]

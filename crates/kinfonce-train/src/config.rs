@@ -1,6 +1,7 @@
 //! The resolved configuration of a pretraining run (written to `config.toml` of the run folder;
 //! TOML keys are the CLI flags in snake_case).
 
+use crate::batch_norm::BnViews;
 use crate::error::{io_err, Result, TrainError};
 use crate::hardware::{self, ComputeChoice, Precision, Target};
 use crate::optim::OptimizerKind;
@@ -75,8 +76,12 @@ pub struct ModelSection {
     pub arch: Arch,
     /// Base channel count.
     pub width: i64,
-    /// The first layers; `auto`: the CIFAR stem below 64 pixels.
+    /// The first layers; `auto`: the STL-10 stem for STL-10, else the CIFAR stem below 64
+    /// pixels and the ImageNet stem from 64 up.
     pub stem: StemChoice,
+    /// Batch-norm statistics per view (`separate`, the official code) or over the pair
+    /// (`joint`) in training forwards.
+    pub bn_views: BnViews,
     /// Projection head hidden width.
     pub hidden_dim: i64,
     /// Projection output dimension (concat-sum doubles it).
@@ -93,6 +98,7 @@ impl Default for ModelSection {
             arch: Arch::Resnet18,
             width: 64,
             stem: StemChoice::Auto,
+            bn_views: BnViews::Separate,
             hidden_dim: 2048,
             out_dim: 128,
             norm_p: 2.0,
@@ -101,7 +107,8 @@ impl Default for ModelSection {
     }
 }
 
-/// The stem of the encoder, or `auto`: the CIFAR stem below 64 pixels, the ImageNet stem above.
+/// The stem of the encoder ([`Stem`]), or `auto`: the official choice for the data
+/// ([`TrainConfig::stem_for`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StemChoice {
@@ -109,6 +116,7 @@ pub enum StemChoice {
     Auto,
     Cifar,
     Imagenet,
+    Stl10,
 }
 
 impl std::fmt::Display for StemChoice {
@@ -117,6 +125,7 @@ impl std::fmt::Display for StemChoice {
             StemChoice::Auto => "auto",
             StemChoice::Cifar => "cifar",
             StemChoice::Imagenet => "imagenet",
+            StemChoice::Stl10 => "stl10",
         })
     }
 }
@@ -162,13 +171,17 @@ pub struct OptimSection {
         deserialize_with = "zero_as_none"
     )]
     pub lr: Option<f64>,
-    /// Weight decay (not on biases and batch-norm weights).
+    /// Weight decay (coupled, on every parameter unless `exclude_bn_bias`).
     pub weight_decay: f64,
+    /// Leave biases and batch-norm parameters (every 1-D parameter) out of weight decay and
+    /// LARS adaptation. Default false (the official `exclude_bn_bias`).
+    pub exclude_bn_bias: bool,
     /// SGD / LARS momentum.
     pub momentum: f64,
     /// LARS trust coefficient.
     pub trust_coefficient: f64,
-    /// Learning rate of the online linear probe (Adam, constant).
+    /// Learning rate of the online linear probe (Adam, constant; pl_bolts'
+    /// `SSLOnlineEvaluator` uses 1e-4).
     pub probe_lr: f64,
 }
 
@@ -180,9 +193,10 @@ impl Default for OptimSection {
             optimizer: OptimizerKind::Adam,
             lr: None,
             weight_decay: 1e-6,
+            exclude_bn_bias: false,
             momentum: 0.9,
             trust_coefficient: 1e-3,
-            probe_lr: 1e-3,
+            probe_lr: 1e-4,
         }
     }
 }
@@ -389,12 +403,22 @@ impl TrainConfig {
         )
     }
 
-    /// The stem for images of `image_side` pixels: as set, or with `auto` the CIFAR stem (3x3
-    /// conv, no max-pool) below 64 pixels and the ImageNet stem from 64 up.
-    pub fn stem_for(&self, image_side: usize) -> Stem {
+    /// The format of the run's data: as set, else detected from its path.
+    pub fn run_format(&self) -> Option<DataFormat> {
+        self.data
+            .format
+            .or_else(|| DataFormat::detect(&self.data.data).ok())
+    }
+
+    /// The stem for images of `image_side` pixels in `format`: as set, or with `auto` the
+    /// official choices: the STL-10 stem (7x7 conv, no max-pool) for STL-10, the CIFAR stem
+    /// (3x3 conv, no max-pool) below 64 pixels, the ImageNet stem from 64 up.
+    pub fn stem_for(&self, image_side: usize, format: Option<DataFormat>) -> Stem {
         match self.model.stem {
             StemChoice::Cifar => Stem::Cifar,
             StemChoice::Imagenet => Stem::Imagenet,
+            StemChoice::Stl10 => Stem::Stl10,
+            StemChoice::Auto if format == Some(DataFormat::Stl10) => Stem::Stl10,
             StemChoice::Auto if image_side < 64 => Stem::Cifar,
             StemChoice::Auto => Stem::Imagenet,
         }
@@ -568,9 +592,16 @@ fn run_table(run_dir: &Path, name: &str) -> Result<toml::Table> {
     }
 }
 
-/// The `[config]` table of a run folder's config.toml.
+/// The `[config]` table of a run folder's config.toml. Runs written before the protocol
+/// revision (no `bn_views` key) keep their batch-norm and weight-decay rules: both views in one
+/// forward, biases and batch-norm weights out of weight decay.
 pub fn read_run_config(run_dir: &Path) -> Result<TrainConfig> {
-    toml::Value::Table(run_table(run_dir, "config")?)
+    let mut table = run_table(run_dir, "config")?;
+    if !table.contains_key("bn_views") {
+        table.insert("bn_views".into(), BnViews::Joint.name().into());
+        table.entry("exclude_bn_bias").or_insert(true.into());
+    }
+    toml::Value::Table(table)
         .try_into()
         .map_err(|e| TrainError::Config(format!("{}: {e}", run_dir.join("config.toml").display())))
 }
@@ -638,6 +669,28 @@ width = 4
         assert_eq!(c.compute.channels_last, Some(true));
         assert_eq!((c.monitor.log_every, c.monitor.knn_bank), (5, 500));
         assert_eq!(c.checkpoint.checkpoint_minutes, 0.0);
+    }
+
+    #[test]
+    fn runs_from_before_the_protocol_revision_keep_their_rules() {
+        let dir = std::env::temp_dir().join(format!("kinfonce-earlier-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let write = |body: &str| {
+            std::fs::write(dir.join("config.toml"), format!("[config]\n{body}")).unwrap();
+            read_run_config(&dir).unwrap()
+        };
+        let earlier = write(EARLIER_CONFIG);
+        assert_eq!(earlier.model.bn_views, BnViews::Joint);
+        assert!(earlier.optim.exclude_bn_bias);
+        // A run of this revision writes `bn_views`, and its file reads back as written.
+        let now = TrainConfig::default();
+        let read = write(&toml::to_string(&now).unwrap());
+        assert_eq!(read, now);
+        assert_eq!(
+            (read.model.bn_views, read.optim.exclude_bn_bias),
+            (BnViews::Separate, false)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

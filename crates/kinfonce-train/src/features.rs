@@ -106,6 +106,9 @@ pub struct FeatureOptions {
     pub batch: usize,
     /// Threads of the image pipeline. Default 1.
     pub threads: usize,
+    /// Images resized to 1.1 x the side and centre-cropped (the official evaluation view)
+    /// rather than taken whole. Default false.
+    pub center_crop: bool,
 }
 
 impl Default for FeatureOptions {
@@ -116,6 +119,7 @@ impl Default for FeatureOptions {
             channels_last: None,
             batch: 256,
             threads: 1,
+            center_crop: false,
         }
     }
 }
@@ -145,7 +149,7 @@ impl FrozenEncoder {
     /// Loads the encoder of `source`.
     ///
     /// The stem and input channels come from the checkpoint's `conv1.weight` (3x3 kernel: CIFAR
-    /// stem, 7x7: ImageNet stem); at initialisation from the configuration and `image_side` /
+    /// stem, 7x7: the ImageNet or STL-10 stem, as the configuration says); at initialisation from the configuration and `image_side` /
     /// `channels` of the data (as the trainer chooses them). At initialisation the weights are
     /// drawn exactly as the trainer draws them: `manual_seed(seed)`, then the encoder first.
     pub fn load(
@@ -178,19 +182,20 @@ impl FrozenEncoder {
         );
         let ck_dir = source.checkpoint_dir()?;
         let ck = ck_dir.as_deref().map(checkpoint::load).transpose()?;
+        let configured = config.stem_for(image_side, config.run_format());
         let (stem, in_channels) = match ck.as_ref().and_then(|c| c.encoder.get("conv1.weight")) {
+            // The kernel tells the CIFAR stem from the 7x7 ones; the configuration tells
+            // which 7x7 stem (with or without max-pool).
             Some(w) if w.dim() == 4 => {
                 let s = w.size();
-                (
-                    if s[3] == 7 {
-                        Stem::Imagenet
-                    } else {
-                        Stem::Cifar
-                    },
-                    s[1],
-                )
+                let stem = match (s[3], configured) {
+                    (7, Stem::Stl10) => Stem::Stl10,
+                    (7, _) => Stem::Imagenet,
+                    _ => Stem::Cifar,
+                };
+                (stem, s[1])
             }
-            _ => (config.stem_for(image_side), channels as i64),
+            _ => (configured, channels as i64),
         };
         tch::manual_seed(config.compute.seed as i64);
         let vs = nn::VarStore::new(device);
@@ -284,8 +289,9 @@ impl FrozenEncoder {
         self.encoder.forward(x, false).to_kind(Kind::Float)
     }
 
-    /// Features of every image of `data`, in order, without augmentation: f32
-    /// `[len, feature_dim]` on the CPU. `progress` is called with the images done so far.
+    /// Features of every image of `data`, in order, without augmentation (centre-cropped when
+    /// `options.center_crop`): f32 `[len, feature_dim]` on the CPU. `progress` is called with
+    /// the images done so far.
     pub fn features(
         &self,
         data: &Arc<Dataset>,
@@ -307,6 +313,7 @@ impl FrozenEncoder {
                 threads: options.threads.max(1),
                 prefetch: 2,
                 size: Some(data.height().max(data.width())),
+                center_crop: options.center_crop,
                 normalization: normalization.clone(),
                 layout: self.layout(),
                 dtype: Dtype::F32,
@@ -328,21 +335,16 @@ impl FrozenEncoder {
         Ok(Tensor::cat(&parts, 0))
     }
 
-    /// A loader of single augmented views of `data` (the official linear-evaluation training
-    /// transform: random resized crop + horizontal flip, then normalisation), shuffled per
-    /// epoch with `seed`, last batch kept.
+    /// A loader of single views of `data` augmented by `augment`, shuffled per epoch with
+    /// `seed`, last batch kept (a linear probe's training images).
     pub fn augmented_loader(
         &self,
         data: &Arc<Dataset>,
-        normalization: &Normalization,
+        augment: AugmentConfig,
         options: &FeatureOptions,
         seed: u64,
     ) -> Result<ContrastiveLoader> {
         self.check_channels(data, "the data set")?;
-        let side = data.height().max(data.width());
-        let mut augment = AugmentConfig::simclr(side, 0.0, false, normalization.clone());
-        augment.jitter_p = 0.0;
-        augment.grayscale_p = 0.0;
         ContrastiveLoader::new(
             Arc::clone(data),
             augment,
@@ -369,12 +371,14 @@ pub struct EvalData {
     /// The data set's path.
     pub path: PathBuf,
     pub train: Arc<Dataset>,
+    /// The held-out training images (the complement of `train` before `subset_train`).
+    pub val: Arc<Dataset>,
     pub test: Arc<Dataset>,
     /// Name of the reported split (`test`, or `val` when asked).
     pub test_split: Split,
     /// The normalisation the encoder was trained with.
     pub normalization: Normalization,
-    /// Fraction of the training images held out of `train` (the run's).
+    /// Fraction of the training images held out of `train` as `val`.
     pub val_fraction: f64,
 }
 
@@ -395,6 +399,8 @@ pub struct EvalDataOptions {
     pub report_split: Split,
     /// Keep at most this many `train` images (an evenly spaced selection of the seeded split).
     pub subset_train: Option<usize>,
+    /// The fraction of the training images held out as `val`; `None`: the run's.
+    pub val_fraction: Option<f64>,
 }
 
 impl Default for EvalDataOptions {
@@ -404,6 +410,7 @@ impl Default for EvalDataOptions {
             format: None,
             report_split: Split::Test,
             subset_train: None,
+            val_fraction: None,
         }
     }
 }
@@ -416,11 +423,7 @@ fn parse_format(name: &str) -> Result<DataFormat> {
 /// The normalisation the run's encoder saw: that of the run's data format (`fallback` when the
 /// run's data cannot be identified any more).
 pub fn run_normalization(config: &TrainConfig, fallback: DataFormat) -> Normalization {
-    let format = match config.data.format {
-        Some(f) => Some(f),
-        None => DataFormat::detect(&config.data.data).ok(),
-    };
-    Normalization::for_format(format.unwrap_or(fallback))
+    Normalization::for_format(config.run_format().unwrap_or(fallback))
 }
 
 /// The data set and format an evaluation of the run `config` reads: `data` and `format` when
@@ -439,14 +442,14 @@ pub fn eval_source(
     Ok((path, format))
 }
 
-/// Reads the train and report splits for the run `config`: the train split is `train` (the
-/// training images minus the run's seeded validation split, *without* the
-/// pretraining `--subset`), the report split the official test set.
+/// Reads the splits for the run `config`: `train` (the training images minus a seeded
+/// validation split, the run's unless `options.val_fraction`, *without* the pretraining
+/// `--subset`), that validation split, and the report split (the official test set).
 pub fn load_eval_data(config: &TrainConfig, options: &EvalDataOptions) -> Result<EvalData> {
     let (path, format) = eval_source(config, options.data.as_deref(), options.format.as_deref())?;
     let mut dc = DataConfig::new(&path);
     dc.format = format;
-    dc.val_fraction = config.data.val_fraction;
+    dc.val_fraction = options.val_fraction.unwrap_or(config.data.val_fraction);
     dc.seed = config.compute.seed;
     let data_err = |e: kinfonce_data::DataError| TrainError::Data(e.to_string());
     let format = dc.resolved_format().map_err(data_err)?;
@@ -486,15 +489,16 @@ impl EvalData {
             }
             _ => train,
         };
+        let val = Arc::new(val);
         let test = match options.report_split {
-            Split::Val => val,
-            _ => official_test.ok_or_else(|| {
+            Split::Val => Arc::clone(&val),
+            _ => Arc::new(official_test.ok_or_else(|| {
                 TrainError::Data(format!(
                     "{}: the data set has no test split (for an ImageFolder: test/ or val/ beside train/); \
                      report on the held-out training images with --test-split val",
                     dc.path.display()
                 ))
-            })?,
+            })?),
         };
         if !train.is_labelled() {
             return Err(TrainError::Data(format!(
@@ -522,7 +526,8 @@ impl EvalData {
             format,
             path: dc.path.clone(),
             train: Arc::new(train),
-            test: Arc::new(test),
+            val,
+            test,
             test_split: options.report_split,
             normalization,
             val_fraction: dc.val_fraction,

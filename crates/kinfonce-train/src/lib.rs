@@ -10,6 +10,7 @@ pub const LIBTORCH_VERSION: &str = "2.11.0";
 pub const LIBTORCH_LIB: Option<&str> = option_env!("KINFONCE_LIBTORCH_LIB");
 
 pub mod allocator;
+pub mod batch_norm;
 pub mod checkpoint;
 pub mod compare;
 pub mod config;

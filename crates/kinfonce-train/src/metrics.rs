@@ -49,8 +49,13 @@ pub struct EpochRecord {
     pub partial_epoch: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub knn_top1: Option<f64>,
+    /// The online probe's top-1 on the epoch's training views (pl_bolts' `online_train_acc`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub online_top1: Option<f64>,
+    /// The online probe's top-1 on the val queries (pl_bolts' `online_val_acc`), with the
+    /// k-NN monitor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub online_val_top1: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alignment: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -3,7 +3,8 @@
 
 use tch::{Kind, Tensor};
 
-/// Weighted k-NN accuracy (Wu et al. 2018, as in the official SimCLR monitors): features are
+/// Weighted k-NN accuracy (Wu et al. 2018, InstDisc; monitored so by solo-learn, not by the
+/// official code, which has no k-NN monitor): features are
 /// L2-normalised; a query's k most cosine-similar bank items vote for their class with weight
 /// exp(sim / t); the class with the largest total wins. Returns top-1 accuracy in [0, 1].
 ///

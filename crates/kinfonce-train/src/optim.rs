@@ -54,8 +54,8 @@ pub struct OptimizerConfig {
     pub eps: f64,
     /// LARS trust coefficient eta. Default 1e-3.
     pub trust_coefficient: f64,
-    /// Leave 1-D parameters (BatchNorm weights, biases) out of weight decay and LARS
-    /// adaptation. Default true.
+    /// Leave 1-D parameters (BatchNorm weights, biases) out of weight decay, and so out of LARS
+    /// adaptation. Default false (the official `exclude_bn_bias`).
     pub exclude_bn_bias: bool,
 }
 
@@ -69,7 +69,7 @@ impl Default for OptimizerConfig {
             beta2: 0.999,
             eps: 1e-8,
             trust_coefficient: 1e-3,
-            exclude_bn_bias: true,
+            exclude_bn_bias: false,
         }
     }
 }
@@ -77,8 +77,8 @@ impl Default for OptimizerConfig {
 struct Slot {
     name: String,
     param: Tensor,
-    /// Weight decay and LARS adaptation apply.
-    adapt: bool,
+    /// Weight decay applies (and with it LARS adaptation).
+    decays: bool,
     /// Adam: first moment; SGD / LARS: momentum buffer.
     first: Tensor,
     /// Adam: second moment.
@@ -101,14 +101,14 @@ impl Optimizer {
         let slots = params
             .into_iter()
             .map(|(name, param)| {
-                let adapt = !(config.exclude_bn_bias && param.dim() <= 1);
+                let decays = !(config.exclude_bn_bias && param.dim() <= 1);
                 let first = param.zeros_like().detach();
                 let second =
                     (config.kind == OptimizerKind::Adam).then(|| param.zeros_like().detach());
                 Slot {
                     name,
                     param,
-                    adapt,
+                    decays,
                     first,
                     second,
                 }
@@ -142,7 +142,7 @@ impl Optimizer {
                 if !grad.defined() {
                     continue;
                 }
-                let wd = if slot.adapt { c.weight_decay } else { 0.0 };
+                let wd = if slot.decays { c.weight_decay } else { 0.0 };
                 match c.kind {
                     OptimizerKind::Adam => {
                         // torch.optim.Adam: g += wd p; m = lerp(m, g, 1 - b1); v = b2 v + (1 - b2) g^2;
@@ -166,36 +166,36 @@ impl Optimizer {
                         let mut d = v.sqrt();
                         let _ = d.g_div_scalar_(bc2_sqrt);
                         let _ = d.g_add_scalar_(c.eps);
-                        let _ = d.g_mul_scalar_(-bc1 / lr);
-                        let _ = slot.param.addcdiv_(&slot.first, &d);
+                        // lr 0 (the first warmup step) moves nothing; the moments still count.
+                        if lr != 0.0 {
+                            let _ = d.g_mul_scalar_(-bc1 / lr);
+                            let _ = slot.param.addcdiv_(&slot.first, &d);
+                        }
                     }
-                    OptimizerKind::Sgd | OptimizerKind::Lars => {
+                    OptimizerKind::Sgd => {
                         let mut d = if wd != 0.0 {
                             &grad + &slot.param * wd
                         } else {
                             grad.shallow_clone()
                         };
-                        if c.kind == OptimizerKind::Lars && slot.adapt {
-                            // Trust ratio eta ||p|| / (||g|| + wd ||p|| + 1e-8) (pl_bolts' LARS),
-                            // 1 when either norm is 0.
+                        d = with_momentum(&mut slot.first, d, c.momentum, t == 1);
+                        let _ = slot.param.g_sub_(&(d * lr));
+                    }
+                    OptimizerKind::Lars => {
+                        // pl_bolts' LARS: with weight decay and both norms non-zero,
+                        // d = (g + wd p) eta ||p|| / (||g|| + wd ||p|| + 1e-8); otherwise d = g
+                        // (no decay and no trust ratio: with weight decay 0 it is momentum SGD).
+                        let mut d = grad.shallow_clone();
+                        if wd != 0.0 {
                             let p_norm = f64::try_from(slot.param.norm()).unwrap_or(0.0);
                             let g_norm = f64::try_from(grad.norm()).unwrap_or(0.0);
                             if p_norm > 0.0 && g_norm > 0.0 {
                                 let ratio =
                                     c.trust_coefficient * p_norm / (g_norm + wd * p_norm + 1e-8);
-                                d = d.g_mul_scalar(ratio);
+                                d = (&grad + &slot.param * wd).g_mul_scalar(ratio);
                             }
                         }
-                        if c.momentum != 0.0 {
-                            // buf = momentum buf + d (the first step starts from d, as PyTorch).
-                            if self.step == 1 {
-                                slot.first.copy_(&d);
-                            } else {
-                                let _ = slot.first.g_mul_scalar_(c.momentum);
-                                let _ = slot.first.g_add_(&d);
-                            }
-                            d = slot.first.shallow_clone();
-                        }
+                        d = with_momentum(&mut slot.first, d, c.momentum, t == 1);
                         let _ = slot.param.g_sub_(&(d * lr));
                     }
                 }
@@ -246,6 +246,21 @@ impl Optimizer {
         self.step = step;
         Ok(())
     }
+}
+
+/// The step direction with momentum (torch.optim.SGD): buf = momentum buf + d, starting from
+/// buf = d at the first step; `d` itself without momentum.
+fn with_momentum(buf: &mut Tensor, d: Tensor, momentum: f64, first: bool) -> Tensor {
+    if momentum == 0.0 {
+        return d;
+    }
+    if first {
+        buf.copy_(&d);
+    } else {
+        let _ = buf.g_mul_scalar_(momentum);
+        let _ = buf.g_add_(&d);
+    }
+    buf.shallow_clone()
 }
 
 #[cfg(test)]
@@ -322,16 +337,17 @@ mod tests {
         assert!((p.double_value(&[0, 0]) - 1.44).abs() < 1e-12);
     }
 
-    #[test]
-    fn lars_scales_matrices_and_leaves_biases() {
+    /// A matrix `w` = (3, 4) and a bias `b` = 1 with gradients (0, 10) and 2, one step at lr 1.
+    fn lars_step(weight_decay: f64, exclude_bn_bias: bool) -> (Tensor, Tensor) {
         let w = Tensor::from_slice(&[3.0f64, 4.0])
             .reshape([1, 2])
             .set_requires_grad(true);
         let b = Tensor::from_slice(&[1.0f64]).set_requires_grad(true);
         let config = OptimizerConfig {
             kind: OptimizerKind::Lars,
-            weight_decay: 0.0,
+            weight_decay,
             momentum: 0.0,
+            exclude_bn_bias,
             ..Default::default()
         };
         let mut opt = Optimizer::new(
@@ -341,15 +357,87 @@ mod tests {
                 ("b".into(), b.shallow_clone()),
             ],
         );
-        // Gradients: w -> (0, 10) (norm 10), b -> 2.
         ((&w * Tensor::from_slice(&[0.0f64, 10.0]).reshape([1, 2])).sum(Kind::Double) + &b * 2.0)
             .sum(Kind::Double)
             .backward();
         opt.step(1.0);
-        // ||w|| = 5, ratio = 1e-3 * 5 / (10 + 1e-8); w[1] = 4 - ratio * 10.
-        let ratio = 1e-3 * 5.0 / (10.0 + 1e-8);
-        assert!((w.double_value(&[0, 1]) - (4.0 - ratio * 10.0)).abs() < 1e-12);
+        (w, b)
+    }
+
+    #[test]
+    fn lars_adapts_only_what_decays_as_pl_bolts() {
+        let wd = 0.1;
+        let (w, b) = lars_step(wd, false);
+        // w: ||w|| = 5, ||g|| = 10, ratio = 1e-3 * 5 / (10 + 0.1 * 5 + 1e-8);
+        // d = (g + wd w) ratio = (0.3, 10.4) ratio.
+        let ratio = 1e-3 * 5.0 / (10.0 + wd * 5.0 + 1e-8);
+        assert!((w.double_value(&[0, 0]) - (3.0 - 0.3 * ratio)).abs() < 1e-12);
+        assert!((w.double_value(&[0, 1]) - (4.0 - 10.4 * ratio)).abs() < 1e-12);
+        // b decays too (exclude_bn_bias off): ||b|| = 1, ||g|| = 2.
+        let ratio_b = 1e-3 / (2.0 + wd + 1e-8);
+        assert!((b.double_value(&[0]) - (1.0 - 2.1 * ratio_b)).abs() < 1e-12);
+        // exclude_bn_bias: the bias neither decays nor adapts (a plain gradient step).
+        let (_, b) = lars_step(wd, true);
         assert!((b.double_value(&[0]) - (1.0 - 2.0)).abs() < 1e-12);
+    }
+
+    #[test]
+    fn lars_without_weight_decay_is_momentum_sgd() {
+        let run = |kind: OptimizerKind| -> Vec<f64> {
+            let p = Tensor::from_slice(&[0.5f64, -2.0, 1.5])
+                .reshape([3, 1])
+                .set_requires_grad(true);
+            let config = OptimizerConfig {
+                kind,
+                weight_decay: 0.0,
+                ..Default::default()
+            };
+            let mut opt = Optimizer::new(config, vec![("p".into(), p.shallow_clone())]);
+            for _ in 0..4 {
+                opt.zero_grad();
+                (&p * &p * &p).sum(Kind::Double).backward();
+                opt.step(0.05);
+            }
+            Vec::<f64>::try_from(p.flatten(0, -1)).unwrap()
+        };
+        assert_eq!(run(OptimizerKind::Lars), run(OptimizerKind::Sgd));
+    }
+
+    #[test]
+    fn adam_decays_one_dimensional_parameters_unless_excluded() {
+        // A bias with no loss gradient: g = wd p, so Adam's first step moves it by
+        // lr g / (|g| + eps) (bias corrections cancel at t = 1).
+        let step = |exclude_bn_bias: bool| -> f64 {
+            let b = Tensor::from_slice(&[2.0f64]).set_requires_grad(true);
+            let config = OptimizerConfig {
+                weight_decay: 0.5,
+                exclude_bn_bias,
+                ..Default::default()
+            };
+            let mut opt = Optimizer::new(config, vec![("bias".into(), b.shallow_clone())]);
+            (&b * 0.0).sum(Kind::Double).backward();
+            opt.step(0.1);
+            b.double_value(&[0])
+        };
+        let g = 0.5 * 2.0;
+        assert!((step(false) - (2.0 - 0.1 * g / (g + 1e-8))).abs() < 1e-12);
+        assert_eq!(step(true), 2.0);
+    }
+
+    #[test]
+    fn adam_at_lr_zero_moves_nothing_but_counts_the_step() {
+        let p = scalar(1.0);
+        let config = OptimizerConfig {
+            weight_decay: 0.0,
+            ..Default::default()
+        };
+        let mut opt = Optimizer::new(config, vec![("p".into(), p.shallow_clone())]);
+        (&p * 3.0).sum(Kind::Double).backward();
+        opt.step(0.0);
+        assert_eq!(value(&p), 1.0);
+        assert_eq!(opt.step, 1);
+        let m = opt.state_tensors()[0].1.double_value(&[0]);
+        assert!((m - 0.3).abs() < 1e-12, "first moment {m}");
     }
 
     #[test]

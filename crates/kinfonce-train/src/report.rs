@@ -11,7 +11,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
 
-const COLUMNS: [&str; 12] = [
+const COLUMNS: [&str; 13] = [
     "kind",
     "step",
     "epoch",
@@ -20,6 +20,7 @@ const COLUMNS: [&str; 12] = [
     "views_per_s",
     "knn_top1",
     "online_top1",
+    "online_val_top1",
     "alignment",
     "uniformity",
     "effective_rank",
@@ -120,8 +121,9 @@ pub fn write_outputs(run_dir: &Path, config: &TrainConfig, summary: &Summary) ->
     let _ = writeln!(md, "| k-NN top-1 (last) | {} |", fmt_opt(summary.knn_top1));
     let _ = writeln!(
         md,
-        "| online probe top-1 (last epoch) | {} |",
-        fmt_opt(summary.online_top1)
+        "| online probe top-1, training views / val (last epoch) | {} / {} |",
+        fmt_opt(summary.online_top1),
+        fmt_opt(summary.online_val_top1)
     );
     let _ = writeln!(md, "| training views/s | {:.1} |", summary.views_per_s);
     let _ = writeln!(md, "| wall time (s) | {:.1} |", summary.wall_s);

@@ -47,13 +47,27 @@ impl std::fmt::Display for Arch {
     }
 }
 
-/// The first layers: CIFAR (3x3 conv, stride 1, no max-pool; for 32x32 images) or ImageNet
-/// (7x7 conv, stride 2, then 3x3 max-pool stride 2; for 64x64 and larger).
+/// The first layers, as pl_bolts' `first_conv` and `maxpool1` choose them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stem {
+    /// 3x3 conv, stride 1, no max-pool (CIFAR: `first_conv` and `maxpool1` off).
     Cifar,
+    /// 7x7 conv, stride 2, then 3x3 max-pool, stride 2 (ImageNet; 64x64 and larger).
     Imagenet,
+    /// 7x7 conv, stride 2, no max-pool (the official STL-10 stem: `first_conv` on, `maxpool1` off).
+    Stl10,
+}
+
+impl Stem {
+    /// How much smaller the first stage's maps are than the image.
+    pub fn downsampling(self) -> usize {
+        match self {
+            Stem::Cifar => 1,
+            Stem::Stl10 => 2,
+            Stem::Imagenet => 4,
+        }
+    }
 }
 
 /// Configuration of a ResNet encoder.
@@ -91,7 +105,7 @@ impl ResNetConfig {
     pub fn init(&self, p: nn::Path) -> ResNet {
         let (kernel, stride, padding) = match self.stem {
             Stem::Cifar => (3, 1, 1),
-            Stem::Imagenet => (7, 2, 3),
+            Stem::Imagenet | Stem::Stl10 => (7, 2, 3),
         };
         let conv1 = Conv2d::new(
             &p / "conv1",
@@ -237,8 +251,8 @@ fn relu_in_place(mut t: Tensor) -> Tensor {
 #[derive(Debug)]
 pub struct ResNet {
     pub config: ResNetConfig,
-    conv1: Conv2d,
-    bn1: BatchNorm,
+    pub(crate) conv1: Conv2d,
+    pub(crate) bn1: BatchNorm,
     stages: Vec<Vec<Block>>,
 }
 
@@ -380,6 +394,34 @@ mod tests {
                 if arch == Arch::Resnet50 { 128 } else { 32 }
             );
         }
+    }
+
+    #[test]
+    fn the_stl10_stem_is_the_imagenet_conv_without_max_pool() {
+        let net = |stem| {
+            tch::manual_seed(3);
+            let vs = nn::VarStore::new(Device::Cpu);
+            let config = ResNetConfig {
+                stem,
+                width: 4,
+                ..Default::default()
+            };
+            (config.init(vs.root()), vs)
+        };
+        let ((stl, _a), (imagenet, _b)) = (net(Stem::Stl10), net(Stem::Imagenet));
+        assert_eq!(stl.conv1.weight.size(), vec![4, 3, 7, 7]);
+        assert_eq!(stl.conv1.stride, 2);
+        let x = Tensor::randn([2, 3, 24, 24], (Kind::Float, Device::Cpu));
+        // Through the stages by hand, from the stem's output without a max-pool.
+        let mut h = stl.bn1.forward(&stl.conv1.forward(&x), false).relu();
+        assert_eq!(h.size(), vec![2, 4, 12, 12]);
+        for block in stl.stages.iter().flatten() {
+            h = block.forward(&h, false);
+        }
+        let by_hand = h.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
+        let (a, b) = (stl.forward(&x, false), imagenet.forward(&x, false));
+        assert!(f64::try_from((&a - &by_hand).abs().max()).unwrap() < 1e-6);
+        assert!(f64::try_from((&a - &b).abs().max()).unwrap() > 1e-4);
     }
 
     #[test]

@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// lr(s) = base * (s + 1) / W for s < W (linear warmup), then
-/// base * (1 + cos(pi * (s - W) / (T - W))) / 2 (cosine to zero at s = T).
+/// lr(s) = base * s / W for s < W (linear warmup from 0, as pl_bolts' `linear_warmup_decay`),
+/// then base * (1 + cos(pi * (s - W) / (T - W))) / 2 (cosine to zero at s = T).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct WarmupCosine {
     pub base_lr: f64,
@@ -28,7 +28,7 @@ impl WarmupCosine {
     /// Learning rate of step `step` (0-based).
     pub fn lr(&self, step: u64) -> f64 {
         if step < self.warmup_steps {
-            return self.base_lr * (step + 1) as f64 / self.warmup_steps as f64;
+            return self.base_lr * step as f64 / self.warmup_steps as f64;
         }
         let decay = self.total_steps.saturating_sub(self.warmup_steps).max(1) as f64;
         let progress = ((step - self.warmup_steps) as f64 / decay).min(1.0);
@@ -58,9 +58,11 @@ mod tests {
             total_steps: 110,
         };
         let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
-        assert!(close(s.lr(0), 0.04));
-        assert!(close(s.lr(4), 0.2));
-        assert!(close(s.lr(9), 0.4));
+        // Warmup from 0, as pl_bolts: step / W.
+        assert!(close(s.lr(0), 0.0));
+        assert!(close(s.lr(1), 0.04));
+        assert!(close(s.lr(5), 0.2));
+        assert!(close(s.lr(9), 0.36));
         assert!(close(s.lr(10), 0.4)); // cosine starts at the peak
         assert!(close(s.lr(60), 0.2)); // half-way: cos(pi/2) = 0
         assert!(close(

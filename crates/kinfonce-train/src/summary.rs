@@ -15,6 +15,7 @@ pub struct Summary {
     pub knn_top1_init: Option<f64>,
     pub knn_top1: Option<f64>,
     pub online_top1: Option<f64>,
+    pub online_val_top1: Option<f64>,
     /// Views per second of the training step (forward, loss, backward, update), the first
     /// step of the invocation (warm-up) excluded.
     pub views_per_s: f64,
@@ -44,6 +45,7 @@ impl Summary {
             knn_top1_init: None,
             knn_top1: None,
             online_top1: None,
+            online_val_top1: None,
             views_per_s: 0.0,
             views_per_s_end_to_end: 0.0,
             wall_s: 0.0,
@@ -69,6 +71,7 @@ impl Summary {
                     self.first_loss.get_or_insert(e.loss);
                     self.knn_top1 = e.knn_top1.or(self.knn_top1);
                     self.online_top1 = e.online_top1.or(self.online_top1);
+                    self.online_val_top1 = e.online_val_top1.or(self.online_val_top1);
                 }
             }
         }

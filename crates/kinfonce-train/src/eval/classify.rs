@@ -5,8 +5,8 @@ use crate::monitor;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-/// Weighted k-NN settings. Defaults: k = 200, temperature 0.1 (Wu et al. 2018, the official
-/// monitors).
+/// Weighted k-NN settings. Defaults: k = 200, temperature 0.1 (Wu et al. 2018, InstDisc, as
+/// solo-learn uses them).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct KnnConfig {
     pub k: i64,

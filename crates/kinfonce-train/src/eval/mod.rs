@@ -1,5 +1,6 @@
 //! Offline evaluation on frozen features: the weighted k-NN classifier and the linear probe
-//! (multinomial logistic regression trained with SGD, the official code's protocol), with
+//! (multinomial logistic regression trained with SGD as the official `simclr_finetune.py`, on
+//! the images of a [`LinearProtocol`] or on cached features), with
 //! top-1 / top-5, per-class accuracy and the confusion matrix.
 
 mod classify;
@@ -10,7 +11,9 @@ mod record;
 pub use classify::{classification, knn_classify, Classification, KnnConfig};
 pub use pca::pca_2d;
 pub use probe::{epoch_permutation, train_probe, FeatureSet, LinearProbe, ProbeConfig};
-pub use record::{knn_record, linear_augmented_record, linear_fast_record, EvalRecord};
+pub use record::{
+    knn_record, linear_augmented_record, linear_fast_record, EvalRecord, LinearProtocol,
+};
 
 #[cfg(test)]
 mod tests {

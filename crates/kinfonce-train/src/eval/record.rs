@@ -1,11 +1,13 @@
 //! The record of one evaluation (`eval-*.json`, `eval --json`) and the protocols that make it:
-//! k-NN, the fast probe on cached features, the augmented (official) probe.
+//! k-NN, the fast probe on cached features, the probes on augmented images (the official
+//! protocol and crop-flip).
 
 use super::classify::{classification, knn_classify, Classification, KnnConfig};
 use super::probe::{train_probe, FeatureSet, LinearProbe, ProbeConfig};
 use crate::error::{Result, TrainError};
-use crate::features::{EvalData, FeatureOptions, FrozenEncoder};
+use crate::features::{labels_tensor, EvalData, FeatureOptions, FrozenEncoder};
 use crate::hardware::Precision;
+use kinfonce_data::{AugmentConfig, Normalization};
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 use tch::Tensor;
@@ -14,12 +16,16 @@ use tch::Tensor;
 /// `eval-knn.json` / `eval-linear.json` in a run folder.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EvalRecord {
-    /// `knn`, `linear-fast` or `linear` (the augmented official protocol).
+    /// `knn`, `linear-fast`, `linear-official` or `linear-crop-flip` (`linear` in records of
+    /// earlier versions: the crop-flip protocol).
     pub protocol: String,
     /// The protocol in words (splits, sizes, hyperparameters).
     pub description: String,
     pub top1: f64,
     pub top5: f64,
+    /// Top-1 on the protocol's own validation split (the official linear protocol).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_top1: Option<f64>,
     pub n_train: usize,
     pub n_test: usize,
     /// Accuracy per class of the report split, in class order.
@@ -66,6 +72,7 @@ impl EvalRecord {
             description,
             top1: c.top1,
             top5: c.top5,
+            val_top1: None,
             n_train,
             n_test: c.n,
             per_class: c.per_class,
@@ -89,7 +96,7 @@ impl EvalRecord {
 
 fn split_words(data: &EvalData, n_train: usize, n_test: usize) -> String {
     format!(
-        "fit on `train` ({n_train} images: the training images minus the run's seeded {:.0}% validation split), report on `{}` ({n_test} images{})",
+        "fit on `train` ({n_train} images: the training images minus a seeded {:.0}% validation split), report on `{}` ({n_test} images{})",
         100.0 * data.val_fraction,
         data.test_split,
         if data.test_split == kinfonce_data::Split::Test {
@@ -183,14 +190,97 @@ pub fn linear_fast_record(
     Ok((record, probe))
 }
 
-/// The official linear protocol: every epoch the train images are augmented afresh (random
-/// resized crop, scale 0.08-1, ratio 3/4-4/3, + horizontal flip), passed through the frozen
-/// encoder, and the classifier takes an SGD step per batch; test features without augmentation.
+/// The linear probes trained on images augmented afresh every epoch and passed through the
+/// frozen encoder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LinearProtocol {
+    /// The official code's `simclr_finetune.py` (pl_bolts' `SimCLRFinetuneTransform`): train
+    /// on the full SimCLR augmentation at jitter strength 1.0 without blur, validate and test on
+    /// Resize(int(1.1 side)) + CenterCrop(side); 20% of the training images held out for the
+    /// validation accuracy (pl_bolts' `val_split`), the test split reported.
+    #[default]
+    Official,
+    /// Random resized crop + horizontal flip for training, whole test images; the run's own
+    /// validation split held out.
+    CropFlip,
+}
+
+impl LinearProtocol {
+    pub fn name(self) -> &'static str {
+        match self {
+            LinearProtocol::Official => "official",
+            LinearProtocol::CropFlip => "crop-flip",
+        }
+    }
+
+    /// The training images' augmentation for images of side `side`.
+    pub fn train_augment(self, side: usize, normalization: &Normalization) -> AugmentConfig {
+        match self {
+            LinearProtocol::Official => {
+                AugmentConfig::simclr(side, 1.0, false, normalization.clone())
+            }
+            LinearProtocol::CropFlip => {
+                let mut crop_flip = AugmentConfig::simclr(side, 0.0, false, normalization.clone());
+                crop_flip.jitter_p = 0.0;
+                crop_flip.grayscale_p = 0.0;
+                crop_flip
+            }
+        }
+    }
+
+    /// Validation and test images resized to 1.1 x the side and centre-cropped.
+    pub fn center_crop(self) -> bool {
+        self == LinearProtocol::Official
+    }
+
+    /// The fraction of the training images the protocol holds out for its validation accuracy
+    /// (`None`: the run's validation split, no validation accuracy).
+    pub fn val_fraction(self) -> Option<f64> {
+        match self {
+            LinearProtocol::Official => Some(0.2),
+            LinearProtocol::CropFlip => None,
+        }
+    }
+
+    fn how(self) -> &'static str {
+        match self {
+            LinearProtocol::Official => {
+                "train images augmented afresh every epoch as the official simclr_finetune.py (random resized crop scale 0.08-1, ratio 3/4-4/3, horizontal flip p 0.5, color jitter 0.8/0.8/0.8/0.2 with p 0.8, grayscale p 0.2, no blur); validation and test images resized to 1.1 x their side and centre-cropped"
+            }
+            LinearProtocol::CropFlip => {
+                "train images augmented afresh every epoch (random resized crop scale 0.08-1, ratio 3/4-4/3, bilinear, + horizontal flip p 0.5), test images not augmented"
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for LinearProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for LinearProtocol {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "official" => Ok(LinearProtocol::Official),
+            "crop-flip" => Ok(LinearProtocol::CropFlip),
+            other => Err(format!(
+                "unknown protocol `{other}`: expected official or crop-flip"
+            )),
+        }
+    }
+}
+
+/// A linear probe trained by `protocol`: every epoch the train images are augmented afresh,
+/// passed through the frozen encoder, and the classifier takes an SGD step per batch. Reports
+/// the top-1 on `data.test` and, for protocols with a validation split, on `data.val`.
 pub fn linear_augmented_record(
     encoder: &FrozenEncoder,
     data: &EvalData,
-    test_features: &Tensor,
-    test_labels: &Tensor,
+    protocol: LinearProtocol,
     config: &ProbeConfig,
     options: &FeatureOptions,
     progress: &mut dyn FnMut(usize, f64),
@@ -199,11 +289,13 @@ pub fn linear_augmented_record(
     let start = Instant::now();
     let feature_options = FeatureOptions {
         batch: config.batch,
+        center_crop: protocol.center_crop(),
         ..options.clone()
     };
+    let side = data.train.height().max(data.train.width());
     let loader = encoder.augmented_loader(
         &data.train,
-        &data.normalization,
+        protocol.train_augment(side, &data.normalization),
         &feature_options,
         config.seed,
     )?;
@@ -238,15 +330,42 @@ pub fn linear_augmented_record(
         }
         progress(epoch + 1, last);
     }
-    let record = ProbeRun {
-        protocol: "linear",
-        what: "official linear protocol",
-        how: "train images augmented afresh every epoch (random resized crop scale 0.08-1, ratio 3/4-4/3, bilinear, + horizontal flip p 0.5), test images not augmented",
+    let features_of = |set: &std::sync::Arc<kinfonce_data::Dataset>| -> Result<(Tensor, Tensor)> {
+        let features = encoder.features(set, &data.normalization, &feature_options, &mut |_| {})?;
+        Ok((features, labels_tensor(set)))
+    };
+    let val_top1 = match protocol.val_fraction() {
+        Some(_) if !data.val.is_empty() => {
+            let (features, labels) = features_of(&data.val)?;
+            Some(classification(&probe.logits(&features), &labels, data.classes()).top1)
+        }
+        _ => None,
+    };
+    let (test_features, test_labels) = features_of(&data.test)?;
+    let mut record = ProbeRun {
+        protocol: if protocol == LinearProtocol::Official {
+            "linear-official"
+        } else {
+            "linear-crop-flip"
+        },
+        what: if protocol == LinearProtocol::Official {
+            "official linear protocol (simclr_finetune.py)"
+        } else {
+            "crop-flip linear protocol"
+        },
+        how: protocol.how(),
         n_train: data.train.len(),
         final_loss: last,
         start,
     }
-    .record(&probe, (test_features, test_labels), config, encoder, data);
+    .record(
+        &probe,
+        (&test_features, &test_labels),
+        config,
+        encoder,
+        data,
+    );
+    record.val_top1 = val_top1;
     Ok((record, probe))
 }
 
@@ -290,5 +409,79 @@ impl ProbeRun {
         r.probe = Some(*config);
         r.probe_final_loss = Some(self.final_loss);
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kinfonce_data::{augment_view, ColorJitter, ImageShape, Layout, Scratch, ViewKey};
+
+    #[test]
+    fn the_official_protocol_is_simclr_finetune_transform() {
+        let norm = Normalization::cifar10();
+        let official = LinearProtocol::Official.train_augment(32, &norm);
+        assert_eq!(official.jitter, ColorJitter::simclr(1.0));
+        assert_eq!(
+            (official.jitter.brightness, official.jitter.hue),
+            (0.8, 0.2)
+        );
+        assert_eq!((official.jitter_p, official.grayscale_p), (0.8, 0.2));
+        assert_eq!((official.crop_scale, official.flip_p), ((0.08, 1.0), 0.5));
+        assert!(official.blur.is_none());
+        assert!(LinearProtocol::Official.center_crop());
+        assert_eq!(LinearProtocol::Official.val_fraction(), Some(0.2));
+        let crop_flip = LinearProtocol::CropFlip.train_augment(32, &norm);
+        assert_eq!((crop_flip.jitter_p, crop_flip.grayscale_p), (0.0, 0.0));
+        assert!(!LinearProtocol::CropFlip.center_crop());
+        assert_eq!("crop-flip".parse(), Ok(LinearProtocol::CropFlip));
+        assert!("fast"
+            .parse::<LinearProtocol>()
+            .unwrap_err()
+            .contains("official"));
+
+        // What the pipeline draws follows those settings: jitter on about 80% of the views,
+        // grayscale on about 20%, brightness factors over strength 1.0's [0.2, 1.8].
+        let image: Vec<u8> = (0..32 * 32 * 3).map(|i| (i * 7 % 256) as u8).collect();
+        let shape = ImageShape {
+            height: 32,
+            width: 32,
+            channels: 3,
+        };
+        let (mut jittered, mut gray, mut brightness) = (0, 0, Vec::new());
+        let mut out = vec![0.0f32; 3 * 32 * 32];
+        let n = 2000;
+        for index in 0..n {
+            let key = ViewKey {
+                seed: 0,
+                epoch: 0,
+                index,
+                view: 0,
+            };
+            let params = augment_view(
+                &official,
+                &image,
+                shape,
+                key,
+                Layout::Nchw,
+                &mut out,
+                &mut Scratch::default(),
+            );
+            if let Some((_, factors)) = params.jitter {
+                jittered += 1;
+                brightness.push(factors[0]);
+            }
+            gray += usize::from(params.grayscale);
+        }
+        let share = |k: usize| k as f64 / n as f64;
+        assert!((share(jittered) - 0.8).abs() < 0.03, "{jittered}");
+        assert!((share(gray) - 0.2).abs() < 0.03, "{gray}");
+        let (lo, hi) = brightness
+            .iter()
+            .fold((f32::MAX, f32::MIN), |(l, h), &b| (l.min(b), h.max(b)));
+        assert!(
+            (0.2..0.25).contains(&lo) && hi <= 1.8 && hi > 1.75,
+            "{lo} {hi}"
+        );
     }
 }

@@ -69,8 +69,9 @@ pub fn load_data(config: &TrainConfig) -> Result<Splits> {
         .map_err(|e| TrainError::Data(e.to_string()))
 }
 
-/// The two-view training loader: the data set's augmentation preset, shuffled, last batch
-/// dropped (a batch of one breaks BatchNorm).
+/// The training loader: the pair of the data set's augmentation preset and, for labelled data,
+/// the online probe's view (pl_bolts' `online_transform`: random resized crop and flip only);
+/// shuffled, last batch dropped (a batch of one breaks BatchNorm).
 pub(super) fn contrastive_loader(
     config: &TrainConfig,
     train: &Arc<Dataset>,
@@ -78,9 +79,13 @@ pub(super) fn contrastive_loader(
     layout: Layout,
 ) -> Result<ContrastiveLoader> {
     let size = train.height().max(train.width());
-    ContrastiveLoader::new(
+    let pair = AugmentConfig::preset(format, size);
+    let mut probe_view = AugmentConfig::simclr(size, 0.0, false, pair.normalization.clone());
+    probe_view.jitter_p = 0.0;
+    probe_view.grayscale_p = 0.0;
+    let loader = ContrastiveLoader::new(
         Arc::clone(train),
-        AugmentConfig::preset(format, size),
+        pair,
         LoaderConfig {
             batch_size: config.optim.batch,
             views: 2,
@@ -92,28 +97,38 @@ pub(super) fn contrastive_loader(
             layout,
             dtype: Dtype::F32,
         },
-    )
-    .map_err(|e| TrainError::Data(e.to_string()))
+    );
+    let loader = if train.is_labelled() && train.num_classes() > 1 {
+        loader.and_then(|l| l.with_extra_view(probe_view))
+    } else {
+        loader
+    };
+    loader.map_err(|e| TrainError::Data(e.to_string()))
 }
 
-/// The k-NN monitor's bank (from train) and queries (from val), with their labels.
-pub(super) struct KnnSets {
+/// The monitors' image sets: the k-NN bank (from train) and queries (from val), with their
+/// labels, and the queries again in the official evaluation view for the online probe's
+/// validation accuracy.
+pub(super) struct MonitorSets {
     pub bank: EvalLoader,
     pub bank_labels: Tensor,
     pub queries: EvalLoader,
     pub query_labels: Tensor,
+    /// `queries` resized to 1.1 x their side and centre-cropped (pl_bolts' online val view).
+    pub probe_queries: EvalLoader,
     pub classes: i64,
 }
 
-/// The k-NN monitor's sets, or `None` when it is off or the data has no labels or no val split.
-pub(super) fn knn_sets(
+/// The monitors' sets, or `None` when the monitor is off or the data has no labels or no val
+/// split.
+pub(super) fn monitor_sets(
     config: &TrainConfig,
     train: &Dataset,
     val: &Dataset,
     format: DataFormat,
     layout: Layout,
     classes: i64,
-) -> Result<Option<KnnSets>> {
+) -> Result<Option<MonitorSets>> {
     if classes <= 1 || config.monitor.knn_every == 0 || val.is_empty() {
         return Ok(None);
     }
@@ -122,6 +137,7 @@ pub(super) fn knn_sets(
         threads: config.compute.threads.max(1),
         prefetch: 2,
         size: Some(train.height().max(train.width())),
+        center_crop: false,
         normalization: Normalization::for_format(format),
         layout,
         dtype: Dtype::F32,
@@ -142,10 +158,15 @@ pub(super) fn knn_sets(
     let loader = |d: Dataset, cfg: EvalConfig| {
         EvalLoader::new(Arc::new(d), cfg).map_err(|e| TrainError::Data(e.to_string()))
     };
-    Ok(Some(KnnSets {
+    let center_crop = EvalConfig {
+        center_crop: true,
+        ..eval_cfg.clone()
+    };
+    Ok(Some(MonitorSets {
         bank_labels: labels(&bank),
         query_labels: labels(&queries),
         bank: loader(bank, eval_cfg.clone())?,
+        probe_queries: loader(queries.clone(), center_crop)?,
         queries: loader(queries, eval_cfg)?,
         classes,
     }))
@@ -176,7 +197,12 @@ pub(super) struct Networks {
 /// two optimiser moments) or whose first-stage activations alone exceed this machine's memory,
 /// naming the setting that makes it so. A lower-bound estimate: runs it lets through may still
 /// need more.
-pub(super) fn check_memory(config: &TrainConfig, device: Device, image_side: usize) -> Result<()> {
+pub(super) fn check_memory(
+    config: &TrainConfig,
+    device: Device,
+    image_side: usize,
+    format: DataFormat,
+) -> Result<()> {
     let Some(total) = memory_bytes() else {
         return Ok(());
     };
@@ -211,10 +237,7 @@ pub(super) fn check_memory(config: &TrainConfig, device: Device, image_side: usi
             gb(total)
         )));
     }
-    let side = match config.stem_for(image_side) {
-        Stem::Cifar => image_side as f64,
-        Stem::Imagenet => image_side as f64 / 4.0,
-    };
+    let side = image_side as f64 / config.stem_for(image_side, Some(format)).downsampling() as f64;
     // Both views of the batch through the first stage: about six stored maps per image.
     let activations = 2.0 * config.optim.batch as f64 * w * side * side * 4.0 * 6.0;
     if activations > total {
@@ -280,7 +303,8 @@ pub(super) fn networks(
     })
 }
 
-/// The model's optimiser (the configured kind) and the probe's (Adam, no weight decay).
+/// The model's optimiser (the configured kind) and the online probe's (Adam at `probe_lr`, no
+/// weight decay, as pl_bolts' `SSLOnlineEvaluator`).
 pub(super) fn optimizers(
     config: &TrainConfig,
     model_vs: &nn::VarStore,
@@ -298,6 +322,7 @@ pub(super) fn optimizers(
             weight_decay: config.optim.weight_decay,
             momentum: config.optim.momentum,
             trust_coefficient: config.optim.trust_coefficient,
+            exclude_bn_bias: config.optim.exclude_bn_bias,
             ..Default::default()
         },
         trainable(model_vs),

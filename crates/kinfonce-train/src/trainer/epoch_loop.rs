@@ -127,6 +127,10 @@ impl Trainer {
                 record.knn_top1 = Some(acc);
                 summary.knn_top1 = Some(acc);
             }
+            if tally.total > 0 {
+                record.online_val_top1 = self.online_val_top1();
+                summary.online_val_top1 = record.online_val_top1;
+            }
         }
         if tally.total > 0 {
             let online = tally.correct as f64 / tally.total as f64;
@@ -204,7 +208,7 @@ impl Trainer {
         let mut summary = Summary::at_start(&self.run_dir, &self.state, &self.last_checkpoint);
         if self.state.step > 0 {
             summary.carry_over(&read_records(&log.path)?);
-        } else if self.knn.is_some() {
+        } else if self.monitors.is_some() {
             bar.set_message("k-NN monitor at initialisation");
             let acc = self.knn_top1();
             summary.knn_top1_init = acc;
@@ -250,7 +254,8 @@ impl Trainer {
                     });
                 }
                 let timed = !summary.losses.is_empty();
-                clock.step(batch.rows(), t0.elapsed().as_secs_f64(), timed);
+                // Training views: the pair (the online probe's view is not counted).
+                clock.step(2 * batch.images(), t0.elapsed().as_secs_f64(), timed);
                 self.state.step += 1;
                 self.state.batch_in_epoch += 1;
                 self.state.last_loss = loss;

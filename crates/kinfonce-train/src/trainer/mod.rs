@@ -28,8 +28,8 @@ use crate::projection::Projection;
 use crate::resnet::ResNet;
 use crate::schedule::WarmupCosine;
 use build::{
-    announce_compute, check_memory, contrastive_loader, knn_sets, networks, optimizers, KnnSets,
-    Networks,
+    announce_compute, check_memory, contrastive_loader, monitor_sets, networks, optimizers,
+    MonitorSets, Networks,
 };
 use kinfonce_data::{ContrastiveLoader, EvalLoader, Layout};
 use kinfonce_loss::LossSpec;
@@ -53,7 +53,7 @@ pub struct Trainer {
     schedule: WarmupCosine,
     stop_step: u64,
     loader: ContrastiveLoader,
-    knn: Option<KnnSets>,
+    monitors: Option<MonitorSets>,
     spec: LossSpec,
     tensor_loss: Option<TensorLoss>,
     state: TrainingState,
@@ -103,8 +103,8 @@ impl Trainer {
         } else {
             0
         };
-        check_memory(&config, device, size)?;
-        let knn = knn_sets(&config, &train, &splits.val, splits.format, layout, classes)?;
+        check_memory(&config, device, size, splits.format)?;
+        let monitors = monitor_sets(&config, &train, &splits.val, splits.format, layout, classes)?;
         let Networks {
             model_vs,
             encoder,
@@ -114,7 +114,7 @@ impl Trainer {
         } = networks(
             &config,
             device,
-            config.stem_for(size),
+            config.stem_for(size, Some(splits.format)),
             train.channels(),
             classes,
         )?;
@@ -149,7 +149,7 @@ impl Trainer {
             schedule,
             stop_step,
             loader,
-            knn,
+            monitors,
             spec,
             tensor_loss,
             classes,
@@ -203,17 +203,32 @@ impl Trainer {
 
     /// Weighted k-NN top-1 of val queries against the train bank.
     pub fn knn_top1(&self) -> Option<f64> {
-        let knn = self.knn.as_ref()?;
-        let bank = self.features(&knn.bank);
-        let queries = self.features(&knn.queries);
+        let sets = self.monitors.as_ref()?;
+        let bank = self.features(&sets.bank);
+        let queries = self.features(&sets.queries);
         Some(monitor::knn_top1(
             &bank,
-            &knn.bank_labels,
+            &sets.bank_labels,
             &queries,
-            &knn.query_labels,
+            &sets.query_labels,
             self.config.monitor.knn_k,
             self.config.monitor.knn_t,
-            knn.classes,
+            sets.classes,
         ))
+    }
+
+    /// The online probe's top-1 on the val queries in the official evaluation view (pl_bolts'
+    /// `online_val_acc`).
+    pub fn online_val_top1(&self) -> Option<f64> {
+        let sets = self.monitors.as_ref()?;
+        let features = self.features(&sets.probe_queries);
+        let _guard = tch::no_grad_guard();
+        let predicted = self
+            .probe
+            .forward(&features)
+            .argmax(1, false)
+            .to_device(Device::Cpu);
+        let correct = predicted.eq_tensor(&sets.query_labels).sum(Kind::Int64);
+        Some(i64::try_from(correct).unwrap_or(0) as f64 / sets.query_labels.size()[0] as f64)
     }
 }

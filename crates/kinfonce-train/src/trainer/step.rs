@@ -1,5 +1,5 @@
-//! One optimisation step: forward both views, the loss (the fused CPU kernel or its tensor
-//! form on GPUs), backward, the online probe, the optimiser.
+//! One optimisation step: forward both views (batch norm per view or over the pair), the loss
+//! (the fused CPU kernel or its tensor form on GPUs), backward, the online probe, the optimiser.
 
 use super::Trainer;
 use crate::error::{Result, TrainError};
@@ -22,8 +22,10 @@ impl Trainer {
         let b = batch.images() as i64;
         self.opt.zero_grad();
         self.probe_opt.zero_grad();
-        let features = self.encoder.forward(&x, true);
-        let z = self.head.forward(&features, true);
+        let pair = x.narrow(0, 0, 2 * b);
+        let z = self.config.model.bn_views.forward_pair(&pair, |views| {
+            self.head.forward(&self.encoder.forward(views, true), true)
+        });
         let z1 = z.narrow(0, 0, b);
         let z2 = z.narrow(0, b, b);
         let loss = match &self.tensor_loss {
@@ -76,18 +78,21 @@ impl Trainer {
         if !loss.is_finite() {
             return Ok((loss, 0, 0, z1.detach(), z2.detach()));
         }
-        // Online probe on detached features (no gradient reaches the encoder).
+        self.opt.step(lr);
+        // The online probe as pl_bolts' SSLOnlineEvaluator, after the update (its
+        // on_train_batch_end): its own crop + flip view (the batch's third rows), the encoder
+        // in eval mode without gradient, a linear layer trained by Adam.
         let (mut correct, mut total) = (0, 0);
-        if self.classes > 1 {
-            let labels = Tensor::from_slice(&batch.row_labels()).to_device(self.device);
-            let logits = self.probe.forward(&features.detach().to_kind(Kind::Float));
+        if self.classes > 1 && batch.rows() == 3 * batch.images() {
+            let features = tch::no_grad(|| self.encoder.forward(&x.narrow(0, 2 * b, b), false));
+            let labels = Tensor::from_slice(&batch.labels).to_device(self.device);
+            let logits = self.probe.forward(&features.to_kind(Kind::Float));
             logits.cross_entropy_for_logits(&labels).backward();
             correct = i64::try_from(logits.argmax(1, false).eq_tensor(&labels).sum(Kind::Int64))
                 .unwrap_or(0);
-            total = 2 * b;
+            total = b;
             self.probe_opt.step(self.config.optim.probe_lr);
         }
-        self.opt.step(lr);
         Ok((loss, correct, total, z1.detach(), z2.detach()))
     }
 }

@@ -1,0 +1,117 @@
+//! The batch-norm model of a training forward pass: which rows share batch statistics.
+//!
+//! A training step normalises each batch-norm layer's input with statistics of a group of rows.
+//! The groups are the product of three choices (docs/batch-norm.md):
+//! - the views ([`BnViews`]): each view of the pair alone (`separate`, the official code, whose
+//!   `shared_step` forwards `img1` and `img2` one after the other) or both together (`joint`, as
+//!   google-research/simclr);
+//! - splits inside a view (MoCo's split batch norm; not yet offered);
+//! - the processes: one rank's rows, or every rank's rows of the same group (synchronised batch
+//!   norm; not yet offered).
+//!
+//! Evaluation-mode forwards (monitors, the online probe, `eval`) use the running statistics and
+//! are the same under every choice.
+
+use serde::{Deserialize, Serialize};
+use tch::Tensor;
+
+/// How the two views of a pair meet in batch norm. Default `separate` (the official code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BnViews {
+    /// One forward per view: statistics per view, running statistics updated once per view.
+    #[default]
+    Separate,
+    /// One forward of both views: statistics over the pair, one running-statistics update.
+    Joint,
+}
+
+impl BnViews {
+    pub fn name(self) -> &'static str {
+        match self {
+            BnViews::Separate => "separate",
+            BnViews::Joint => "joint",
+        }
+    }
+
+    /// The training forward of `x` (`[2B, ...]`: view 1 then view 2) through `f`, with the
+    /// statistics grouped as `self` says. Output `[2B, ...]` in the same row order.
+    pub fn forward_pair(self, x: &Tensor, f: impl Fn(&Tensor) -> Tensor) -> Tensor {
+        match self {
+            BnViews::Joint => f(x),
+            BnViews::Separate => {
+                let b = x.size()[0] / 2;
+                Tensor::cat(&[f(&x.narrow(0, 0, b)), f(&x.narrow(0, b, b))], 0)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for BnViews {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resnet::{ResNet, ResNetConfig};
+    use tch::{nn, Device, Kind};
+
+    /// The same small ResNet every call (fresh running statistics).
+    fn net() -> (ResNet, nn::VarStore) {
+        tch::manual_seed(11);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = ResNetConfig {
+            width: 4,
+            ..Default::default()
+        }
+        .init(vs.root());
+        (net, vs)
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        f64::try_from((a - b).abs().max()).unwrap()
+    }
+
+    #[test]
+    fn separate_views_are_each_views_own_forward_and_update_twice() {
+        tch::manual_seed(5);
+        let b = 6;
+        // The second view shifted and scaled, so the pair's statistics differ from each view's.
+        let x1 = Tensor::randn([b, 3, 8, 8], (Kind::Float, Device::Cpu));
+        let x2 = Tensor::randn([b, 3, 8, 8], (Kind::Float, Device::Cpu)) * 2.0 + 0.5;
+        let pair = Tensor::cat(&[&x1, &x2], 0);
+
+        let (separate_net, _s) = net();
+        let separate = BnViews::Separate.forward_pair(&pair, |v| separate_net.forward(v, true));
+        let (alone_net, _a) = net();
+        let alone1 = alone_net.forward(&x1, true);
+        let (alone_net2, _a2) = net();
+        let alone2 = alone_net2.forward(&x2, true);
+        assert!(max_diff(&separate.narrow(0, 0, b), &alone1) < 1e-6);
+        assert!(max_diff(&separate.narrow(0, b, b), &alone2) < 1e-6);
+        let (joint_net, _j) = net();
+        let joint = BnViews::Joint.forward_pair(&pair, |v| joint_net.forward(v, true));
+        assert!(
+            max_diff(&separate, &joint) > 1e-3,
+            "joint statistics are the pair's"
+        );
+
+        // The stem's batch norm after one separate step: two momentum-0.1 updates from 0,
+        // m = 0.9 (0.1 mean(view 1)) + 0.1 mean(view 2), the means over (N, H, W) of conv1's
+        // output for each view.
+        let (fresh, _f) = net();
+        let mean = |x: &Tensor| {
+            fresh
+                .conv1
+                .forward(x)
+                .mean_dim([0i64, 2, 3].as_slice(), false, Kind::Float)
+        };
+        let want = mean(&x1) * 0.1 * 0.9 + mean(&x2) * 0.1;
+        assert!(max_diff(&separate_net.bn1.running_mean, &want) < 1e-6);
+        let joint_want = mean(&pair) * 0.1;
+        assert!(max_diff(&joint_net.bn1.running_mean, &joint_want) < 1e-6);
+    }
+}
