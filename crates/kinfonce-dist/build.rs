@@ -17,8 +17,9 @@ fn main() {
     println!("cargo:rerun-if-changed=csrc/gloo_forward.h");
     println!("cargo:rerun-if-env-changed=DEP_TCH_LIBTORCH_LIB");
     // torch-sys declares `links = "tch"` and exports its lib dir; the headers sit beside it.
-    let lib = std::env::var("DEP_TCH_LIBTORCH_LIB")
-        .expect("DEP_TCH_LIBTORCH_LIB unset: torch-sys did not find libtorch (source scripts/env.sh)");
+    let lib = std::env::var("DEP_TCH_LIBTORCH_LIB").expect(
+        "DEP_TCH_LIBTORCH_LIB unset: torch-sys did not find libtorch (source scripts/env.sh)",
+    );
     let include = Path::new(&lib).join("../include");
     let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
     let forward = manifest.join("csrc/gloo_forward.h");

@@ -99,7 +99,9 @@ fn check(rc: c_int, err: *mut c_char) -> Result<(), ShimError> {
         return Err("c10d failed without a message".to_string());
     }
     // SAFETY: the shim wrote a NUL-terminated malloc'ed string; we own it now.
-    let msg = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
+    let msg = unsafe { CStr::from_ptr(err) }
+        .to_string_lossy()
+        .into_owned();
     unsafe { kd_free(err.cast()) };
     Err(msg)
 }
@@ -147,7 +149,10 @@ impl Store {
     pub(crate) fn connect_again(&self) -> Result<Store, ShimError> {
         let mut out = std::ptr::null_mut();
         let mut err = std::ptr::null_mut();
-        check(unsafe { kd_store_clone(self.0.as_ptr(), &mut out, &mut err) }, err)?;
+        check(
+            unsafe { kd_store_clone(self.0.as_ptr(), &mut out, &mut err) },
+            err,
+        )?;
         Ok(Store(NonNull::new(out).expect("store handle")))
     }
 
@@ -167,7 +172,13 @@ impl Store {
         let mut err = std::ptr::null_mut();
         check(
             unsafe {
-                kd_store_set(self.0.as_ptr(), key.as_ptr(), value.as_ptr(), value.len(), &mut err)
+                kd_store_set(
+                    self.0.as_ptr(),
+                    key.as_ptr(),
+                    value.as_ptr(),
+                    value.len(),
+                    &mut err,
+                )
             },
             err,
         )
@@ -178,7 +189,14 @@ impl Store {
         let key = cstring(key);
         let (mut data, mut len, mut err) = (std::ptr::null_mut(), 0usize, std::ptr::null_mut());
         let rc = unsafe {
-            kd_store_get(self.0.as_ptr(), key.as_ptr(), timeout_ms, &mut data, &mut len, &mut err)
+            kd_store_get(
+                self.0.as_ptr(),
+                key.as_ptr(),
+                timeout_ms,
+                &mut data,
+                &mut len,
+                &mut err,
+            )
         };
         check(rc, err)?;
         // SAFETY: the shim malloc'ed `len` bytes (at least one) at `data`.
@@ -265,7 +283,13 @@ impl Group {
         let ptrs: Vec<*mut C_tensor> = tensors.iter_mut().map(|t| t.as_mut_ptr()).collect();
         let mut err = std::ptr::null_mut();
         let rc = unsafe {
-            kd_broadcast(self.0.as_ptr(), ptrs.as_ptr(), ptrs.len(), root as c_int, &mut err)
+            kd_broadcast(
+                self.0.as_ptr(),
+                ptrs.as_ptr(),
+                ptrs.len(),
+                root as c_int,
+                &mut err,
+            )
         };
         check(rc, err)
     }
@@ -278,7 +302,8 @@ impl Group {
     pub(crate) fn all_gather(&self, t: &tch::Tensor) -> Result<tch::Tensor, ShimError> {
         let (mut out, mut err) = (std::ptr::null_mut(), std::ptr::null_mut());
         // The shim only reads `t` (a `const`-like use of torch-sys's mutable pointer type).
-        let rc = unsafe { kd_all_gather(self.0.as_ptr(), t.as_ptr() as *mut _, &mut out, &mut err) };
+        let rc =
+            unsafe { kd_all_gather(self.0.as_ptr(), t.as_ptr() as *mut _, &mut out, &mut err) };
         tensor_out(rc, err, out)
     }
 

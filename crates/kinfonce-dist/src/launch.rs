@@ -18,7 +18,10 @@ impl FromStr for Backend {
             "nccl" => "NCCL needs the cuda build".to_string(),
             _ => "unknown backend (expected gloo)".to_string(),
         };
-        Err(DistError::Backend { name: s.to_string(), why })
+        Err(DistError::Backend {
+            name: s.to_string(),
+            why,
+        })
     }
 }
 
@@ -62,7 +65,12 @@ impl Launch {
         let names = if torchrun {
             ["RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"]
         } else {
-            ["SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE"]
+            [
+                "SLURM_PROCID",
+                "SLURM_NTASKS",
+                "SLURM_LOCALID",
+                "SLURM_NTASKS_PER_NODE",
+            ]
         };
         let [rank_var, world_var, local_var, local_world_var] = names;
         let rank = required(&get, rank_var, world_var)?;
@@ -84,7 +92,9 @@ impl Launch {
             // homogeneous jobs, the only kind this layer is meant for.
             None if slurm => match get("SLURM_TASKS_PER_NODE") {
                 Some(v) => leading_count(&v).ok_or_else(|| {
-                    DistError::Env(format!("SLURM_TASKS_PER_NODE='{v}' does not start with a count"))
+                    DistError::Env(format!(
+                        "SLURM_TASKS_PER_NODE='{v}' does not start with a count"
+                    ))
                 })?,
                 None => 1,
             },
@@ -95,12 +105,20 @@ impl Launch {
                 "{local_var}={local_rank} is outside {local_world_var}={local_world_size}"
             )));
         }
-        let launcher = if torchrun { "RANK/WORLD_SIZE are set" } else { "SLURM_PROCID is set" };
+        let launcher = if torchrun {
+            "RANK/WORLD_SIZE are set"
+        } else {
+            "SLURM_PROCID is set"
+        };
         let master_addr = get("MASTER_ADDR").ok_or_else(|| {
-            DistError::Env(format!("{launcher} but MASTER_ADDR is not (the rendezvous host)"))
+            DistError::Env(format!(
+                "{launcher} but MASTER_ADDR is not (the rendezvous host)"
+            ))
         })?;
         let port_text = get("MASTER_PORT").ok_or_else(|| {
-            DistError::Env(format!("{launcher} but MASTER_PORT is not (the rendezvous port)"))
+            DistError::Env(format!(
+                "{launcher} but MASTER_PORT is not (the rendezvous port)"
+            ))
         })?;
         let master_port = match port_text.trim().parse::<u16>() {
             Ok(p) if p > 0 => p,
@@ -141,8 +159,8 @@ fn required(
     name: &str,
     partner: &str,
 ) -> Result<usize, DistError> {
-    let value = get(name)
-        .ok_or_else(|| DistError::Env(format!("{partner} is set but {name} is not")))?;
+    let value =
+        get(name).ok_or_else(|| DistError::Env(format!("{partner} is set but {name} is not")))?;
     parse_count(name, &value)
 }
 

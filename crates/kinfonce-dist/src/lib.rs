@@ -86,7 +86,10 @@ impl Heartbeat {
                 }
             })
             .expect("spawn the heartbeat thread");
-        Heartbeat { stop: Some(stop), thread: Some(thread) }
+        Heartbeat {
+            stop: Some(stop),
+            thread: Some(thread),
+        }
     }
 }
 
@@ -121,18 +124,38 @@ impl ProcessGroup {
         let hosts = launch.hosts_store();
         let store = Store::create(&addr, port, hosts, timeout_ms, STORE_PREFIX).map_err(|e| {
             if !hosts {
-                DistError::Unreachable { rank, addr: addr.clone(), port, secs: secs(timeout) }
-            } else if e.contains("EADDRINUSE") || e.to_lowercase().contains("address already in use")
+                DistError::Unreachable {
+                    rank,
+                    addr: addr.clone(),
+                    port,
+                    secs: secs(timeout),
+                }
+            } else if e.contains("EADDRINUSE")
+                || e.to_lowercase().contains("address already in use")
             {
-                DistError::AddressInUse { rank, addr: addr.clone(), port }
+                DistError::AddressInUse {
+                    rank,
+                    addr: addr.clone(),
+                    port,
+                }
             } else {
-                DistError::HostStore { rank, addr: addr.clone(), port, detail: first_line(&e) }
+                DistError::HostStore {
+                    rank,
+                    addr: addr.clone(),
+                    port,
+                    detail: first_line(&e),
+                }
             }
         })?;
-        let init_err = |e: ShimError| DistError::Init { rank, detail: first_line(&e) };
+        let init_err = |e: ShimError| DistError::Init {
+            rank,
+            detail: first_line(&e),
+        };
         // The n-th group a rank creates lives under `g<n>/`, so a second group on torchrun's
         // long-lived agent store does not read the first one's keys.
-        let generation = store.add(&format!("groups_created/{rank}"), 1).map_err(init_err)?;
+        let generation = store
+            .add(&format!("groups_created/{rank}"), 1)
+            .map_err(init_err)?;
         let ns = format!("g{generation}/");
 
         // Count ranks in ourselves: c10d's own wait says only "timed out".
@@ -160,8 +183,15 @@ impl ProcessGroup {
         let probe = Arc::new(store.connect_again().map_err(init_err)?);
         let heartbeat = Heartbeat::start(probe.clone(), format!("{ns}hb/{rank}"));
         let device = gloo_device(&addr);
-        let group = Group::create(&store, rank, world_size, &device, &format!("{ns}gloo/"), timeout_ms)
-            .map_err(init_err)?;
+        let group = Group::create(
+            &store,
+            rank,
+            world_size,
+            &device,
+            &format!("{ns}gloo/"),
+            timeout_ms,
+        )
+        .map_err(init_err)?;
         Ok(ProcessGroup {
             heartbeat: Some(heartbeat),
             group: Some(group),
@@ -256,7 +286,11 @@ impl ProcessGroup {
     /// this diagnosis.
     pub fn check_peers(&self) -> Result<(), DistError> {
         match self.who_is_gone() {
-            Some(who) => Err(DistError::PeerLost { rank: self.rank, op: "check_peers", who }),
+            Some(who) => Err(DistError::PeerLost {
+                rank: self.rank,
+                op: "check_peers",
+                who,
+            }),
             None => Ok(()),
         }
     }
@@ -279,8 +313,16 @@ impl ProcessGroup {
 
     fn explain(&self, op: &'static str, e: &str) -> DistError {
         match self.who_is_gone() {
-            Some(who) => DistError::PeerLost { rank: self.rank, op, who },
-            None => DistError::Collective { rank: self.rank, op, detail: first_line(e) },
+            Some(who) => DistError::PeerLost {
+                rank: self.rank,
+                op,
+                who,
+            },
+            None => DistError::Collective {
+                rank: self.rank,
+                op,
+                detail: first_line(e),
+            },
         }
     }
 
@@ -288,7 +330,9 @@ impl ProcessGroup {
     /// [`STALL_WINDOW`].
     fn who_is_gone(&self) -> Option<String> {
         let read = || -> Result<Vec<i64>, ShimError> {
-            (0..self.world_size).map(|r| self.probe.add(&format!("{}hb/{r}", self.ns), 0)).collect()
+            (0..self.world_size)
+                .map(|r| self.probe.add(&format!("{}hb/{r}", self.ns), 0))
+                .collect()
         };
         let store_gone = || {
             if self.agent_store {
@@ -300,9 +344,13 @@ impl ProcessGroup {
                 "rank 0 (host of the rendezvous store) is gone".to_string()
             }
         };
-        let Ok(before) = read() else { return Some(store_gone()) };
+        let Ok(before) = read() else {
+            return Some(store_gone());
+        };
         std::thread::sleep(STALL_WINDOW);
-        let Ok(after) = read() else { return Some(store_gone()) };
+        let Ok(after) = read() else {
+            return Some(store_gone());
+        };
         let stalled: Vec<String> = (0..self.world_size)
             .filter(|&r| r != self.rank && before[r] == after[r])
             .map(|r| r.to_string())
@@ -310,7 +358,10 @@ impl ProcessGroup {
         let window = secs(STALL_WINDOW);
         match stalled.len() {
             0 => None,
-            1 => Some(format!("rank {} stopped responding (no heartbeat for {window} s)", stalled[0])),
+            1 => Some(format!(
+                "rank {} stopped responding (no heartbeat for {window} s)",
+                stalled[0]
+            )),
             _ => Some(format!(
                 "ranks {} stopped responding (no heartbeat for {window} s)",
                 stalled.join(", ")
@@ -342,7 +393,11 @@ impl ProcessGroup {
             } else {
                 continue;
             };
-            return Err(DistError::Collective { rank: self.rank, op, detail: format!("got {problem}") });
+            return Err(DistError::Collective {
+                rank: self.rank,
+                op,
+                detail: format!("got {problem}"),
+            });
         }
         Ok(())
     }
@@ -360,12 +415,17 @@ impl Drop for ProcessGroup {
 
 /// Which address Gloo listens on; see [`ProcessGroup::init`].
 fn gloo_device(master_addr: &str) -> GlooDevice {
-    if let Some(ifname) = std::env::var("GLOO_SOCKET_IFNAME").ok().filter(|s| !s.is_empty()) {
+    if let Some(ifname) = std::env::var("GLOO_SOCKET_IFNAME")
+        .ok()
+        .filter(|s| !s.is_empty())
+    {
         // torch accepts a comma-separated list; one device is enough here.
         return GlooDevice::Interface(ifname.split(',').next().unwrap_or_default().to_string());
     }
     let loopback = master_addr == "localhost"
-        || master_addr.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+        || master_addr
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
     if loopback {
         GlooDevice::Hostname("127.0.0.1".to_string())
     } else {

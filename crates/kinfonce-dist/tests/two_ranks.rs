@@ -17,7 +17,9 @@ const WORLD: usize = 2;
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn free_port() -> u16 {
@@ -89,14 +91,26 @@ fn run_ranks(scenario: &str, limit: Duration) -> Vec<Finished> {
         .zip(statuses)
         .map(|((_, readers), status)| {
             let status = status.unwrap();
-            let output = readers.into_iter().map(|r| r.join().unwrap()).collect::<Vec<_>>().join("");
-            Finished { success: status.success(), status: format!("{status}"), output }
+            let output = readers
+                .into_iter()
+                .map(|r| r.join().unwrap())
+                .collect::<Vec<_>>()
+                .join("");
+            Finished {
+                success: status.success(),
+                status: format!("{status}"),
+                output,
+            }
         })
         .collect()
 }
 
 fn assert_success(scenario: &str, rank: usize, f: &Finished) {
-    assert!(f.success, "{scenario}: rank {rank} ended with {}:\n{}", f.status, f.output);
+    assert!(
+        f.success,
+        "{scenario}: rank {rank} ended with {}:\n{}",
+        f.status, f.output
+    );
 }
 
 // ---------------------------------------------------------------- parent side
@@ -107,7 +121,11 @@ fn two_ranks_collectives() {
     let finished = run_ranks("collectives", Duration::from_secs(60));
     for (rank, f) in finished.iter().enumerate() {
         assert_success("collectives", rank, f);
-        assert!(f.output.contains("collectives ok"), "rank {rank}:\n{}", f.output);
+        assert!(
+            f.output.contains("collectives ok"),
+            "rank {rank}:\n{}",
+            f.output
+        );
     }
 }
 
@@ -116,8 +134,16 @@ fn a_dead_peer_is_named_within_the_timeout() {
     let _guard = serial();
     let finished = run_ranks("rank1_aborts", Duration::from_secs(60));
     assert_success("rank1_aborts", 0, &finished[0]);
-    assert!(!finished[1].success, "rank 1 was meant to abort:\n{}", finished[1].output);
-    let line = finished[0].output.lines().find(|l| l.contains("survivor error after")).unwrap();
+    assert!(
+        !finished[1].success,
+        "rank 1 was meant to abort:\n{}",
+        finished[1].output
+    );
+    let line = finished[0]
+        .output
+        .lines()
+        .find(|l| l.contains("survivor error after"))
+        .unwrap();
     println!("{line}");
 }
 
@@ -126,8 +152,16 @@ fn the_store_host_dying_is_named() {
     let _guard = serial();
     let finished = run_ranks("rank0_aborts", Duration::from_secs(60));
     assert_success("rank0_aborts", 1, &finished[1]);
-    assert!(!finished[0].success, "rank 0 was meant to abort:\n{}", finished[0].output);
-    let line = finished[1].output.lines().find(|l| l.contains("survivor error after")).unwrap();
+    assert!(
+        !finished[0].success,
+        "rank 0 was meant to abort:\n{}",
+        finished[0].output
+    );
+    let line = finished[1]
+        .output
+        .lines()
+        .find(|l| l.contains("survivor error after"))
+        .unwrap();
     println!("{line}");
 }
 
@@ -189,6 +223,37 @@ fn a_peer_that_never_joins_is_counted() {
 }
 
 #[test]
+fn a_world_of_one_works_and_checks_its_arguments() {
+    fn assert_send<T: Send>() {}
+    assert_send::<ProcessGroup>();
+    let _guard = serial();
+    let mut one = launch(0, free_port());
+    one.world_size = 1;
+    one.local_world_size = 1;
+    let pg = ProcessGroup::init(&one, Backend::Gloo, Duration::from_secs(5)).unwrap();
+    let x = data(0, 0.5, &[2, 3]).set_requires_grad(true);
+    let g = pg.all_gather_autograd(&x).unwrap();
+    assert_eq!(max_diff(&g, &x), 0.0);
+    g.sum(Kind::Double).backward();
+    assert_eq!(max_diff(&x.grad(), &Tensor::ones_like(&x)), 0.0);
+    let mut ts = vec![data(0, 0.5, &[3])];
+    pg.all_reduce_sum(&mut ts).unwrap();
+    assert_eq!(max_diff(&ts[0], &data(0, 0.5, &[3])), 0.0);
+    let start = Instant::now();
+    let err = pg.broadcast(&mut ts, 1).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "rank 0: broadcast failed: root 1 is outside WORLD_SIZE=1"
+    );
+    assert!(
+        start.elapsed() < Duration::from_millis(500),
+        "argument errors skip the post-mortem"
+    );
+    assert_eq!(pg.broadcast_bytes(b"cfg", 0).unwrap(), b"cfg");
+    pg.check_peers().unwrap();
+}
+
+#[test]
 fn backends_parse() {
     assert_eq!("gloo".parse::<Backend>(), Ok(Backend::Gloo));
     assert_eq!(
@@ -199,8 +264,10 @@ fn backends_parse() {
 }
 
 fn from(vars: &[(&str, &str)]) -> Result<Option<Launch>, DistError> {
-    let map: HashMap<String, String> =
-        vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let map: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     Launch::from_vars(|name| map.get(name).cloned())
 }
 
@@ -236,11 +303,19 @@ fn launch_from_vars() {
             agent_store: true,
         }
     );
-    assert!(!l.hosts_store(), "under the agent store rank 0 is a client too");
+    assert!(
+        !l.hosts_store(),
+        "under the agent store rank 0 is a client too"
+    );
 
     // Set by hand: one node, rank 0 hosts.
-    let l = from(&[("RANK", "0"), ("WORLD_SIZE", "2"), base[0], base[1]]).unwrap().unwrap();
-    assert_eq!((l.local_rank, l.local_world_size, l.agent_store), (0, 2, false));
+    let l = from(&[("RANK", "0"), ("WORLD_SIZE", "2"), base[0], base[1]])
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (l.local_rank, l.local_world_size, l.agent_store),
+        (0, 2, false)
+    );
     assert!(l.hosts_store());
 
     assert_eq!(
@@ -259,7 +334,10 @@ fn launch_from_vars() {
         env_err(&[("RANK", "0"), ("WORLD_SIZE", "0"), base[0], base[1]]),
         "WORLD_SIZE=0: a job needs at least one rank"
     );
-    assert_eq!(env_err(&[("RANK", "0"), base[0], base[1]]), "RANK is set but WORLD_SIZE is not");
+    assert_eq!(
+        env_err(&[("RANK", "0"), base[0], base[1]]),
+        "RANK is set but WORLD_SIZE is not"
+    );
     assert_eq!(
         env_err(&[("RANK", "0"), ("WORLD_SIZE", "2"), ("MASTER_PORT", "29500")]),
         "RANK/WORLD_SIZE are set but MASTER_ADDR is not (the rendezvous host)"
@@ -269,11 +347,22 @@ fn launch_from_vars() {
         "RANK/WORLD_SIZE are set but MASTER_PORT is not (the rendezvous port)"
     );
     assert_eq!(
-        env_err(&[("RANK", "0"), ("WORLD_SIZE", "2"), base[0], ("MASTER_PORT", "70000")]),
+        env_err(&[
+            ("RANK", "0"),
+            ("WORLD_SIZE", "2"),
+            base[0],
+            ("MASTER_PORT", "70000")
+        ]),
         "MASTER_PORT='70000' is not a port number (1-65535)"
     );
     assert_eq!(
-        env_err(&[("RANK", "0"), ("WORLD_SIZE", "2"), ("LOCAL_RANK", "x"), base[0], base[1]]),
+        env_err(&[
+            ("RANK", "0"),
+            ("WORLD_SIZE", "2"),
+            ("LOCAL_RANK", "x"),
+            base[0],
+            base[1]
+        ]),
         "LOCAL_RANK='x' is not a non-negative integer"
     );
     assert_eq!(
@@ -299,14 +388,26 @@ fn launch_from_vars() {
     let mut with_master = slurm.to_vec();
     with_master.extend(base);
     let l = from(&with_master).unwrap().unwrap();
-    assert_eq!((l.rank, l.world_size, l.local_rank, l.local_world_size), (5, 8, 1, 4));
+    assert_eq!(
+        (l.rank, l.world_size, l.local_rank, l.local_world_size),
+        (5, 8, 1, 4)
+    );
     assert!(!l.agent_store && !l.hosts_store());
     assert_eq!(
-        env_err(&[("SLURM_PROCID", "8"), ("SLURM_NTASKS", "8"), base[0], base[1]]),
+        env_err(&[
+            ("SLURM_PROCID", "8"),
+            ("SLURM_NTASKS", "8"),
+            base[0],
+            base[1]
+        ]),
         "SLURM_PROCID=8 is outside SLURM_NTASKS=8"
     );
     assert_eq!(
-        env_err(&[("SLURM_PROCID", "0"), ("SLURM_NTASKS", "2"), ("MASTER_PORT", "1")]),
+        env_err(&[
+            ("SLURM_PROCID", "0"),
+            ("SLURM_NTASKS", "2"),
+            ("MASTER_PORT", "1")
+        ]),
         "SLURM_PROCID is set but MASTER_ADDR is not (the rendezvous host)"
     );
 }
@@ -316,8 +417,12 @@ fn launch_from_vars() {
 /// Runs as a child of the tests above; does nothing in an ordinary `cargo test`.
 #[test]
 fn worker() {
-    let Ok(scenario) = std::env::var(WORKER_ENV) else { return };
-    let launch = Launch::from_env().unwrap().expect("the parent sets RANK/WORLD_SIZE");
+    let Ok(scenario) = std::env::var(WORKER_ENV) else {
+        return;
+    };
+    let launch = Launch::from_env()
+        .unwrap()
+        .expect("the parent sets RANK/WORLD_SIZE");
     tch::set_num_threads(1);
     match scenario.as_str() {
         "collectives" => collectives(&launch),
@@ -334,14 +439,18 @@ fn f64s(values: &[f64], shape: &[i64]) -> Tensor {
 /// Deterministic per-rank data: `salt` keeps different uses apart.
 fn data(rank: usize, salt: f64, shape: &[i64]) -> Tensor {
     let n: i64 = shape.iter().product();
-    let values: Vec<f64> =
-        (0..n).map(|i| ((i as f64 + 1.0) * (rank as f64 + 1.3) + salt).sin()).collect();
+    let values: Vec<f64> = (0..n)
+        .map(|i| ((i as f64 + 1.0) * (rank as f64 + 1.3) + salt).sin())
+        .collect();
     f64s(&values, shape)
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
     assert_eq!(a.size(), b.size());
-    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double)).abs().max().double_value(&[])
+    (a.to_kind(Kind::Double) - b.to_kind(Kind::Double))
+        .abs()
+        .max()
+        .double_value(&[])
 }
 
 fn collectives(launch: &Launch) {
@@ -364,7 +473,11 @@ fn collectives(launch: &Launch) {
     for (i, got) in mine.iter().enumerate() {
         let want = &r0[i] + &r1[i];
         assert_eq!(got.kind(), want.kind());
-        let tol = if got.kind() == Kind::Float { 1e-6 } else { 1e-15 };
+        let tol = if got.kind() == Kind::Float {
+            1e-6
+        } else {
+            1e-15
+        };
         assert!(max_diff(got, &want) < tol, "all_reduce_sum tensor {i}");
     }
 
@@ -374,9 +487,15 @@ fn collectives(launch: &Launch) {
     assert_eq!(max_diff(&gathered, &want), 0.0, "all_gather order");
 
     // broadcast from rank 1.
-    let mut tensors = vec![data(rank, 5.0, &[4]).to_kind(Kind::Float), data(rank, 6.0, &[2, 2])];
+    let mut tensors = vec![
+        data(rank, 5.0, &[4]).to_kind(Kind::Float),
+        data(rank, 6.0, &[2, 2]),
+    ];
     pg.broadcast(&mut tensors, 1).unwrap();
-    assert_eq!(max_diff(&tensors[0], &data(1, 5.0, &[4]).to_kind(Kind::Float)), 0.0);
+    assert_eq!(
+        max_diff(&tensors[0], &data(1, 5.0, &[4]).to_kind(Kind::Float)),
+        0.0
+    );
     assert_eq!(max_diff(&tensors[1], &data(1, 6.0, &[2, 2])), 0.0);
 
     pg.barrier().unwrap();
@@ -407,10 +526,16 @@ fn collectives(launch: &Launch) {
     let v = |r: usize| data(r, 10.0, &[2, 5]);
     let y = pg.all_reduce_sum_autograd(&x).unwrap();
     let want = data(0, 9.0, &[2, 5]) + data(1, 9.0, &[2, 5]);
-    assert!(max_diff(&y, &want) < 1e-15, "all_reduce_sum_autograd forward");
+    assert!(
+        max_diff(&y, &want) < 1e-15,
+        "all_reduce_sum_autograd forward"
+    );
     (&y * v(rank)).sum(Kind::Double).backward();
     let diff = max_diff(&x.grad(), &(v(0) + v(1)));
-    assert!(diff < 1e-12, "all_reduce_sum_autograd gradient off by {diff}");
+    assert!(
+        diff < 1e-12,
+        "all_reduce_sum_autograd gradient off by {diff}"
+    );
 
     pg.barrier().unwrap();
     println!("rank {rank}: collectives ok");
@@ -430,7 +555,11 @@ fn peer_aborts(launch: &Launch, victim: usize) {
     let err = pg.all_reduce_sum(&mut t).unwrap_err();
     let elapsed = start.elapsed();
     let msg = err.to_string();
-    println!("rank {}: survivor error after {:.2} s: {msg}", pg.rank(), elapsed.as_secs_f64());
+    println!(
+        "rank {}: survivor error after {:.2} s: {msg}",
+        pg.rank(),
+        elapsed.as_secs_f64()
+    );
     let named = if victim == 0 {
         "rank 0 (host of the rendezvous store) is gone".to_string()
     } else {
@@ -442,5 +571,9 @@ fn peer_aborts(launch: &Launch, victim: usize) {
     // Drop must not hang with a dead peer and (for rank 0's death) a dead store.
     let start = Instant::now();
     drop(pg);
-    assert!(start.elapsed() < Duration::from_secs(8), "drop took {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "drop took {:?}",
+        start.elapsed()
+    );
 }
