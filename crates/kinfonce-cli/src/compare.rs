@@ -185,6 +185,7 @@ fn pretrain(dir: &Path, wanted: TrainConfig, label: &str) -> anyhow::Result<bool
         RunOptions {
             quiet: false,
             provenance: provenance(device, threads),
+            ..Default::default()
         },
     )?;
     let s = t.run()?;

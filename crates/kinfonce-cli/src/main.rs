@@ -17,6 +17,8 @@ mod eval_cmd;
 mod fuzz;
 #[cfg(feature = "torch")]
 mod info;
+#[cfg(feature = "torch")]
+mod launcher;
 mod loss_cmd;
 #[cfg(feature = "torch")]
 mod loss_options;
@@ -73,6 +75,23 @@ enum Command {
 fn network_command<T>(run: impl FnOnce(T) -> anyhow::Result<()>, args: T) -> anyhow::Result<()> {
     kinfonce_train::allocator::retain_freed_memory();
     run(args)
+}
+
+/// Under a launcher (torchrun's RANK / WORLD_SIZE), `eval`, `embed` and `compare` run on rank 0
+/// alone: the others say so and exit 0, so no two processes write the same files and nothing
+/// waits for a collective.
+#[cfg(feature = "torch")]
+fn rank_zero_only(name: &str, run: impl FnOnce() -> anyhow::Result<()>) -> anyhow::Result<()> {
+    match kinfonce_train::distributed::Launch::from_env()? {
+        Some(launch) if launch.rank > 0 => {
+            eprintln!(
+                "rank {} of {}: `kinfonce {name}` runs on rank 0 alone",
+                launch.rank, launch.world_size
+            );
+            Ok(())
+        }
+        _ => run(),
+    }
 }
 
 /// The command line, with each configuration's defaults shown in `--help` (the defaults live in
@@ -143,15 +162,17 @@ fn main() {
         #[cfg(feature = "torch")]
         Command::Pretrain(args) => network_command(pretrain::run, *args),
         #[cfg(feature = "torch")]
-        Command::Eval(cmd) => {
+        Command::Eval(cmd) => rank_zero_only("eval", || {
             network_command(eval_cmd::run, cmd).map_err(eval_cmd::with_intact_checkpoint_help)
-        }
+        }),
         #[cfg(feature = "torch")]
-        Command::Embed(args) => {
+        Command::Embed(args) => rank_zero_only("embed", || {
             network_command(embed::run, *args).map_err(eval_cmd::with_intact_checkpoint_help)
-        }
+        }),
         #[cfg(feature = "torch")]
-        Command::Compare(args) => network_command(compare::run, *args),
+        Command::Compare(args) => {
+            rank_zero_only("compare", || network_command(compare::run, *args))
+        }
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -4,11 +4,13 @@
 //! Precedence of settings: flag > `--config FILE` (TOML, keys = flag names in snake_case) >
 //! preset > built-in default.
 
+use crate::launcher::{self, LaunchPlan};
 use crate::loss_options::{apply_loss_options, take_loss_options};
 use crate::{default_data, overlay};
 use anyhow::{bail, Context};
 use kinfonce_train::checkpoint;
 use kinfonce_train::compare::{run_state_with, RunState};
+use kinfonce_train::distributed::{dist_err, Backend, Distributed, Launch, ProcessGroup};
 use kinfonce_train::error::TrainError;
 use kinfonce_train::trainer::{self, read_run_config};
 use kinfonce_train::{Precision, RunOptions, TrainConfig, Trainer};
@@ -143,9 +145,69 @@ pub struct PretrainArgs {
     /// Device: cpu, cuda, cuda:N.
     #[arg(long)]
     pub device: Option<String>,
-    /// Threads for libtorch and the augmentation workers (0 = all cores).
+    /// What computes the loss: auto (the fused kernel on CPUs, libtorch tensor ops on GPUs),
+    /// fused or tensor.
+    #[arg(long, value_name = "auto|fused|tensor")]
+    pub loss_engine: Option<String>,
+    /// Threads for libtorch and the augmentation workers (0 = all cores); with
+    /// --nproc-per-node, the node's threads, split between its processes.
     #[arg(long)]
     pub threads: Option<usize>,
+    /// Data parallelism: processes to start on this node, as torchrun's --nproc-per-node (the
+    /// same binary also runs under `torchrun --no-python`). --batch is pairs per process; the
+    /// run keeps the global batch, and its trajectory does not depend on the process count.
+    #[serde(skip)]
+    #[arg(long, value_name = "N", help_heading = "Several processes")]
+    pub nproc_per_node: Option<usize>,
+    /// Nodes of the job (each runs this command with its own --node-rank). [default: 1]
+    #[serde(skip)]
+    #[arg(long, value_name = "M", help_heading = "Several processes")]
+    pub nnodes: Option<usize>,
+    /// This node's rank, 0 .. nnodes - 1. [default: 0]
+    #[serde(skip)]
+    #[arg(long, value_name = "K", help_heading = "Several processes")]
+    pub node_rank: Option<usize>,
+    /// Address of node 0, where the rendezvous runs. [default: $MASTER_ADDR, else 127.0.0.1]
+    #[serde(skip)]
+    #[arg(long, value_name = "HOST", help_heading = "Several processes")]
+    pub master_addr: Option<String>,
+    /// Port of the rendezvous on node 0. [default: $MASTER_PORT, else a free port on one node
+    /// and 29500 on several]
+    #[serde(skip)]
+    #[arg(long, value_name = "PORT", help_heading = "Several processes")]
+    pub master_port: Option<u16>,
+    /// Collective backend: auto (gloo for CPU processes), gloo, nccl (CUDA builds).
+    #[serde(skip)]
+    #[arg(
+        long,
+        value_name = "auto|gloo|nccl",
+        help_heading = "Several processes"
+    )]
+    pub backend: Option<String>,
+    /// Seconds a process waits for the others (rendezvous, a collective) before giving up.
+    /// [default: 300]
+    #[serde(skip)]
+    #[arg(long, value_name = "SECONDS", help_heading = "Several processes")]
+    pub dist_timeout: Option<u64>,
+    /// Each process's anchors compete with its own rows only, instead of the candidates
+    /// gathered from every process (the per-process loss).
+    #[arg(long, help_heading = "Several processes")]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub local_negatives: bool,
+    /// Keep batch-norm statistics per process (by default they are synchronised across the
+    /// processes, per view under --bn-views separate).
+    #[serde(skip)]
+    #[arg(long, help_heading = "Several processes")]
+    pub no_sync_bn: bool,
+    /// Scale --lr with the number of processes when a run starts: none, linear (x W) or sqrt
+    /// (x sqrt W). [default: none]
+    #[serde(skip)]
+    #[arg(
+        long,
+        value_name = "none|linear|sqrt",
+        help_heading = "Several processes"
+    )]
+    pub lr_scaling: Option<String>,
     /// Reproducible run: same seed and threads give bitwise the same losses.
     #[arg(long)]
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -399,9 +461,127 @@ fn with_checkpoint_help(err: TrainError, run_dir: &Path) -> anyhow::Error {
 
 pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
     ensure_passive_openmp();
+    let launch = Launch::from_env()?;
+    let workers = args.nproc_per_node.unwrap_or(1) * args.nnodes.unwrap_or(1);
+    match (&launch, workers) {
+        (None, 2..) => std::process::exit(launch_workers(&args)?),
+        (Some(l), 2..) => bail!(
+            "--nproc-per-node / --nnodes: this process is already rank {} of {} (RANK and \
+             WORLD_SIZE are set, as torchrun sets them); leave those flags to the launcher",
+            l.rank,
+            l.world_size
+        ),
+        _ => {}
+    }
+    let dist = launch
+        .map(|l| join_group(&l, &args))
+        .transpose()?
+        .map(Distributed::new);
+    let rank = dist.as_ref().map_or(0, Distributed::rank);
+    let world = dist.as_ref().map_or(1, Distributed::world);
+    train(args, dist).map_err(|e| {
+        // Every rank prints its own failure, named.
+        if world > 1 && !format!("{e:#}").starts_with("rank ") {
+            e.context(format!("rank {rank}"))
+        } else {
+            e
+        }
+    })
+}
+
+/// `--nproc-per-node` / `--nnodes` without a launcher around: start this node's workers and
+/// supervise them; their exit code.
+fn launch_workers(args: &PretrainArgs) -> anyhow::Result<i32> {
+    let nnodes = args.nnodes.unwrap_or(1);
+    let env = |name: &str| std::env::var(name).ok();
+    let master_port = match args
+        .master_port
+        .or_else(|| env("MASTER_PORT")?.parse().ok())
+    {
+        Some(port) => port,
+        None if nnodes == 1 => launcher::free_port()?,
+        None => 29500,
+    };
+    let plan = LaunchPlan {
+        nproc_per_node: args.nproc_per_node.unwrap_or(1),
+        nnodes,
+        node_rank: args.node_rank.unwrap_or(0),
+        // One node: this machine; several: node 0's address, which only the user knows.
+        master_addr: args
+            .master_addr
+            .clone()
+            .or_else(|| env("MASTER_ADDR"))
+            .unwrap_or_else(|| {
+                if nnodes == 1 {
+                    "127.0.0.1".into()
+                } else {
+                    String::new()
+                }
+            }),
+        master_port,
+        threads: args.threads.unwrap_or(0),
+    };
+    plan.validate()?;
+    trainer::install_signal_handler();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    launcher::run_workers(&plan, &argv)
+}
+
+/// This process's place in the job: the process group, after the rendezvous.
+fn join_group(launch: &Launch, args: &PretrainArgs) -> anyhow::Result<ProcessGroup> {
+    let backend = match args.backend.as_deref().unwrap_or("auto") {
+        // CPU processes; NCCL comes with the CUDA build.
+        "auto" => Backend::Gloo,
+        other => other.parse::<Backend>()?,
+    };
+    let timeout = std::time::Duration::from_secs(args.dist_timeout.unwrap_or(300).max(1));
+    let group = ProcessGroup::init(launch, backend, timeout)?;
+    // A rank that dies ends the others within seconds, whatever they wait for.
+    let rank = launch.rank;
+    group.watch_peers(move |why| {
+        eprintln!("error: rank {rank}: {why}; stopping");
+        std::process::exit(1);
+    });
+    Ok(group)
+}
+
+/// The world size's effect on a fresh run: `--batch` was per process, the run keeps the global
+/// batch; `--lr-scaling` scales the learning rate with the world size.
+fn scale_for_world(
+    config: &mut TrainConfig,
+    args: &PretrainArgs,
+    world: usize,
+) -> anyhow::Result<()> {
+    config.optim.batch *= world;
+    let factor = match args.lr_scaling.as_deref().unwrap_or("none") {
+        "none" => 1.0,
+        "linear" => world as f64,
+        "sqrt" => (world as f64).sqrt(),
+        other => bail!("--lr-scaling {other}: expected none, linear or sqrt"),
+    };
+    if factor != 1.0 {
+        config.optim.lr = Some(config.base_lr() * factor);
+    }
+    if args.no_sync_bn {
+        config.model.sync_bn = false;
+    }
+    Ok(())
+}
+
+/// A pretraining run in this process (alone, or one rank of `dist`).
+fn train(args: PretrainArgs, dist: Option<Distributed>) -> anyhow::Result<()> {
+    let main = dist.as_ref().is_none_or(Distributed::is_main);
+    let world = dist.as_ref().map_or(1, Distributed::world);
     let (config, run_dir, resume) = match &args.resume {
         Some(dir) => {
             let config = resumed_config(dir, &args)?;
+            if args.no_sync_bn && config.model.sync_bn {
+                bail!(
+                    "--no-sync-bn would change the trajectory of the run in {} (it synchronises \
+                     batch norm); start a new run for per-process statistics",
+                    dir.display()
+                );
+            }
             let again = original_command(dir).unwrap_or_else(|| "kinfonce pretrain ...".into());
             refuse_checkpointless(dir, &again)?;
             if let RunState::Finished { step } = run_state_with(dir, &config)? {
@@ -426,6 +606,7 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
                 // always completes.
                 config.data.data = default_data::default_data()?;
             }
+            scale_for_world(&mut config, &args, world)?;
             let out = args.out.clone().unwrap_or_else(|| {
                 let t = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
@@ -443,29 +624,42 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
     trainer::install_signal_handler();
     let device = trainer::parse_device(&config.compute.device)?;
     let provenance = provenance(device, threads);
-    eprintln!(
-        "kinfonce pretrain: {} width {} on {}, preset {}, batch {} pairs, {}, {threads} threads -> {}",
-        config.model.arch,
-        config.model.width,
-        config.data.data.display(),
-        config.loss.preset,
-        config.optim.batch,
-        config.compute.device,
-        run_dir.display()
-    );
-    if !resume {
+    if main {
+        eprintln!(
+            "kinfonce pretrain: {} width {} on {}, preset {}, batch {} pairs{}, {}, {threads} threads{} -> {}",
+            config.model.arch,
+            config.model.width,
+            config.data.data.display(),
+            config.loss.preset,
+            config.optim.batch,
+            if world > 1 { format!(" ({} per process)", config.optim.batch / world) } else { String::new() },
+            config.compute.device,
+            if world > 1 { format!(" per process, {world} processes") } else { String::new() },
+            run_dir.display()
+        );
+    }
+    if !resume && main {
         refuse_checkpointless(&run_dir, &std::env::args().collect::<Vec<_>>().join(" "))?;
     }
     let options = RunOptions {
-        quiet: false,
+        quiet: !main,
         provenance,
+        dist: dist.clone(),
     };
     let mut trainer = Trainer::new(config, &run_dir, resume, options)
         .map_err(|e| with_checkpoint_help(e, &run_dir))?;
     let summary = trainer
         .run()
         .map_err(|e| with_checkpoint_help(e, &run_dir))?;
-    print_summary(&summary, &run_dir, args.json);
+    if let Some(d) = &dist {
+        // Rank 0 hosts the rendezvous store: nobody leaves while another still needs it, and
+        // nobody takes the others' leaving for a failure.
+        d.group.stop_watching();
+        d.group.barrier().map_err(dist_err)?;
+    }
+    if main {
+        print_summary(&summary, &run_dir, args.json);
+    }
     Ok(())
 }
 
@@ -488,6 +682,12 @@ fn print_summary(s: &kinfonce_train::Summary, run_dir: &Path, json: bool) {
         s.views_per_s,
         s.wall_s
     );
+    if s.communicating_share > 0.0 {
+        println!(
+            "rank 0 spent {:.0}% of its step time in collectives (waiting for the others included)",
+            100.0 * s.communicating_share
+        );
+    }
     println!(
         "run folder: {} (report.md, metrics.jsonl, checkpoints/)",
         run_dir.display()

@@ -45,6 +45,10 @@ pub struct LoaderConfig {
     pub layout: Layout,
     /// Buffer element type. Default f32.
     pub dtype: Dtype,
+    /// `(index, count)`: this process builds slice `index` of `count` equal, disjoint slices of
+    /// every batch (data parallelism; `batch_size` stays the global batch, and the views, keyed
+    /// by data-set index, do not depend on the count). Default (0, 1).
+    pub shard: (usize, usize),
 }
 
 impl Default for LoaderConfig {
@@ -59,6 +63,7 @@ impl Default for LoaderConfig {
             seed: 0,
             layout: Layout::Nchw,
             dtype: Dtype::F32,
+            shard: (0, 1),
         }
     }
 }
@@ -289,6 +294,14 @@ impl ContrastiveLoader {
                 "at least 1",
             ));
         }
+        let (shard, shards) = cfg.shard;
+        if shards == 0 || shard >= shards || !cfg.batch_size.is_multiple_of(shards) {
+            return Err(DataError::param(
+                "shard",
+                format!("{shard} of {shards} (batch {})", cfg.batch_size),
+                "an index below a count that divides the batch",
+            ));
+        }
         if cfg.drop_last && dataset.len() < cfg.batch_size {
             return Err(DataError::param(
                 "batch_size",
@@ -388,7 +401,12 @@ impl ContrastiveLoader {
 
     fn batch_of(&self, order: &[usize], epoch: u64, batch: usize) -> Batch {
         let b = self.cfg.batch_size;
-        let indices: Vec<usize> = order[batch * b..((batch + 1) * b).min(order.len())].to_vec();
+        let global = &order[batch * b..((batch + 1) * b).min(order.len())];
+        // This shard's slice of the global batch (the whole batch unsharded).
+        let (shard, shards) = self.cfg.shard;
+        let per = global.len().div_ceil(shards);
+        let indices: Vec<usize> =
+            global[(shard * per).min(global.len())..((shard + 1) * per).min(global.len())].to_vec();
         let n = indices.len();
         let d = &*self.dataset;
         let (c, s) = (d.channels(), self.augment.size);
@@ -741,6 +759,55 @@ mod tests {
             .err()
             .unwrap();
         assert!(err.to_string().contains("extra view size"), "{err}");
+    }
+
+    #[test]
+    fn shards_are_disjoint_slices_whose_union_is_the_global_batch() {
+        let aug = AugmentConfig::simclr(8, 0.5, false, Normalization::cifar10());
+        let whole = ContrastiveLoader::new(toy(12, 8), aug.clone(), cfg(6)).unwrap();
+        let global = whole.batch(1, 1);
+        let item = 3 * 64;
+        let mut rows_of_shards = [Vec::new(), Vec::new()];
+        let mut indices = Vec::new();
+        for (k, rows) in rows_of_shards.iter_mut().enumerate() {
+            let shard = ContrastiveLoader::new(
+                toy(12, 8),
+                aug.clone(),
+                LoaderConfig {
+                    shard: (k, 2),
+                    ..cfg(6)
+                },
+            )
+            .unwrap();
+            assert_eq!(shard.batches_per_epoch(), whole.batches_per_epoch());
+            let b = shard.batch(1, 1);
+            assert_eq!(b.images(), 3);
+            indices.extend(b.indices.clone());
+            *rows = b.as_f32().unwrap().to_vec();
+        }
+        assert_eq!(
+            indices, global.indices,
+            "slices in rank order make the global batch"
+        );
+        // View v of image i is the same whoever builds it.
+        let g = global.as_f32().unwrap();
+        for (k, rows) in rows_of_shards.iter().enumerate() {
+            for view in 0..2 {
+                let want = &g[(view * 6 + 3 * k) * item..(view * 6 + 3 * k + 3) * item];
+                assert_eq!(&rows[view * 3 * item..(view + 1) * 3 * item], want);
+            }
+        }
+        let err = ContrastiveLoader::new(
+            toy(12, 8),
+            aug,
+            LoaderConfig {
+                shard: (0, 4),
+                ..cfg(6)
+            },
+        )
+        .err()
+        .unwrap();
+        assert!(err.to_string().contains("shard"), "{err}");
     }
 
     #[test]

@@ -40,6 +40,9 @@ const STORE_PREFIX: &str = "kinfonce/";
 const HEARTBEAT_PERIOD: Duration = Duration::from_millis(500);
 /// A rank whose counter does not move for this long (three periods) is taken to be gone.
 const STALL_WINDOW: Duration = Duration::from_millis(1500);
+/// A rank whose counter [`ProcessGroup::watch_peers`] sees still for this long is taken to be
+/// gone (six periods: a busy machine may delay a beat or two).
+const WATCH_WINDOW: Duration = Duration::from_secs(3);
 /// How often a rank looks at the join counter while the others arrive.
 const JOIN_POLL: Duration = Duration::from_millis(50);
 
@@ -51,6 +54,8 @@ const JOIN_POLL: Duration = Duration::from_millis(50);
 /// end of a clean run, so no rank still needs it).
 pub struct ProcessGroup {
     heartbeat: Option<Heartbeat>,
+    /// The thread of [`ProcessGroup::watch_peers`], while it runs.
+    watchdog: std::cell::RefCell<Option<Heartbeat>>,
     group: Option<Group>,
     /// A second connection, for the heartbeat and the post-mortem reads (never blocked behind
     /// a waiting `get` on `store`).
@@ -194,6 +199,7 @@ impl ProcessGroup {
         .map_err(init_err)?;
         Ok(ProcessGroup {
             heartbeat: Some(heartbeat),
+            watchdog: std::cell::RefCell::new(None),
             group: Some(group),
             probe,
             store: Some(store),
@@ -328,22 +334,85 @@ impl ProcessGroup {
 
     /// The heartbeat post-mortem: `None` when every other rank's counter moved within
     /// [`STALL_WINDOW`].
+    /// Watches the other ranks' heartbeats from a thread of its own and calls `on_lost` with
+    /// the reason (which rank stopped responding, or that the store's host is gone) as soon as
+    /// one stalls for [`WATCH_WINDOW`], whatever this rank is doing then: a peer that dies while
+    /// this rank waits in a collective Gloo does not notice until the timeout. Stop it with
+    /// [`ProcessGroup::stop_watching`] before the ranks part (the store goes with rank 0).
+    pub fn watch_peers(&self, on_lost: impl Fn(String) + Send + 'static) {
+        let (store, ns, rank, world) = (
+            Arc::clone(&self.probe),
+            self.ns.clone(),
+            self.rank,
+            self.world_size,
+        );
+        let store_gone = self.store_gone_message();
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("kinfonce-dist-watchdog".into())
+            .spawn(move || {
+                let mut last = vec![i64::MIN; world];
+                let mut moved = vec![Instant::now(); world];
+                // The store unreadable since (its host gone, or a passing hiccup).
+                let mut unreadable: Option<Instant> = None;
+                loop {
+                    match stopped.recv_timeout(HEARTBEAT_PERIOD) {
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
+                    let counts: Result<Vec<i64>, ShimError> = (0..world)
+                        .map(|r| store.add(&format!("{ns}hb/{r}"), 0))
+                        .collect();
+                    let Ok(counts) = counts else {
+                        let since = *unreadable.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= WATCH_WINDOW {
+                            return on_lost(store_gone);
+                        }
+                        continue;
+                    };
+                    unreadable = None;
+                    for (r, &count) in counts.iter().enumerate() {
+                        if count != last[r] {
+                            (last[r], moved[r]) = (count, Instant::now());
+                        } else if r != rank && moved[r].elapsed() >= WATCH_WINDOW {
+                            return on_lost(format!(
+                                "rank {r} stopped responding (no heartbeat for {} s)",
+                                secs(WATCH_WINDOW)
+                            ));
+                        }
+                    }
+                }
+            })
+            .expect("spawn the watchdog thread");
+        *self.watchdog.borrow_mut() = Some(Heartbeat {
+            stop: Some(stop),
+            thread: Some(thread),
+        });
+    }
+
+    /// Stops the thread of [`ProcessGroup::watch_peers`].
+    pub fn stop_watching(&self) {
+        drop(self.watchdog.borrow_mut().take());
+    }
+
+    fn store_gone_message(&self) -> String {
+        if self.agent_store {
+            format!(
+                "the rendezvous store at {}:{} (torchrun's agent) is gone",
+                self.addr, self.port
+            )
+        } else {
+            "rank 0 (host of the rendezvous store) is gone".to_string()
+        }
+    }
+
     fn who_is_gone(&self) -> Option<String> {
         let read = || -> Result<Vec<i64>, ShimError> {
             (0..self.world_size)
                 .map(|r| self.probe.add(&format!("{}hb/{r}", self.ns), 0))
                 .collect()
         };
-        let store_gone = || {
-            if self.agent_store {
-                format!(
-                    "the rendezvous store at {}:{} (torchrun's agent) is gone",
-                    self.addr, self.port
-                )
-            } else {
-                "rank 0 (host of the rendezvous store) is gone".to_string()
-            }
-        };
+        let store_gone = || self.store_gone_message();
         let Ok(before) = read() else {
             return Some(store_gone());
         };
@@ -405,6 +474,7 @@ impl ProcessGroup {
 
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
+        self.stop_watching();
         // The heartbeat uses the store, and Gloo's group holds a reference to it: stop the
         // thread, close Gloo, then the store (on rank 0, with it the server).
         drop(self.heartbeat.take());

@@ -7,13 +7,92 @@
 //!   google-research/simclr);
 //! - splits inside a view (MoCo's split batch norm; not yet offered);
 //! - the processes: one rank's rows, or every rank's rows of the same group (synchronised batch
-//!   norm; not yet offered).
+//!   norm, [`synchronised`]).
 //!
 //! Evaluation-mode forwards (monitors, the online probe, `eval`) use the running statistics and
 //! are the same under every choice.
 
+use crate::distributed::{DistError, ProcessGroup};
+use crate::layers::BatchNorm;
 use serde::{Deserialize, Serialize};
-use tch::Tensor;
+use std::cell::RefCell;
+use std::rc::Rc;
+use tch::{Kind, Tensor};
+
+thread_local! {
+    /// The group whose ranks share batch statistics while [`synchronised`] runs, and the first
+    /// collective error met meanwhile (a layer's forward has no way to return it).
+    static SYNC: RefCell<Option<(Rc<ProcessGroup>, Option<DistError>)>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (training forwards) with every batch-norm layer's statistics taken over the rows of
+/// all ranks of `group`: per channel, the sums of x and x^2 and the row count are all-reduced
+/// (autograd-aware, so the backward pass sums the statistics' gradients over the ranks too).
+/// The result, or the first collective error.
+pub fn synchronised<R>(group: &Rc<ProcessGroup>, f: impl FnOnce() -> R) -> Result<R, DistError> {
+    SYNC.with(|s| *s.borrow_mut() = Some((Rc::clone(group), None)));
+    let out = f();
+    let error = SYNC.with(|s| s.borrow_mut().take().and_then(|(_, e)| e));
+    match error {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
+}
+
+/// The training forward of `bn` with statistics over every rank, when inside [`synchronised`].
+///
+/// y = (x - mean) / sqrt(var + eps) w + b with the global mean and biased variance
+/// (E[x^2] - mean^2, in f32); the running statistics move by momentum 0.1 towards the mean and
+/// the unbiased variance, as libtorch's batch norm.
+pub(crate) fn synchronised_forward(bn: &BatchNorm, x: &Tensor) -> Option<Tensor> {
+    let (group, failed) = SYNC.with(|s| {
+        s.borrow()
+            .as_ref()
+            .map(|(g, e)| (Rc::clone(g), e.is_some()))
+    })?;
+    if failed {
+        // A collective already failed in this forward: the step is lost, wait for nothing more.
+        return Some(x.shallow_clone());
+    }
+    let c = x.size()[1];
+    let dims: Vec<i64> = (0..x.dim() as i64).filter(|&d| d != 1).collect();
+    let xf = x.to_kind(Kind::Float);
+    let sum = xf.sum_dim_intlist(dims.as_slice(), false, Kind::Float);
+    let sum_sq = xf
+        .square()
+        .sum_dim_intlist(dims.as_slice(), false, Kind::Float);
+    let count = Tensor::from_slice(&[(x.numel() as i64 / c) as f32]);
+    let packed = Tensor::cat(&[sum, sum_sq, count], 0);
+    let global = match crate::distributed::timed(|| group.all_reduce_sum_autograd(&packed)) {
+        Ok(g) => g,
+        Err(e) => {
+            SYNC.with(|s| {
+                if let Some((_, slot @ None)) = s.borrow_mut().as_mut() {
+                    *slot = Some(e);
+                }
+            });
+            return Some(x.shallow_clone());
+        }
+    };
+    let n = global.double_value(&[2 * c]);
+    let mean = global.narrow(0, 0, c) / n;
+    let var = global.narrow(0, c, c) / n - mean.square();
+    tch::no_grad(|| {
+        let (mut rm, mut rv) = (
+            bn.running_mean.shallow_clone(),
+            bn.running_var.shallow_clone(),
+        );
+        let _ = rm.g_mul_scalar_(0.9).g_add_(&(mean.detach() * 0.1));
+        let unbiased = var.detach() * (n / (n - 1.0).max(1.0));
+        let _ = rv.g_mul_scalar_(0.9).g_add_(&(unbiased * 0.1));
+    });
+    let mut shape = vec![1i64; x.dim()];
+    shape[1] = c;
+    let scale = (var + 1e-5).rsqrt() * &bn.weight;
+    let y = (xf - mean.view(shape.as_slice())) * scale.view(shape.as_slice())
+        + bn.bias.view(shape.as_slice());
+    Some(y.to_kind(x.kind()))
+}
 
 /// How the two views of a pair meet in batch norm. Default `separate` (the official code).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -82,6 +82,9 @@ pub struct ModelSection {
     /// Batch-norm statistics per view (`separate`, the official code) or over the pair
     /// (`joint`) in training forwards.
     pub bn_views: BnViews,
+    /// With several processes, batch-norm statistics over every rank's rows (synchronised, as
+    /// pl_bolts does on several GPUs) rather than each rank's own.
+    pub sync_bn: bool,
     /// Projection head hidden width.
     pub hidden_dim: i64,
     /// Projection output dimension (concat-sum doubles it).
@@ -99,6 +102,7 @@ impl Default for ModelSection {
             width: 64,
             stem: StemChoice::Auto,
             bn_views: BnViews::Separate,
+            sync_bn: true,
             hidden_dim: 2048,
             out_dim: 128,
             norm_p: 2.0,
@@ -139,6 +143,9 @@ pub struct LossSection {
     /// The loss itself (the preset with any option flags applied); unset: the preset.
     #[serde(rename = "loss", skip_serializing_if = "Option::is_none")]
     pub spec: Option<LossSpec>,
+    /// With several processes, each rank's anchors compete with its own rows only, instead of
+    /// the candidates gathered from every rank.
+    pub local_negatives: bool,
 }
 
 impl Default for LossSection {
@@ -146,6 +153,7 @@ impl Default for LossSection {
         LossSection {
             preset: "laplacian".into(),
             spec: None,
+            local_negatives: false,
         }
     }
 }
@@ -222,6 +230,20 @@ pub struct ComputeSection {
     /// Same seed, same machine, same threads: bitwise the same run (forces cuDNN
     /// deterministic algorithms on CUDA).
     pub deterministic: bool,
+    /// What computes the loss: `auto` (the fused kernel on CPUs, the tensor form on GPUs),
+    /// `fused` or `tensor`.
+    pub loss_engine: LossEngine,
+}
+
+/// The loss's implementation: the fused CPU kernel (value and analytic gradient, memory
+/// linear in the batch) or libtorch tensor ops with autograd (any device).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LossEngine {
+    #[default]
+    Auto,
+    Fused,
+    Tensor,
 }
 
 impl Default for ComputeSection {
@@ -233,6 +255,7 @@ impl Default for ComputeSection {
             device: "cpu".into(),
             threads: 0,
             deterministic: false,
+            loss_engine: LossEngine::Auto,
         }
     }
 }
@@ -460,13 +483,15 @@ impl TrainConfig {
     }
 
     /// The settings that shape the run's trajectory, as flat TOML keys: every section but the
-    /// monitor and checkpoint ones, and not `max_steps` (which only stops epoch-scheduled runs).
+    /// monitor and checkpoint ones, and not `max_steps` (which only stops epoch-scheduled runs)
+    /// nor `threads` (how many threads compute a step does not change it).
     pub fn trajectory(&self) -> Result<toml::Table> {
         let mut table = section_table(&self.data)?;
         table.extend(section_table(&self.model)?);
         table.extend(section_table(&self.loss)?);
         table.extend(section_table(&self.optim)?);
         table.extend(section_table(&self.compute)?);
+        table.remove("threads");
         Ok(table)
     }
 

@@ -34,6 +34,10 @@ pub enum TrainError {
     },
     #[error("device `{0}` is not available: {1}")]
     Device(String, String),
+    /// A failure of the process group (a rank gone, a rendezvous that did not happen), or
+    /// ranks that disagree; the message names the rank.
+    #[error("{0}")]
+    Distributed(String),
 }
 
 pub type Result<T> = std::result::Result<T, TrainError>;

@@ -358,6 +358,7 @@ impl FrozenEncoder {
                 seed,
                 layout: self.layout(),
                 dtype: Dtype::F32,
+                shard: (0, 1),
             },
         )
         .map_err(|e| TrainError::Data(e.to_string()))

@@ -15,6 +15,7 @@ pub mod checkpoint;
 pub mod compare;
 pub mod config;
 pub mod device;
+pub mod distributed;
 pub mod error;
 pub mod eval;
 pub mod features;

@@ -203,6 +203,15 @@ impl Optimizer {
         });
     }
 
+    /// The state tensors themselves (moments), in a fixed order, to be overwritten in place.
+    pub fn state_slots(&self) -> Vec<Tensor> {
+        self.slots
+            .iter()
+            .flat_map(|s| std::iter::once(&s.first).chain(s.second.as_ref()))
+            .map(Tensor::shallow_clone)
+            .collect()
+    }
+
     /// The state as named tensors (`first.<param>`, `second.<param>`), for a safetensors file.
     pub fn state_tensors(&self) -> Vec<(String, Tensor)> {
         let mut out = Vec::new();

@@ -22,6 +22,8 @@ pub struct Summary {
     /// Views per second end to end (waiting for the loader included; monitors excluded).
     pub views_per_s_end_to_end: f64,
     pub wall_s: f64,
+    /// Share of the training steps' time spent inside collectives (several processes; 0 alone).
+    pub communicating_share: f64,
     pub interrupted: bool,
     pub checkpoint: Option<PathBuf>,
     /// Per-step losses of this invocation (for tests and reports).
@@ -49,6 +51,7 @@ impl Summary {
             views_per_s: 0.0,
             views_per_s_end_to_end: 0.0,
             wall_s: 0.0,
+            communicating_share: 0.0,
             interrupted: false,
             checkpoint: checkpoint.clone(),
             losses: Vec::new(),

@@ -51,6 +51,7 @@ fn init_encoder_is_the_trainers_step_zero() {
         RunOptions {
             quiet: true,
             provenance: vec![],
+            ..Default::default()
         },
     )
     .unwrap();

@@ -40,6 +40,7 @@ fn short_run(data: &Path, seed: u64) -> Summary {
     let options = RunOptions {
         quiet: true,
         provenance: vec![],
+        ..Default::default()
     };
     let summary = Trainer::new(config, &dir, false, options)
         .unwrap()

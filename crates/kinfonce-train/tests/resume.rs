@@ -50,6 +50,7 @@ fn quiet() -> RunOptions {
     RunOptions {
         quiet: true,
         provenance: vec![],
+        ..Default::default()
     }
 }
 

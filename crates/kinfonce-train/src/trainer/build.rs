@@ -2,6 +2,7 @@
 //! data and its loaders, the networks and the optimisers.
 
 use crate::config::TrainConfig;
+use crate::distributed::Distributed;
 use crate::error::{Result, TrainError};
 use crate::hardware::{self, Target};
 use crate::layers::Linear;
@@ -18,10 +19,12 @@ use tch::{nn, Device, Tensor};
 /// Options of one invocation that do not change the trajectory.
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
-    /// Hide the progress bar (tests).
+    /// Hide the progress bar (tests, and ranks other than 0).
     pub quiet: bool,
     /// Provenance lines for config.toml (git revision, versions, machine).
     pub provenance: Vec<(String, String)>,
+    /// This process's place in a data-parallel job; `None`: one process.
+    pub dist: Option<Distributed>,
 }
 
 /// Resolves `auto` precision and layout for `device`, says what was chosen (and warns when a
@@ -77,6 +80,7 @@ pub(super) fn contrastive_loader(
     train: &Arc<Dataset>,
     format: DataFormat,
     layout: Layout,
+    shard: (usize, usize),
 ) -> Result<ContrastiveLoader> {
     let size = train.height().max(train.width());
     let pair = AugmentConfig::preset(format, size);
@@ -96,6 +100,7 @@ pub(super) fn contrastive_loader(
             seed: config.compute.seed,
             layout,
             dtype: Dtype::F32,
+            shard,
         },
     );
     let loader = if train.is_labelled() && train.num_classes() > 1 {

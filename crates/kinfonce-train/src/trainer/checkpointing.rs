@@ -121,6 +121,37 @@ impl Trainer {
         Ok(path)
     }
 
+    /// In a data-parallel job, gives every rank rank 0's networks, optimiser state and training
+    /// state (fresh or restored from the newest checkpoint, which only rank 0 reads).
+    pub(super) fn start_from_main(&mut self) -> Result<()> {
+        let Some(dist) = self.dist.clone() else {
+            return Ok(());
+        };
+        self.state.optimizer_step = self.opt.step;
+        self.state.probe_optimizer_step = self.probe_opt.step;
+        let mut tensors: Vec<Tensor> = [&self.model_vs, &self.probe_vs]
+            .into_iter()
+            .flat_map(|vs| {
+                let mut named: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+                named.sort_by(|a, b| a.0.cmp(&b.0));
+                named.into_iter().map(|(_, t)| t)
+            })
+            .collect();
+        tensors.extend(self.opt.state_slots());
+        tensors.extend(self.probe_opt.state_slots());
+        dist.broadcast_from_main(&tensors)?;
+        let state = serde_json::to_vec(&self.state).expect("the training state serialises");
+        let state = dist
+            .group
+            .broadcast_bytes(&state, 0)
+            .map_err(crate::distributed::dist_err)?;
+        self.state = serde_json::from_slice(&state)
+            .map_err(|e| TrainError::Distributed(format!("rank 0's training state: {e}")))?;
+        self.opt.step = self.state.optimizer_step;
+        self.probe_opt.step = self.state.probe_optimizer_step;
+        Ok(())
+    }
+
     pub(super) fn restore(&mut self) -> Result<()> {
         let dir = self.run_dir.join("checkpoints");
         let Some(path) = checkpoint::latest(&dir)? else {

@@ -1,7 +1,9 @@
 //! The epoch loop: steps, step and epoch records, monitors, checkpoints, interrupts.
 
+use super::step::StepOutcome;
 use super::Trainer;
 use crate::config::TrainConfig;
+use crate::distributed::Distributed;
 use crate::error::{io_err, Result, TrainError};
 use crate::metrics::{read_records, EpochRecord, Record};
 use crate::monitor::{self, Diagnostics};
@@ -14,26 +16,33 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 use tch::Tensor;
 
-/// Appends records to `metrics.jsonl`, one flushed line each.
+/// Appends records to `metrics.jsonl`, one flushed line each; on ranks other than 0, nothing.
 struct MetricsLog {
-    file: fs::File,
+    file: Option<fs::File>,
     path: PathBuf,
 }
 
 impl MetricsLog {
-    fn open(run_dir: &Path) -> Result<MetricsLog> {
+    fn open(run_dir: &Path, main: bool) -> Result<MetricsLog> {
         let path = run_dir.join("metrics.jsonl");
-        let file = fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(io_err(&path))?;
+        let file = main
+            .then(|| {
+                fs::OpenOptions::new()
+                    .append(true)
+                    .create(true)
+                    .open(&path)
+                    .map_err(io_err(&path))
+            })
+            .transpose()?;
         Ok(MetricsLog { file, path })
     }
 
     fn write(&mut self, record: Record) -> Result<()> {
-        writeln!(self.file, "{}", record.to_line()).map_err(io_err(&self.path))?;
-        self.file.flush().map_err(io_err(&self.path))
+        let Some(file) = &mut self.file else {
+            return Ok(());
+        };
+        writeln!(file, "{}", record.to_line()).map_err(io_err(&self.path))?;
+        file.flush().map_err(io_err(&self.path))
     }
 }
 
@@ -62,6 +71,8 @@ struct Clock {
     timed_e2e_s: f64,
     /// When the previous step ended (end-to-end time includes the wait for the loader).
     mark: Instant,
+    /// Seconds in collectives before this invocation's steps (the start's broadcasts).
+    communicating_before: f64,
 }
 
 impl Clock {
@@ -79,6 +90,7 @@ impl Clock {
             timed_step_s: 0.0,
             timed_e2e_s: 0.0,
             mark: now,
+            communicating_before: crate::distributed::communicating_s(),
         }
     }
 
@@ -194,7 +206,7 @@ impl Trainer {
 
     /// A checkpoint when one is due (steps, minutes, or an interrupt asking to stop).
     fn checkpoint_if_due(&mut self, clock: &mut Clock) -> Result<()> {
-        if checkpoint_due(&self.config, self.state.step, clock.last_checkpoint) {
+        if self.is_main() && checkpoint_due(&self.config, self.state.step, clock.last_checkpoint) {
             self.state.elapsed_s = clock.elapsed_s();
             self.save_checkpoint()?;
             clock.last_checkpoint = Instant::now();
@@ -207,7 +219,9 @@ impl Trainer {
     fn start_summary(&mut self, log: &mut MetricsLog, bar: &ProgressBar) -> Result<Summary> {
         let mut summary = Summary::at_start(&self.run_dir, &self.state, &self.last_checkpoint);
         if self.state.step > 0 {
-            summary.carry_over(&read_records(&log.path)?);
+            if self.is_main() {
+                summary.carry_over(&read_records(&log.path)?);
+            }
         } else if self.monitors.is_some() {
             bar.set_message("k-NN monitor at initialisation");
             let acc = self.knn_top1();
@@ -226,12 +240,14 @@ impl Trainer {
     /// Trains until the stop step, an interrupt or an error. Writes metrics, checkpoints, the
     /// report and the loss plot.
     pub fn run(&mut self) -> Result<Summary> {
-        let mut log = MetricsLog::open(&self.run_dir)?;
+        let mut log = MetricsLog::open(&self.run_dir, self.is_main())?;
         let mut clock = Clock::new(self.state.elapsed_s);
         let spe = self.steps_per_epoch();
         let bar = self.progress_bar();
         let mut summary = self.start_summary(&mut log, &bar)?;
         let mut tally = EpochTally::default();
+        // Every rank stops at the same step: the flag comes from all of them (train_step).
+        let mut stopping = false;
         'outer: while self.state.step < self.stop_step {
             let epoch = self.state.epoch;
             let batches = self
@@ -243,7 +259,15 @@ impl Trainer {
                 }
                 let t0 = Instant::now();
                 let lr = self.schedule.lr(self.state.step);
-                let (loss, correct, total, z1, z2) = self.train_step(&batch, lr)?;
+                let StepOutcome {
+                    loss,
+                    correct,
+                    total,
+                    z1,
+                    z2,
+                    stop,
+                } = self.train_step(&batch, lr)?;
+                stopping = stop;
                 if !loss.is_finite() {
                     bar.abandon();
                     return Err(TrainError::NonFiniteLoss {
@@ -291,13 +315,14 @@ impl Trainer {
                     break;
                 }
                 self.checkpoint_if_due(&mut clock)?;
-                if stop_requested() {
+                if stopping {
                     summary.interrupted = true;
                     break 'outer;
                 }
             }
             if self.state.batch_in_epoch >= spe {
                 // End of an epoch: monitors, then the epoch line.
+                self.tally_over_ranks(&mut tally)?;
                 log.write(self.close_epoch(&tally, &clock, false, &mut summary))?;
                 clock.mark = Instant::now();
                 tally = EpochTally {
@@ -307,7 +332,7 @@ impl Trainer {
                 self.state.epoch += 1;
                 self.state.batch_in_epoch = 0;
                 self.checkpoint_if_due(&mut clock)?;
-                if stop_requested() {
+                if stopping {
                     summary.interrupted = true;
                     break 'outer;
                 }
@@ -318,10 +343,11 @@ impl Trainer {
             && self.state.batch_in_epoch > 0
             && self.state.step >= self.stop_step
         {
+            self.tally_over_ranks(&mut tally)?;
             log.write(self.close_epoch(&tally, &clock, true, &mut summary))?;
         }
         self.state.elapsed_s = clock.elapsed_s();
-        if self.last_checkpoint_step != Some(self.state.step) {
+        if self.is_main() && self.last_checkpoint_step != Some(self.state.step) {
             self.save_checkpoint()?;
         }
         bar.finish_and_clear();
@@ -331,9 +357,28 @@ impl Trainer {
         summary.views_per_s = clock.timed_views as f64 / clock.timed_step_s.max(1e-9);
         summary.views_per_s_end_to_end = clock.timed_views as f64 / clock.timed_e2e_s.max(1e-9);
         summary.wall_s = clock.start.elapsed().as_secs_f64();
+        summary.communicating_share = (crate::distributed::communicating_s()
+            - clock.communicating_before)
+            / clock.train_s.max(1e-9);
         summary.checkpoint = self.last_checkpoint.clone();
-        crate::report::write_outputs(&self.run_dir, &self.config, &summary)?;
+        if self.is_main() {
+            crate::report::write_outputs(&self.run_dir, &self.config, &summary)?;
+        }
         Ok(summary)
+    }
+
+    /// Rank 0, or the only process: the one that writes the run folder.
+    pub fn is_main(&self) -> bool {
+        self.dist.as_ref().is_none_or(Distributed::is_main)
+    }
+
+    /// The online probe's counts of the epoch over every rank.
+    fn tally_over_ranks(&self, tally: &mut EpochTally) -> Result<()> {
+        if let Some(d) = &self.dist {
+            let sums = d.sum(&[tally.correct as f64, tally.total as f64])?;
+            (tally.correct, tally.total) = (sums[0] as i64, sums[1] as i64);
+        }
+        Ok(())
     }
 }
 

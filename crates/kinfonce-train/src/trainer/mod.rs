@@ -17,7 +17,8 @@ pub use crate::signal::{
 pub use build::{load_data, RunOptions};
 
 use crate::checkpoint::TrainingState;
-use crate::config::TrainConfig;
+use crate::config::{LossEngine, TrainConfig};
+use crate::distributed::Distributed;
 use crate::error::{Result, TrainError};
 use crate::input::InputSpec;
 use crate::layers::Linear;
@@ -58,6 +59,8 @@ pub struct Trainer {
     tensor_loss: Option<TensorLoss>,
     state: TrainingState,
     classes: i64,
+    /// The other ranks of a data-parallel job (from `options`).
+    dist: Option<Distributed>,
     options: RunOptions,
     last_checkpoint: Option<PathBuf>,
     last_checkpoint_step: Option<u64>,
@@ -74,7 +77,9 @@ impl Trainer {
         mut options: RunOptions,
     ) -> Result<Trainer> {
         config.validate()?;
-        if !resume && run_dir.join("config.toml").exists() {
+        let dist = options.dist.clone();
+        let main = dist.as_ref().is_none_or(Distributed::is_main);
+        if main && !resume && run_dir.join("config.toml").exists() {
             return Err(TrainError::Config(format!(
                 "{} already holds a run; continue it with --resume {0} or choose another --out",
                 run_dir.display()
@@ -85,6 +90,20 @@ impl Trainer {
             tch::Cuda::cudnn_set_benchmark(false);
         }
         announce_compute(&mut config, device, resume, &mut options);
+        let shard = match &dist {
+            Some(d) => {
+                d.agree_on_config(Some(&config))?;
+                let (batch, world) = (config.optim.batch, d.world());
+                if !batch.is_multiple_of(world) {
+                    return Err(TrainError::Config(format!(
+                        "the run's global batch of {batch} pairs does not split over {world} \
+                         processes; use a number of processes that divides {batch}"
+                    )));
+                }
+                (d.rank(), world)
+            }
+            None => (0, 1),
+        };
         let bf16 = config.bf16();
         let splits = load_data(&config)?;
         let train = Arc::new(splits.train);
@@ -94,7 +113,7 @@ impl Trainer {
         } else {
             Layout::Nchw
         };
-        let loader = contrastive_loader(&config, &train, splits.format, layout)?;
+        let loader = contrastive_loader(&config, &train, splits.format, layout, shard)?;
         let steps_per_epoch = loader.batches_per_epoch() as u64;
         let (horizon, stop_step) = config.schedule_steps(steps_per_epoch);
         let schedule = WarmupCosine::new(config.base_lr(), horizon, steps_per_epoch);
@@ -104,7 +123,12 @@ impl Trainer {
             0
         };
         check_memory(&config, device, size, splits.format)?;
-        let monitors = monitor_sets(&config, &train, &splits.val, splits.format, layout, classes)?;
+        // The monitors run on rank 0 alone.
+        let monitors = if main {
+            monitor_sets(&config, &train, &splits.val, splits.format, layout, classes)?
+        } else {
+            None
+        };
         let Networks {
             model_vs,
             encoder,
@@ -120,9 +144,12 @@ impl Trainer {
         )?;
         let (opt, probe_opt) = optimizers(&config, &model_vs, &probe_vs)?;
         let spec = config.loss_spec()?;
-        let tensor_loss = (device != Device::Cpu)
-            .then(|| tensor_loss_of(&spec))
-            .transpose()?;
+        let tensor_engine = match config.compute.loss_engine {
+            LossEngine::Auto => device != Device::Cpu,
+            LossEngine::Fused => false,
+            LossEngine::Tensor => true,
+        };
+        let tensor_loss = tensor_engine.then(|| tensor_loss_of(&spec)).transpose()?;
 
         let mut trainer = Trainer {
             state: TrainingState {
@@ -153,15 +180,17 @@ impl Trainer {
             spec,
             tensor_loss,
             classes,
+            dist,
             options,
             last_checkpoint: None,
             last_checkpoint_step: None,
         };
-        if resume {
-            trainer.restore()?;
-        } else {
-            trainer.create_run_dir(&train)?;
+        match (main, resume) {
+            (true, true) => trainer.restore()?,
+            (true, false) => trainer.create_run_dir(&train)?,
+            (false, _) => {}
         }
+        trainer.start_from_main()?;
         Ok(trainer)
     }
 
