@@ -278,8 +278,14 @@ impl Trainer {
                     });
                 }
                 let timed = !summary.losses.is_empty();
-                // Training views: the pair (the online probe's view is not counted).
-                clock.step(2 * batch.images(), t0.elapsed().as_secs_f64(), timed);
+                // Training views of the global batch: the pair on every rank (the online
+                // probe's view is not counted).
+                let world = self.dist.as_ref().map_or(1, Distributed::world);
+                clock.step(
+                    2 * batch.images() * world,
+                    t0.elapsed().as_secs_f64(),
+                    timed,
+                );
                 self.state.step += 1;
                 self.state.batch_in_epoch += 1;
                 self.state.last_loss = loss;
