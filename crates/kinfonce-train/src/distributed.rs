@@ -108,6 +108,20 @@ impl Distributed {
         Ok(())
     }
 
+    /// Checks `config` against rank 0's and that its global batch splits over the ranks;
+    /// this rank's slice of every batch, `(rank, world)`.
+    pub fn join_run(&self, config: &TrainConfig) -> Result<(usize, usize)> {
+        self.agree_on_config(Some(config))?;
+        let (batch, world) = (config.optim.batch, self.world());
+        if !batch.is_multiple_of(world) {
+            return Err(TrainError::Config(format!(
+                "the run's global batch of {batch} pairs does not split over {world} processes; \
+                 use a number of processes that divides {batch}"
+            )));
+        }
+        Ok((self.rank(), world))
+    }
+
     /// Rank 0's configuration, checked against this rank's: an error naming this rank and the
     /// settings that differ when their trajectories disagree. `own` is `None` on ranks that
     /// take the configuration from rank 0 (a resumed run).

@@ -259,15 +259,9 @@ impl Trainer {
                 }
                 let t0 = Instant::now();
                 let lr = self.schedule.lr(self.state.step);
-                let StepOutcome {
-                    loss,
-                    correct,
-                    total,
-                    z1,
-                    z2,
-                    stop,
-                } = self.train_step(&batch, lr)?;
-                stopping = stop;
+                let step: StepOutcome = self.train_step(&batch, lr)?;
+                let loss = step.loss;
+                stopping = step.stop;
                 if !loss.is_finite() {
                     bar.abandon();
                     return Err(TrainError::NonFiniteLoss {
@@ -291,11 +285,11 @@ impl Trainer {
                 self.state.last_loss = loss;
                 summary.losses.push(loss);
                 summary.first_loss.get_or_insert(loss);
-                tally.correct += correct;
-                tally.total += total;
+                tally.correct += step.correct;
+                tally.total += step.total;
                 tally.loss_sum += loss;
                 tally.loss_n += 1;
-                tally.last_z = Some((z1, z2));
+                tally.last_z = Some((step.z1, step.z2));
                 bar.set_position(self.state.step);
                 // Step 1 too: the run's first loss stays on record for resumed summaries.
                 if self

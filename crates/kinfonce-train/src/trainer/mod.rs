@@ -91,17 +91,7 @@ impl Trainer {
         }
         announce_compute(&mut config, device, resume, &mut options);
         let shard = match &dist {
-            Some(d) => {
-                d.agree_on_config(Some(&config))?;
-                let (batch, world) = (config.optim.batch, d.world());
-                if !batch.is_multiple_of(world) {
-                    return Err(TrainError::Config(format!(
-                        "the run's global batch of {batch} pairs does not split over {world} \
-                         processes; use a number of processes that divides {batch}"
-                    )));
-                }
-                (d.rank(), world)
-            }
+            Some(d) => d.join_run(&config)?,
             None => (0, 1),
         };
         let bf16 = config.bf16();
