@@ -167,7 +167,8 @@ pub struct PretrainArgs {
     #[serde(skip)]
     #[arg(long, value_name = "K", help_heading = "Several processes")]
     pub node_rank: Option<usize>,
-    /// Address of node 0, where the rendezvous runs. [default: $MASTER_ADDR, else 127.0.0.1]
+    /// Address of node 0, where the rendezvous runs. [default: $MASTER_ADDR, else 127.0.0.1 on
+    /// one node; several nodes need it]
     #[serde(skip)]
     #[arg(long, value_name = "HOST", help_heading = "Several processes")]
     pub master_addr: Option<String>,
