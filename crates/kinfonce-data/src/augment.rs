@@ -500,22 +500,32 @@ pub fn eval_view<T: Element>(
     out: &mut [T],
     scratch: &mut Scratch,
 ) {
-    let ImageShape {
-        height: h,
-        width: w,
-        channels: c,
-    } = shape;
-    scratch.work.resize(size * size * c, 0.0);
-    resize_crop(
+    let c = shape.channels;
+    resize_whole(
         image,
-        w,
-        c,
-        (0, 0, h, w),
+        shape,
         (size, size),
         &mut scratch.work,
         &mut scratch.tmp,
     );
     write_normalized(&scratch.work, size * size, c, normalization, layout, out);
+}
+
+/// The whole `image` resampled to `(out_h, out_w)` into `buf` (f32 HWC in [0, 1]).
+fn resize_whole(
+    image: &[u8],
+    shape: ImageShape,
+    (out_h, out_w): (usize, usize),
+    buf: &mut Vec<f32>,
+    tmp: &mut Vec<f32>,
+) {
+    let ImageShape {
+        height: h,
+        width: w,
+        channels: c,
+    } = shape;
+    buf.resize(out_h * out_w * c, 0.0);
+    resize_crop(image, w, c, (0, 0, h, w), (out_h, out_w), buf, tmp);
 }
 
 /// The side that pl_bolts' evaluation transforms resize to before their centre crop:
@@ -551,12 +561,9 @@ pub fn center_crop_view<T: Element>(
     } else {
         ((short * h / w).max(short), short)
     };
-    scratch.resized.resize(rh * rw * c, 0.0);
-    resize_crop(
+    resize_whole(
         image,
-        w,
-        c,
-        (0, 0, h, w),
+        shape,
         (rh, rw),
         &mut scratch.resized,
         &mut scratch.tmp,
