@@ -34,6 +34,14 @@ if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split(
   "$VENV/bin/pip" install --no-cache-dir --quiet "torch==$TORCH_VERSION" numpy
 fi
 
+# The CUDA headers the wheel leaves out, for building NCCL into kinfonce-dist (`--features
+# cuda`); about 30 MB, headers only.
+if [ ! -f "$VENV/lib/python3"*/site-packages/nvidia/cu13/include/crt/host_config.h ] ||
+  [ ! -d "$VENV/lib/python3"*/site-packages/nvidia/cu13/include/cccl ]; then
+  echo "kinfonce: installing the CUDA headers for the NCCL build" >&2
+  "$VENV/bin/pip" install --no-cache-dir --quiet --no-deps "nvidia-cuda-crt==13.0.88" "nvidia-cuda-cccl==13.0.85"
+fi
+
 # torch-sys finds Python as `python` when VIRTUAL_ENV is set.
 export VIRTUAL_ENV="$VENV"
 export PATH="$VENV/bin:$PATH"

@@ -31,5 +31,10 @@ stage "build the tests"
 cargo test --locked --workspace --no-run
 stage "run the tests (pure crates, engine, CLI)"
 cargo test --locked --workspace
+# NCCL is compiled only with the cuda feature; on this CPU machine its tests check that it links
+# and fails in one line (on a GPU machine they run a world of one on NCCL).
+stage "the NCCL build (kinfonce-dist --features cuda)"
+cargo clippy --locked -p kinfonce-dist --features cuda --all-targets -- -D warnings
+cargo test --locked -p kinfonce-dist --features cuda
 stage ""
 echo "== all stages: $((SECONDS - START)) s" >&2

@@ -1,4 +1,4 @@
-"""PyTorch reference for end-to-end SimCLR / Kernel-InfoNCE training throughput on CPU.
+"""PyTorch reference for end-to-end SimCLR / Kernel-InfoNCE training throughput (CPU or GPU).
 
 The training step as the official Kernel-InfoNCE code runs it on CIFAR-10 (its
 ``simclr_module.py`` and ``transforms.py``, which follow the SimCLR recipe of PyTorch Lightning
@@ -32,8 +32,10 @@ Bolts), timed end to end so the project's own trainer can be measured against it
               in eval mode without gradient, a linear layer (dropout 0) trained by Adam 1e-4.
 
 The official code runs f32 NCHW on CPU (its fp16 mixed precision is for GPUs). --channels-last
-and --bf16 (CPU autocast of the encoder and head; the loss stays f32) are the best a PyTorch
-user could do by hand.
+and --bf16 (autocast of the encoder and head; the loss stays f32) are the best a PyTorch user
+could do by hand. --device cuda runs the model on the GPU, fed as a PyTorch user would: the
+DataLoader pins its batches (pin_memory) and each is copied with non_blocking=True; the step
+is timed after a torch.cuda.synchronize().
 
 A step is timed from the end of the previous step to the end of this one, so the wait for the
 loader's next batch is included. After --warmup untimed steps, --steps steps are timed and the
@@ -298,6 +300,8 @@ def parse_args():
     ap.add_argument("--bf16", action="store_true",
                     help="CPU autocast to bfloat16 for the encoder and the head "
                     "(the loss stays float32)")
+    ap.add_argument("--device", default="cpu",
+                    help="cpu, cuda or cuda:N (the model, the loss and the probe)")
     ap.add_argument("--compile", action="store_true",
                     help="torch.compile the encoder and the head (inductor)")
     ap.add_argument("--joint-views", action="store_true",
@@ -319,23 +323,26 @@ def main():
     images, labels = load_cifar10_train(args.data)
     online = None if args.no_online_probe else online_transform()
     dataset = TwoViewCifar(images, labels, view_transform(augment=not args.no_aug), online)
+    device = torch.device(args.device)
+    on_gpu = device.type == "cuda"
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch, shuffle=True,
                                          drop_last=True, num_workers=args.workers,
-                                         persistent_workers=args.workers > 0)
+                                         persistent_workers=args.workers > 0,
+                                         pin_memory=on_gpu)
 
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    encoder = CifarResNet(args.arch, args.width).to(memory_format=memory_format)
-    head = ProjectionHead(encoder.features, args.hidden)
+    encoder = CifarResNet(args.arch, args.width).to(device, memory_format=memory_format)
+    head = ProjectionHead(encoder.features, args.hidden).to(device)
     optimiser = torch.optim.Adam(list(encoder.parameters()) + list(head.parameters()),
                                  lr=1e-3, weight_decay=1e-6)
-    probe = nn.Linear(encoder.features, 10)
+    probe = nn.Linear(encoder.features, 10).to(device)
     probe_optimiser = torch.optim.Adam(probe.parameters(), lr=1e-4)
     if args.compile:
         encoder, head = torch.compile(encoder), torch.compile(head)
 
     def autocast():
         if args.bf16:
-            return torch.autocast("cpu", dtype=torch.bfloat16)
+            return torch.autocast(device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     batches = endless(loader)
@@ -343,6 +350,8 @@ def main():
     last = time.perf_counter()
     for step in range(args.warmup + args.steps):
         *views, y = next(batches)
+        views = [v.to(device, non_blocking=True) for v in views]
+        y = y.to(device, non_blocking=True)
         x1, x2 = (v.contiguous(memory_format=memory_format) for v in views[:2])
         with autocast():
             if args.joint_views:
@@ -364,6 +373,8 @@ def main():
             probe_loss.backward()
             probe_optimiser.step()
         last_loss = loss.item()
+        if on_gpu:
+            torch.cuda.synchronize(device)
         now = time.perf_counter()
         if step >= args.warmup:
             times.append(now - last)
@@ -383,6 +394,7 @@ def main():
         "channels_last": args.channels_last,
         "bf16": args.bf16,
         "compile": args.compile,
+        "device": args.device,
         "bn_views": "joint" if args.joint_views else "separate",
         "online_probe": online is not None,
         "step_ms_median": round(median * 1000, 1),

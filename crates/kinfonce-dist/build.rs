@@ -29,7 +29,8 @@ fn main() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, format!("#include \"{}\"\n", forward.display())).unwrap();
     }
-    cc::Build::new()
+    let mut build = cc::Build::new();
+    build
         .cpp(true)
         .pic(true)
         .std("c++17")
@@ -39,7 +40,48 @@ fn main() {
         .include(include.join("torch/csrc/api/include"))
         // libtorch's headers are noisy (unused parameters, deprecated declarations).
         .warnings(false)
-        .file("csrc/shim.cpp")
-        .compile("kinfonce_dist_shim");
+        .file("csrc/shim.cpp");
+    if std::env::var_os("CARGO_FEATURE_CUDA").is_some() {
+        with_nccl(&mut build, Path::new(&lib));
+    }
+    build.compile("kinfonce_dist_shim");
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
+}
+
+/// The CUDA headers ProcessGroupNCCL.hpp needs: the wheel's CUDA 13 packages ship most of them
+/// (`nvidia/cu13/include`, `nvidia/nccl/include`); `nvidia-cuda-crt` and `nvidia-cuda-cccl`
+/// add the rest. Their libraries come with torch (`torch_cuda`, `c10_cuda`, and NCCL through
+/// torch's rpath).
+fn with_nccl(build: &mut cc::Build, lib: &Path) {
+    let nvidia = lib.join("../../nvidia");
+    let cu13 = nvidia.join("cu13/include");
+    let needed = [
+        (
+            cu13.join("cuda_runtime.h"),
+            "the torch wheel's CUDA runtime",
+        ),
+        (cu13.join("crt/host_config.h"), "nvidia-cuda-crt==13.0.88"),
+        (
+            cu13.join("cccl/cuda/std/version"),
+            "nvidia-cuda-cccl==13.0.85",
+        ),
+        (nvidia.join("nccl/include/nccl.h"), "the torch wheel's NCCL"),
+    ];
+    for (header, package) in &needed {
+        if !header.exists() {
+            panic!(
+                "the cuda feature needs {} from {package} beside torch; scripts/env.sh installs it",
+                header.display()
+            );
+        }
+    }
+    build
+        .define("KD_WITH_NCCL", "1")
+        .define("USE_C10D_NCCL", "1")
+        .define("USE_CUDA", "1")
+        .include(&cu13)
+        .include(cu13.join("cccl"))
+        .include(nvidia.join("nccl/include"));
+    println!("cargo:rustc-link-lib=dylib=torch_cuda");
+    println!("cargo:rustc-link-lib=dylib=c10_cuda");
 }

@@ -177,7 +177,8 @@ pub struct PretrainArgs {
     #[serde(skip)]
     #[arg(long, value_name = "PORT", help_heading = "Several processes")]
     pub master_port: Option<u16>,
-    /// Collective backend: auto (gloo for CPU processes), gloo, nccl (CUDA builds).
+    /// Collective backend: auto (NCCL when training on CUDA, else Gloo), gloo, nccl (builds with
+    /// --features cuda). Each rank trains on cuda:LOCAL_RANK (cuda:0 when it sees one GPU).
     #[serde(skip)]
     #[arg(
         long,
@@ -493,6 +494,8 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
 /// `--nproc-per-node` / `--nnodes` without a launcher around: start this node's workers and
 /// supervise them; their exit code.
 fn launch_workers(args: &PretrainArgs) -> anyhow::Result<i32> {
+    // A device or backend this machine lacks fails here once, not in every worker.
+    device_and_backend(args)?;
     let nnodes = args.nnodes.unwrap_or(1);
     let env = |name: &str| std::env::var(name).ok();
     let master_port = match args
@@ -528,13 +531,27 @@ fn launch_workers(args: &PretrainArgs) -> anyhow::Result<i32> {
     launcher::run_workers(&plan, &argv)
 }
 
-/// This process's place in the job: the process group, after the rendezvous.
-fn join_group(launch: &Launch, args: &PretrainArgs) -> anyhow::Result<ProcessGroup> {
+/// The run's device and collective backend (`auto`: NCCL for CUDA, else Gloo), both checked
+/// to exist here.
+fn device_and_backend(args: &PretrainArgs) -> anyhow::Result<(String, Backend)> {
+    let config = match &args.resume {
+        Some(dir) => resumed_config(dir, args)?,
+        None => resolve_config(args)?,
+    };
+    let device = config.compute.device;
+    trainer::parse_device(&device)?;
     let backend = match args.backend.as_deref().unwrap_or("auto") {
-        // CPU processes; NCCL comes with the CUDA build.
+        "auto" if device.starts_with("cuda") => Backend::Nccl,
         "auto" => Backend::Gloo,
         other => other.parse::<Backend>()?,
     };
+    backend.check_built()?;
+    Ok((device, backend))
+}
+
+/// This process's place in the job: the process group, after the rendezvous.
+fn join_group(launch: &Launch, args: &PretrainArgs) -> anyhow::Result<ProcessGroup> {
+    let (_, backend) = device_and_backend(args)?;
     let timeout = std::time::Duration::from_secs(args.dist_timeout.unwrap_or(300).max(1));
     let group = ProcessGroup::init(launch, backend, timeout)?;
     // A rank that dies ends the others within seconds, whatever they wait for.

@@ -387,6 +387,27 @@ fn bad_launches_fail_in_one_line() {
     );
     drop(taken);
 
+    // NCCL where it cannot run: asked for by name, or by `auto` for a CUDA device; on one
+    // process under torchrun's variables and from the launcher, before any worker starts.
+    if !kinfonce_train::tch::Cuda::is_available() {
+        for (args, wanted) in [
+            (&["--backend", "nccl"][..], "nccl"),
+            (&["--device", "cuda"][..], "no CUDA device is visible"),
+        ] {
+            let mut cmd = pretrain(&data, &out, 8, args);
+            rank_process(&mut cmd, 0, 1, free_port());
+            let err = one_line(&failure(cmd));
+            assert!(err.contains(wanted), "{args:?}: {err}");
+            let err = one_line(&failure(pretrain(
+                &data,
+                &out,
+                8,
+                &[args, &["--nproc-per-node", "2"]].concat(),
+            )));
+            assert!(err.contains(wanted), "{args:?} launcher: {err}");
+        }
+    }
+
     // Rank 1 with nobody at the master's address.
     let mut cmd = pretrain(&data, &out, 8, &["--dist-timeout", "2"]);
     rank_process(&mut cmd, 1, 2, free_port());

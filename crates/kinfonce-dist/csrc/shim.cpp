@@ -1,4 +1,5 @@
-// C ABI over PyTorch's c10d (TCPStore, PrefixStore, ProcessGroupGloo) for kinfonce-dist.
+// C ABI over PyTorch's c10d (TCPStore, PrefixStore, ProcessGroupGloo and, when built with
+// KD_WITH_NCCL, ProcessGroupNCCL) for kinfonce-dist.
 //
 // Every function returns 0 on success and 1 on failure; on failure *err receives a malloc'ed,
 // NUL-terminated message that the caller frees with kd_free. Every body runs inside KD_TRY /
@@ -6,6 +7,10 @@
 //
 // Tensors are torch-sys's `tensor` (a `at::Tensor*`); tensors returned through `out`
 // are heap-allocated `new at::Tensor(...)`, owned by the caller (tch's Tensor::from_ptr).
+//
+// Each group works on one device: the CPU for Gloo, the rank's GPU for NCCL. Tensors that live
+// elsewhere are copied there for the collective and the result copied back, so the trainer's
+// small CPU exchanges (the loss, the stop flag) work on either backend.
 
 // ProcessGroupGloo.hpp is empty unless this is defined; the gloo headers it includes are the
 // project's forward declarations (csrc/gloo_forward.h, see build.rs).
@@ -16,6 +21,10 @@
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#ifdef KD_WITH_NCCL
+#include <c10/cuda/CUDAFunctions.h>
+#include <torch/csrc/distributed/c10d/ProcessGroupNCCL.hpp>
+#endif
 
 #include <algorithm>
 #include <chrono>
@@ -34,10 +43,12 @@ struct KdStore {
 };
 
 struct KdGroup {
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  c10::intrusive_ptr<c10d::Backend> pg;
   int rank;
   int size;
   Millis timeout;
+  // Where the collectives run (CPU for Gloo, the rank's GPU for NCCL).
+  at::Device device;
 };
 
 int fail(char** err, const char* msg) {
@@ -62,11 +73,14 @@ int fail(char** err, const char* msg) {
   }                                                     \
   return 0;
 
-void check_cpu(const at::Tensor& t, const char* op) {
+void check_dense(const at::Tensor& t, const char* op) {
   TORCH_CHECK(t.defined(), op, ": undefined tensor");
-  TORCH_CHECK(
-      t.device().is_cpu(), op, ": Gloo here takes CPU tensors, got one on ", t.device());
   TORCH_CHECK(t.layout() == at::kStrided, op, ": dense tensors only");
+}
+
+// `t` on the group's device, contiguous (the tensor itself when it already is).
+at::Tensor on_group(const KdGroup* g, const at::Tensor& t) {
+  return t.to(g->device).contiguous();
 }
 
 void wait(const KdGroup* g, const c10::intrusive_ptr<c10d::Work>& work) {
@@ -79,13 +93,22 @@ void all_reduce_in_place(const KdGroup* g, at::Tensor& flat) {
   wait(g, g->pg->allreduce(v));
 }
 
+// Every rank's x concatenated on dim 0, on x's device.
 at::Tensor all_gather_dim0(const KdGroup* g, const at::Tensor& x) {
-  at::Tensor in = (x.dim() == 0 ? x.reshape({1}) : x).contiguous();
+  at::Tensor in = on_group(g, x.dim() == 0 ? x.reshape({1}) : x);
   std::vector<int64_t> sizes = in.sizes().vec();
   sizes[0] *= g->size;
   at::Tensor out = at::empty(sizes, in.options());
   wait(g, g->pg->_allgather_base(out, in));
-  return out;
+  return out.to(x.device());
+}
+
+// The sum over ranks of x, on x's device (a new tensor).
+at::Tensor all_reduce_copy(const KdGroup* g, const at::Tensor& x) {
+  at::Tensor buf = x.to(g->device, /*non_blocking=*/false, /*copy=*/true)
+                       .contiguous();
+  all_reduce_in_place(g, buf);
+  return buf.to(x.device());
 }
 
 at::IValue group_capsule(const KdGroup* g) {
@@ -96,12 +119,12 @@ at::IValue group_capsule(const KdGroup* g) {
 
 KdGroup group_from(torch::autograd::AutogradContext* ctx) {
   auto holder = ctx->saved_data.at("pg").toCapsule();
-  KdGroup g;
-  g.pg = c10::static_intrusive_pointer_cast<c10d::ProcessGroupGloo>(holder);
-  g.rank = static_cast<int>(ctx->saved_data.at("rank").toInt());
-  g.size = static_cast<int>(ctx->saved_data.at("size").toInt());
-  g.timeout = Millis(ctx->saved_data.at("timeout_ms").toInt());
-  return g;
+  return KdGroup{
+      c10::static_intrusive_pointer_cast<c10d::Backend>(holder),
+      static_cast<int>(ctx->saved_data.at("rank").toInt()),
+      static_cast<int>(ctx->saved_data.at("size").toInt()),
+      Millis(ctx->saved_data.at("timeout_ms").toInt()),
+      ctx->saved_data.at("device").toDevice()};
 }
 
 void save_group(torch::autograd::AutogradContext* ctx, const KdGroup* g) {
@@ -109,6 +132,7 @@ void save_group(torch::autograd::AutogradContext* ctx, const KdGroup* g) {
   ctx->saved_data["rank"] = static_cast<int64_t>(g->rank);
   ctx->saved_data["size"] = static_cast<int64_t>(g->size);
   ctx->saved_data["timeout_ms"] = static_cast<int64_t>(g->timeout.count());
+  ctx->saved_data["device"] = g->device;
 }
 
 // forward: every rank's x concatenated on dim 0 in rank order.
@@ -128,9 +152,7 @@ struct AllGatherFn : public torch::autograd::Function<AllGatherFn> {
     KdGroup g = group_from(ctx);
     int64_t rows = ctx->saved_data.at("rows").toInt();
     // Undefined gradients arrive as zeros (materialize_grads), so every rank joins.
-    at::Tensor buf = grads[0].clone(at::MemoryFormat::Contiguous);
-    all_reduce_in_place(&g, buf);
-    at::Tensor mine = buf.narrow(0, g.rank * rows, rows);
+    at::Tensor mine = all_reduce_copy(&g, grads[0]).narrow(0, g.rank * rows, rows);
     if (ctx->saved_data.at("scalar").toBool()) {
       mine = mine.reshape({});
     }
@@ -143,17 +165,13 @@ struct AllReduceSumFn : public torch::autograd::Function<AllReduceSumFn> {
   static at::Tensor forward(
       torch::autograd::AutogradContext* ctx, const at::Tensor& x, const KdGroup* g) {
     save_group(ctx, g);
-    at::Tensor out = x.clone(at::MemoryFormat::Contiguous);
-    all_reduce_in_place(g, out);
-    return out;
+    return all_reduce_copy(g, x);
   }
 
   static torch::autograd::variable_list backward(
       torch::autograd::AutogradContext* ctx, torch::autograd::variable_list grads) {
     KdGroup g = group_from(ctx);
-    at::Tensor buf = grads[0].clone(at::MemoryFormat::Contiguous);
-    all_reduce_in_place(&g, buf);
-    return {buf, at::Tensor()};
+    return {all_reduce_copy(&g, grads[0]), at::Tensor()};
   }
 };
 
@@ -272,9 +290,37 @@ int kd_pg_create(
   auto gloo_store = c10::make_intrusive<c10d::PrefixStore>(
       std::string(prefix), static_cast<KdStore*>(store)->store);
   auto pg = c10::make_intrusive<ProcessGroupGloo>(gloo_store, rank, size, opts);
-  *out = new KdGroup{pg, rank, size, Millis(timeout_ms)};
+  *out = new KdGroup{pg, rank, size, Millis(timeout_ms), at::Device(at::kCPU)};
   KD_CATCH
 }
+
+#ifdef KD_WITH_NCCL
+// NCCL on the GPU `cuda_index`: that device becomes this thread's current one and the group's
+// bound device (barriers and NCCL's communicator use it).
+int kd_pg_create_nccl(
+    void* store,
+    int rank,
+    int size,
+    int cuda_index,
+    const char* prefix,
+    int64_t timeout_ms,
+    void** out,
+    char** err) {
+  KD_TRY
+  using c10d::ProcessGroupNCCL;
+  auto opts = ProcessGroupNCCL::Options::create();
+  opts->timeout = Millis(timeout_ms);
+  auto nccl_store = c10::make_intrusive<c10d::PrefixStore>(
+      std::string(prefix), static_cast<KdStore*>(store)->store);
+  // Constructed first: without a GPU it fails with c10d's own one-line reason.
+  auto pg = c10::make_intrusive<ProcessGroupNCCL>(nccl_store, rank, size, opts);
+  at::Device device(at::kCUDA, static_cast<c10::DeviceIndex>(cuda_index));
+  c10::cuda::set_device(device.index());
+  pg->setBoundDeviceId(device);
+  *out = new KdGroup{pg, rank, size, Millis(timeout_ms), device};
+  KD_CATCH
+}
+#endif
 
 void kd_pg_free(void* pg) {
   try {
@@ -292,7 +338,7 @@ int kd_all_reduce_sum(void* pg, at::Tensor** tensors, size_t n, char** err) {
   at::NoGradGuard no_grad; // gradients and parameters are updated in place
   std::vector<at::ScalarType> dtypes;
   for (size_t i = 0; i < n; ++i) {
-    check_cpu(*tensors[i], "all_reduce_sum");
+    check_dense(*tensors[i], "all_reduce_sum");
     auto dt = tensors[i]->scalar_type();
     if (std::find(dtypes.begin(), dtypes.end(), dt) == dtypes.end()) {
       dtypes.push_back(dt);
@@ -307,7 +353,7 @@ int kd_all_reduce_sum(void* pg, at::Tensor** tensors, size_t n, char** err) {
         flat_parts.push_back(tensors[i]->reshape({-1}));
       }
     }
-    at::Tensor flat = at::cat(flat_parts);
+    at::Tensor flat = at::cat(flat_parts).to(g->device);
     all_reduce_in_place(g, flat);
     int64_t offset = 0;
     for (auto& t : group) {
@@ -322,7 +368,7 @@ int kd_all_reduce_sum(void* pg, at::Tensor** tensors, size_t n, char** err) {
 int kd_all_gather(void* pg, at::Tensor* t, at::Tensor** out, char** err) {
   KD_TRY
   auto* g = static_cast<KdGroup*>(pg);
-  check_cpu(*t, "all_gather");
+  check_dense(*t, "all_gather");
   at::NoGradGuard no_grad;
   *out = new at::Tensor(all_gather_dim0(g, *t));
   KD_CATCH
@@ -335,8 +381,8 @@ int kd_broadcast(void* pg, at::Tensor** tensors, size_t n, int root, char** err)
   auto* g = static_cast<KdGroup*>(pg);
   at::NoGradGuard no_grad;
   for (size_t i = 0; i < n; ++i) {
-    check_cpu(*tensors[i], "broadcast");
-    at::Tensor buf = tensors[i]->contiguous();
+    check_dense(*tensors[i], "broadcast");
+    at::Tensor buf = on_group(g, *tensors[i]);
     std::vector<at::Tensor> v{buf};
     c10d::BroadcastOptions opts;
     opts.rootRank = root;
@@ -358,7 +404,7 @@ int kd_barrier(void* pg, char** err) {
 int kd_all_gather_autograd(void* pg, at::Tensor* t, at::Tensor** out, char** err) {
   KD_TRY
   auto* g = static_cast<KdGroup*>(pg);
-  check_cpu(*t, "all_gather_autograd");
+  check_dense(*t, "all_gather_autograd");
   *out = new at::Tensor(AllGatherFn::apply(*t, static_cast<const KdGroup*>(g)));
   KD_CATCH
 }
@@ -366,7 +412,7 @@ int kd_all_gather_autograd(void* pg, at::Tensor* t, at::Tensor** out, char** err
 int kd_all_reduce_sum_autograd(void* pg, at::Tensor* t, at::Tensor** out, char** err) {
   KD_TRY
   auto* g = static_cast<KdGroup*>(pg);
-  check_cpu(*t, "all_reduce_sum_autograd");
+  check_dense(*t, "all_reduce_sum_autograd");
   *out = new at::Tensor(AllReduceSumFn::apply(*t, static_cast<const KdGroup*>(g)));
   KD_CATCH
 }

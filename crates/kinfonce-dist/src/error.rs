@@ -39,8 +39,12 @@ pub enum DistError {
         port: u16,
         secs: String,
     },
-    #[error("rank {rank}: could not connect the Gloo process group: {detail}")]
-    Init { rank: usize, detail: String },
+    #[error("rank {rank}: could not connect the {backend} process group: {detail}")]
+    Init {
+        rank: usize,
+        backend: &'static str,
+        detail: String,
+    },
     /// A collective failed and the heartbeats say who is gone (`who` names the rank or ranks).
     #[error("rank {rank}: {op} failed: {who}")]
     PeerLost {

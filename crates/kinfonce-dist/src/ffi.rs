@@ -53,6 +53,17 @@ extern "C" {
         out: *mut *mut c_void,
         err: *mut *mut c_char,
     ) -> c_int;
+    #[cfg(feature = "cuda")]
+    fn kd_pg_create_nccl(
+        store: *mut c_void,
+        rank: c_int,
+        size: c_int,
+        cuda_index: c_int,
+        prefix: *const c_char,
+        timeout_ms: i64,
+        out: *mut *mut c_void,
+        err: *mut *mut c_char,
+    ) -> c_int;
     fn kd_pg_free(pg: *mut c_void);
     fn kd_all_reduce_sum(
         pg: *mut c_void,
@@ -219,7 +230,8 @@ pub(crate) enum GlooDevice {
     Default,
 }
 
-/// A `c10d::ProcessGroupGloo` with its rank, size and timeout.
+/// A `c10d::ProcessGroupGloo` or `c10d::ProcessGroupNCCL` with its rank, size, timeout and
+/// device.
 pub(crate) struct Group(NonNull<c_void>);
 
 // SAFETY: the handle may move between threads; callers never share it (`ProcessGroup` is not
@@ -233,7 +245,7 @@ fn tensor_out(rc: c_int, err: *mut c_char, out: *mut C_tensor) -> Result<tch::Te
 }
 
 impl Group {
-    pub(crate) fn create(
+    pub(crate) fn gloo(
         store: &Store,
         rank: usize,
         size: usize,
@@ -264,6 +276,43 @@ impl Group {
         };
         check(rc, err)?;
         Ok(Group(NonNull::new(out).expect("process group handle")))
+    }
+
+    /// NCCL on `cuda:cuda_index` (the `cuda` build; [`crate::ProcessGroup::init`] refuses NCCL
+    /// before reaching here otherwise).
+    pub(crate) fn nccl(
+        store: &Store,
+        rank: usize,
+        size: usize,
+        cuda_index: usize,
+        prefix: &str,
+        timeout_ms: i64,
+    ) -> Result<Group, ShimError> {
+        #[cfg(feature = "cuda")]
+        {
+            let prefix = cstring(prefix);
+            let mut out = std::ptr::null_mut();
+            let mut err = std::ptr::null_mut();
+            let rc = unsafe {
+                kd_pg_create_nccl(
+                    store.0.as_ptr(),
+                    rank as c_int,
+                    size as c_int,
+                    cuda_index as c_int,
+                    prefix.as_ptr(),
+                    timeout_ms,
+                    &mut out,
+                    &mut err,
+                )
+            };
+            check(rc, err)?;
+            Ok(Group(NonNull::new(out).expect("process group handle")))
+        }
+        #[cfg(not(feature = "cuda"))]
+        {
+            let _ = (store, rank, size, cuda_index, prefix, timeout_ms);
+            Err("NCCL is not part of this build".into())
+        }
     }
 
     pub(crate) fn all_reduce_sum(&self, tensors: &mut [tch::Tensor]) -> Result<(), ShimError> {

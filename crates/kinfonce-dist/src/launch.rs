@@ -5,23 +5,61 @@ use crate::DistError;
 /// The collective backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
-    /// Gloo over TCP, CPU tensors.
+    /// Gloo over TCP; collectives run on the CPU.
     Gloo,
+    /// NCCL; collectives run on this rank's GPU ([`cuda_index`]). Needs the `cuda` feature.
+    Nccl,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Gloo => "Gloo",
+            Backend::Nccl => "NCCL",
+        }
+    }
+
+    /// Whether this build has the backend (NCCL comes with the `cuda` feature).
+    pub fn check_built(self) -> Result<(), DistError> {
+        if self == Backend::Nccl && !cfg!(feature = "cuda") {
+            return Err(DistError::Backend {
+                name: "nccl".into(),
+                why: "this kinfonce is built without CUDA (build it with --features cuda)".into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 impl FromStr for Backend {
     type Err = DistError;
 
     fn from_str(s: &str) -> Result<Self, DistError> {
-        let why = match s.to_ascii_lowercase().as_str() {
-            "gloo" => return Ok(Backend::Gloo),
-            "nccl" => "NCCL needs the cuda build".to_string(),
-            _ => "unknown backend (expected gloo)".to_string(),
-        };
-        Err(DistError::Backend {
-            name: s.to_string(),
-            why,
-        })
+        match s.to_ascii_lowercase().as_str() {
+            "gloo" => Ok(Backend::Gloo),
+            "nccl" => Ok(Backend::Nccl),
+            _ => Err(DistError::Backend {
+                name: s.to_string(),
+                why: "unknown backend (expected gloo or nccl)".to_string(),
+            }),
+        }
+    }
+}
+
+/// The GPU a rank uses, as torchrun's convention has it: `cuda:LOCAL_RANK` when every GPU of the
+/// node is visible, `cuda:0` when the launcher shows each process only its own
+/// (`CUDA_VISIBLE_DEVICES` per task, as SLURM's `--gpus-per-task` does).
+pub fn cuda_index(rank: usize, local_rank: usize, visible: usize) -> Result<usize, DistError> {
+    match visible {
+        0 => Err(DistError::Env(format!(
+            "rank {rank}: no CUDA device is visible to this process (each rank needs a GPU)"
+        ))),
+        1 => Ok(0),
+        n if local_rank < n => Ok(local_rank),
+        n => Err(DistError::Env(format!(
+            "rank {rank}: LOCAL_RANK={local_rank} but this process sees only {n} CUDA devices \
+             (CUDA_VISIBLE_DEVICES); start at most {n} processes on this node"
+        ))),
     }
 }
 

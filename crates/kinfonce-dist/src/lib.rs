@@ -1,13 +1,18 @@
 //! Distributed layer on PyTorch's own c10d: the collectives a data-parallel trainer needs, on
-//! Gloo over TCP, for `tch::Tensor`s.
+//! Gloo over TCP or (with the `cuda` feature) NCCL, for `tch::Tensor`s.
 //!
-//! `csrc/shim.cpp` is a small C ABI over `c10d::TCPStore`, `c10d::PrefixStore` and
-//! `c10d::ProcessGroupGloo` from the libtorch that tch links (the torch wheel); see README.md
-//! for how it is built without gloo's headers.
+//! `csrc/shim.cpp` is a small C ABI over `c10d::TCPStore`, `c10d::PrefixStore`,
+//! `c10d::ProcessGroupGloo` and `c10d::ProcessGroupNCCL` from the libtorch that tch links (the
+//! torch wheel); see README.md for how it is built without gloo's headers and with the CUDA
+//! headers of two pip packages.
+//!
+//! A group runs its collectives on one device: the CPU for Gloo, the rank's GPU for NCCL.
+//! Tensors elsewhere are copied there and the result copied back, so every collective takes
+//! tensors on any device (the trainer's one-number exchanges stay on the CPU either way).
 //!
 //! - [`Launch`] reads torchrun's or SLURM's variables.
 //! - [`ProcessGroup::init`] connects to the rendezvous store (rank 0 hosts it, unless torchrun's
-//!   agent already serves it), waits until every rank has joined, and connects Gloo.
+//!   agent already serves it), waits until every rank has joined, and connects Gloo or NCCL.
 //! - Collectives: [`ProcessGroup::all_reduce_sum`] (coalesced, in place),
 //!   [`ProcessGroup::all_gather`], [`ProcessGroup::broadcast`], [`ProcessGroup::barrier`],
 //!   autograd-aware [`ProcessGroup::all_gather_autograd`] and
@@ -29,7 +34,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use error::DistError;
-pub use launch::{Backend, Launch};
+pub use launch::{cuda_index, Backend, Launch};
 
 use error::{first_line, secs};
 use ffi::{GlooDevice, Group, ShimError, Store};
@@ -65,6 +70,7 @@ pub struct ProcessGroup {
     ns: String,
     rank: usize,
     world_size: usize,
+    local_rank: usize,
     addr: String,
     port: u16,
     agent_store: bool,
@@ -115,10 +121,11 @@ impl ProcessGroup {
     ///
     /// Gloo listens on 127.0.0.1 when MASTER_ADDR is a loopback address, on the interface
     /// named by GLOO_SOCKET_IFNAME when that is set (as torch does), else on the address this
-    /// host's name resolves to.
+    /// host's name resolves to. NCCL runs on this rank's GPU ([`cuda_index`]), which becomes the
+    /// calling thread's current CUDA device.
     pub fn init(launch: &Launch, backend: Backend, timeout: Duration) -> Result<Self, DistError> {
-        let Backend::Gloo = backend;
         let (rank, world_size) = (launch.rank, launch.world_size);
+        backend.check_built()?;
         if world_size == 0 || rank >= world_size {
             return Err(DistError::Env(format!(
                 "RANK={rank} is outside WORLD_SIZE={world_size}"
@@ -154,6 +161,7 @@ impl ProcessGroup {
         })?;
         let init_err = |e: ShimError| DistError::Init {
             rank,
+            backend: backend.name(),
             detail: first_line(&e),
         };
         // The n-th group a rank creates lives under `g<n>/`, so a second group on torchrun's
@@ -187,15 +195,32 @@ impl ProcessGroup {
 
         let probe = Arc::new(store.connect_again().map_err(init_err)?);
         let heartbeat = Heartbeat::start(probe.clone(), format!("{ns}hb/{rank}"));
-        let device = gloo_device(&addr);
-        let group = Group::create(
-            &store,
-            rank,
-            world_size,
-            &device,
-            &format!("{ns}gloo/"),
-            timeout_ms,
-        )
+        let group = match backend {
+            Backend::Gloo => Group::gloo(
+                &store,
+                rank,
+                world_size,
+                &gloo_device(&addr),
+                &format!("{ns}gloo/"),
+                timeout_ms,
+            ),
+            Backend::Nccl => {
+                // Without a visible GPU, c10d's constructor gives the reason in its own words.
+                let visible = tch::Cuda::device_count().max(0) as usize;
+                let index = match visible {
+                    0 => 0,
+                    n => cuda_index(rank, launch.local_rank, n)?,
+                };
+                Group::nccl(
+                    &store,
+                    rank,
+                    world_size,
+                    index,
+                    &format!("{ns}nccl/"),
+                    timeout_ms,
+                )
+            }
+        }
         .map_err(init_err)?;
         Ok(ProcessGroup {
             heartbeat: Some(heartbeat),
@@ -206,6 +231,7 @@ impl ProcessGroup {
             ns,
             rank,
             world_size,
+            local_rank: launch.local_rank,
             addr,
             port,
             agent_store: launch.agent_store,
@@ -222,12 +248,18 @@ impl ProcessGroup {
         self.world_size
     }
 
+    /// This process's index among the ranks of its node (LOCAL_RANK).
+    pub fn local_rank(&self) -> usize {
+        self.local_rank
+    }
+
     /// Sums every tensor over ranks, in place. Tensors of one dtype travel as one flat buffer
     /// (one Gloo allreduce per dtype present); every rank passes the same shapes and dtypes in
-    /// the same order. CPU tensors, any strides; runs without recording autograd history.
+    /// the same order. Any device (see the crate docs), any strides; runs without recording
+    /// autograd history.
     pub fn all_reduce_sum(&self, tensors: &mut [tch::Tensor]) -> Result<(), DistError> {
         let op = "all_reduce_sum";
-        self.check_cpu(op, tensors.iter())?;
+        self.check_defined(op, tensors.iter())?;
         self.run(op, |g| g.all_reduce_sum(tensors))
     }
 
@@ -235,7 +267,7 @@ impl ProcessGroup {
     /// tensor). Shapes and dtypes must be equal on all ranks. No autograd history.
     pub fn all_gather(&self, t: &tch::Tensor) -> Result<tch::Tensor, DistError> {
         let op = "all_gather";
-        self.check_cpu(op, [t])?;
+        self.check_defined(op, std::iter::once(t))?;
         self.run(op, |g| g.all_gather(t))
     }
 
@@ -243,7 +275,7 @@ impl ProcessGroup {
     pub fn broadcast(&self, tensors: &mut [tch::Tensor], root: usize) -> Result<(), DistError> {
         let op = "broadcast";
         self.check_root(op, root)?;
-        self.check_cpu(op, tensors.iter())?;
+        self.check_defined(op, tensors.iter())?;
         self.run(op, |g| g.broadcast(tensors, root))
     }
 
@@ -258,7 +290,7 @@ impl ProcessGroup {
     /// as its other collectives). The graph keeps the Gloo group alive until it is freed.
     pub fn all_gather_autograd(&self, t: &tch::Tensor) -> Result<tch::Tensor, DistError> {
         let op = "all_gather_autograd";
-        self.check_cpu(op, [t])?;
+        self.check_defined(op, std::iter::once(t))?;
         self.run(op, |g| g.all_gather_autograd(t))
     }
 
@@ -266,7 +298,7 @@ impl ProcessGroup {
     /// (synchronised batch-norm statistics).
     pub fn all_reduce_sum_autograd(&self, t: &tch::Tensor) -> Result<tch::Tensor, DistError> {
         let op = "all_reduce_sum_autograd";
-        self.check_cpu(op, [t])?;
+        self.check_defined(op, std::iter::once(t))?;
         self.run(op, |g| g.all_reduce_sum_autograd(t))
     }
 
@@ -449,23 +481,16 @@ impl ProcessGroup {
         Ok(())
     }
 
-    fn check_cpu<'a>(
+    fn check_defined<'a>(
         &self,
         op: &'static str,
-        tensors: impl IntoIterator<Item = &'a tch::Tensor>,
+        mut tensors: impl Iterator<Item = &'a tch::Tensor>,
     ) -> Result<(), DistError> {
-        for t in tensors {
-            let problem = if !t.defined() {
-                "an undefined tensor".to_string()
-            } else if t.device() != tch::Device::Cpu {
-                format!("a tensor on {:?} (Gloo here takes CPU tensors)", t.device())
-            } else {
-                continue;
-            };
+        if tensors.any(|t| !t.defined()) {
             return Err(DistError::Collective {
                 rank: self.rank,
                 op,
-                detail: format!("got {problem}"),
+                detail: "got an undefined tensor".into(),
             });
         }
         Ok(())

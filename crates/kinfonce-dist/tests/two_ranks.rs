@@ -256,11 +256,67 @@ fn a_world_of_one_works_and_checks_its_arguments() {
 #[test]
 fn backends_parse() {
     assert_eq!("gloo".parse::<Backend>(), Ok(Backend::Gloo));
+    assert_eq!("NCCL".parse::<Backend>(), Ok(Backend::Nccl));
     assert_eq!(
-        "nccl".parse::<Backend>().unwrap_err().to_string(),
-        "backend 'nccl': NCCL needs the cuda build"
+        "mpi".parse::<Backend>().unwrap_err().to_string(),
+        "backend 'mpi': unknown backend (expected gloo or nccl)"
     );
-    assert!("mpi".parse::<Backend>().is_err());
+}
+
+/// NCCL asked for where it cannot run: without the cuda build, or (cuda build) on a machine
+/// without a GPU, where c10d's ProcessGroupNCCL (linked from torch_cuda) gives the reason. One
+/// line, naming the rank. On a GPU machine: a world of one on NCCL, CPU and GPU tensors alike.
+#[test]
+fn nccl_runs_on_a_gpu_and_fails_in_one_line_without() {
+    let _guard = serial();
+    let mut one = launch(0, free_port());
+    one.world_size = 1;
+    one.local_world_size = 1;
+    if tch::Cuda::device_count() > 0 {
+        let pg = ProcessGroup::init(&one, Backend::Nccl, Duration::from_secs(30)).unwrap();
+        let gpu = tch::Device::Cuda(0);
+        let x = data(0, 0.5, &[2, 3]).to_device(gpu).set_requires_grad(true);
+        let g = pg.all_gather_autograd(&x).unwrap();
+        assert_eq!(g.device(), gpu);
+        assert_eq!(
+            max_diff(&g.to_device(tch::Device::Cpu), &data(0, 0.5, &[2, 3])),
+            0.0
+        );
+        let mut ts = vec![data(0, 0.5, &[3]), data(1, 0.5, &[4]).to_device(gpu)];
+        pg.all_reduce_sum(&mut ts).unwrap();
+        assert_eq!(ts[0].device(), tch::Device::Cpu);
+        assert_eq!(max_diff(&ts[0], &data(0, 0.5, &[3])), 0.0);
+        pg.barrier().unwrap();
+        return;
+    }
+    let err = match ProcessGroup::init(&one, Backend::Nccl, Duration::from_secs(5)) {
+        Ok(_) => panic!("NCCL without a GPU was meant to fail"),
+        Err(e) => e.to_string(),
+    };
+    let expected = if cfg!(feature = "cuda") {
+        "rank 0: could not connect the NCCL process group: ProcessGroupNCCL is only supported \
+         with GPUs, no GPUs found!"
+    } else {
+        "backend 'nccl': this kinfonce is built without CUDA (build it with --features cuda)"
+    };
+    assert_eq!(err, expected);
+}
+
+#[test]
+fn each_rank_takes_the_gpu_of_its_local_rank() {
+    use kinfonce_dist::cuda_index;
+    assert_eq!(cuda_index(5, 1, 8), Ok(1));
+    // The launcher shows each process its own GPU only.
+    assert_eq!(cuda_index(5, 3, 1), Ok(0));
+    assert_eq!(
+        cuda_index(5, 3, 2).unwrap_err().to_string(),
+        "rank 5: LOCAL_RANK=3 but this process sees only 2 CUDA devices (CUDA_VISIBLE_DEVICES); \
+         start at most 2 processes on this node"
+    );
+    assert_eq!(
+        cuda_index(0, 0, 0).unwrap_err().to_string(),
+        "rank 0: no CUDA device is visible to this process (each rank needs a GPU)"
+    );
 }
 
 fn from(vars: &[(&str, &str)]) -> Result<Option<Launch>, DistError> {

@@ -62,6 +62,15 @@ impl Distributed {
         self.group.world_size()
     }
 
+    /// This rank's GPU: `cuda:LOCAL_RANK`, or `cuda:0` when the launcher shows each process
+    /// only its own ([`kinfonce_dist::cuda_index`]).
+    pub fn gpu(&self) -> Result<tch::Device> {
+        let visible = tch::Cuda::device_count().max(0) as usize;
+        kinfonce_dist::cuda_index(self.rank(), self.group.local_rank(), visible)
+            .map(tch::Device::Cuda)
+            .map_err(dist_err)
+    }
+
     /// Rank 0: the rank that writes the run folder, the metrics and the report.
     pub fn is_main(&self) -> bool {
         self.rank() == 0

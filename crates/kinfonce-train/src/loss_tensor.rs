@@ -12,9 +12,10 @@
 //! |x|^2 + |y|^2 - 2 x.y cancels catastrophically for near-identical views).
 
 use crate::error::{Result, TrainError};
-use kinfonce_loss::{Kernel, LossSpec};
+use kinfonce_loss::cases::{Case, CaseResult};
+use kinfonce_loss::{Kernel, LossSpec, Pairing};
 use serde::{Deserialize, Serialize};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// A loss on the two views' projections.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -140,17 +141,22 @@ fn masked_pow(x: &Tensor, mask: &Tensor, e: f64) -> Tensor {
     pow.masked_fill(&singular, 0.0)
 }
 
-/// mean_i [ -logits[i, pos(i)] + logsumexp_{j != i} logits[i, j] ] for `[2B, 2B]` logits.
+/// mean_i [ -logits[i, pos(i)] + logsumexp_{j != i} logits[i, j] ] for `[2B, 2B]` logits,
+/// computed as mean_i softplus(logsumexp_{j != i, pos(i)} (logits[i, j] - logits[i, pos(i)])):
+/// the positive's own term exp(0) = 1 stays out of the sum, so a loss near 0 (views far closer
+/// than any negative) keeps its relative precision in f32 instead of cancelling in log(1 + s).
 fn softmax_loss(logits: Tensor, b: i64) -> Tensor {
     let n = 2 * b;
     let device = logits.device();
-    let eye = Tensor::eye(n, (Kind::Bool, device));
-    let logits = logits.masked_fill(&eye, f64::NEG_INFINITY);
     let pos_col = (Tensor::arange(n, (Kind::Int64, device)) + b).remainder(n);
-    let positive = logits
-        .gather(1, &pos_col.unsqueeze(1), false)
-        .squeeze_dim(1);
-    (logits.logsumexp([1], false) - positive).mean(logits.kind())
+    let positive = logits.gather(1, &pos_col.unsqueeze(1), false);
+    let not_negative =
+        Tensor::eye(n, (Kind::Bool, device)).scatter_value(1, &pos_col.unsqueeze(1), 1);
+    let relative = (logits - positive).masked_fill(&not_negative, f64::NEG_INFINITY);
+    relative
+        .logsumexp([1], false)
+        .softplus()
+        .mean(relative.kind())
 }
 
 /// The tensor form of a loss (CUDA path). Arc-cosine kernels have no tensor form yet.
@@ -204,10 +210,62 @@ pub fn tensor_loss_of(spec: &LossSpec) -> Result<TensorLoss> {
     })
 }
 
+/// A case of the golden format through the tensor form on `device` in `kind` (f32 or f64):
+/// its loss and the gradients autograd gives, or `Ok(None)` with the reason when the tensor
+/// form does not cover it (MoCo and CLIP pairings, arc-cosine kernels).
+pub fn evaluate_case(
+    case: &Case,
+    kind: Kind,
+    device: Device,
+) -> Result<std::result::Result<CaseResult, String>> {
+    let (spec, pairing) = case
+        .spec()
+        .map_err(|e| TrainError::Config(format!("case {}: {e}", case.name)))?;
+    if pairing != Pairing::SimClr {
+        return Ok(Err(format!(
+            "the tensor form covers the SimCLR pairing only, not {pairing:?}"
+        )));
+    }
+    let loss = match tensor_loss_of(&spec) {
+        Ok(loss) => loss,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let shapes: Vec<(usize, usize)> = case.inputs.iter().map(|m| (m.rows, m.cols)).collect();
+    if shapes.len() != 2 || shapes[0] != shapes[1] || shapes[0].0 < 2 {
+        return Err(TrainError::Config(format!(
+            "case {}: the SimCLR pairing takes two views of equal shape with at least 2 rows, \
+             got shapes {shapes:?}",
+            case.name
+        )));
+    }
+    let [z1, z2] = [0, 1].map(|i| {
+        let m = &case.inputs[i];
+        Tensor::from_slice(&m.data)
+            .view([m.rows as i64, m.cols as i64])
+            .to_device(device)
+            .to_kind(kind)
+            .set_requires_grad(true)
+    });
+    let value = loss.forward(&z1, &z2);
+    value.backward();
+    let rows = |t: &Tensor| -> Result<Vec<Vec<f64>>> {
+        Vec::<Vec<f64>>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Double)).map_err(|e| {
+            TrainError::Torch {
+                context: format!("case {}", case.name),
+                cause: e,
+            }
+        })
+    };
+    Ok(Ok(CaseResult {
+        name: case.name.clone(),
+        loss: value.double_value(&[]),
+        grads: vec![rows(&z1.grad())?, rows(&z2.grad())?],
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::Device;
 
     /// Fully collapsed embeddings: every kernel value is 1, so L = ln(2B - 1) exactly.
     #[test]

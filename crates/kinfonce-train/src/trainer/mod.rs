@@ -85,7 +85,10 @@ impl Trainer {
                 run_dir.display()
             )));
         }
-        let device = parse_device(&config.compute.device)?;
+        let device = match (parse_device(&config.compute.device)?, &dist) {
+            (Device::Cuda(_), Some(d)) => d.gpu()?,
+            (device, _) => device,
+        };
         if config.compute.deterministic && device != Device::Cpu {
             tch::Cuda::cudnn_set_benchmark(false);
         }
