@@ -86,7 +86,8 @@ RANK=0 WORLD_SIZE=1 LOCAL_RANK=0 LOCAL_WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER
   pretrain "nccl" --backend "$BACKEND" --width 16 --batch "$BATCH" --max-steps 8
 
 part "a resume against a straight run"
-same=(--width 16 --batch "$BATCH" --deterministic --checkpoint-every 4)
+# One epoch fixes the schedule, so stopping at step 8 does not change the learning rates.
+same=(--width 16 --batch "$BATCH" --epochs 1 --deterministic --checkpoint-every 4)
 pretrain "straight" "${same[@]}" --max-steps 16
 pretrain "resumed" "${same[@]}" --max-steps 8
 "$BIN" pretrain --resume "$OUT/resumed" --max-steps 16 --json 2>>"$OUT/resumed.err" | tail -1 >"$OUT/resumed.json" ||
