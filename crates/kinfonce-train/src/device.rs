@@ -18,10 +18,14 @@ pub fn parse_device(name: &str) -> Result<Device> {
         },
     };
     if !tch::Cuda::is_available() {
-        return Err(missing(
-            "no CUDA device is visible to libtorch (is this binary built with --features cuda, and is there a GPU?)"
-                .into(),
-        ));
+        return Err(missing(if cfg!(feature = "cuda") {
+            "no CUDA device is visible to libtorch (no GPU here, or CUDA_VISIBLE_DEVICES hides it)"
+                .into()
+        } else {
+            "no CUDA device is visible: this kinfonce is built without CUDA (build it with \
+             --features cuda)"
+                .into()
+        }));
     }
     let count = tch::Cuda::device_count() as usize;
     if index >= count {
