@@ -283,6 +283,7 @@ fn torch_formats() -> anyhow::Result<Vec<Format>> {
         seed: 0,
         last_loss: 1.5,
         elapsed_s: 0.5,
+        queue_ptr: 0,
     };
     let saved = checkpoint::save(&dir, &tensors, &tensors, &tensors, &state, 1)?;
     let mut files = Vec::new();

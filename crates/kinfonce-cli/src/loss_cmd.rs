@@ -14,7 +14,7 @@ acos (order, tau), spectral, moco (gamma, tau; inputs q, k, queue), clip (gamma,
 Kernel convention: K = exp(-||x - y||_p^gamma / tau); gamma 2 on unit vectors = NT-Xent at tau / 2.
 
 Engines: `fused` is the exact blocked CPU kernel (every kind); `tensor` is the libtorch form
-the trainer uses on GPUs (SimCLR-pairing kinds except acos; other cases are listed under
+the trainer uses on GPUs (SimCLR- and MoCo-pairing kinds except acos; the others are listed under
 \"skipped\"), on --device cpu, cuda or cuda:N.
 
 Examples:

@@ -62,6 +62,21 @@ pub struct PretrainArgs {
     #[serde(skip)]
     #[arg(long)]
     pub loss_json: Option<String>,
+    /// Method: simclr (the two views are each other's positive and candidates) or moco
+    /// (queries against keys of a momentum encoder, negatives from a queue of past keys; one
+    /// process for now).
+    #[arg(long, value_name = "simclr|moco")]
+    pub method: Option<String>,
+    /// MoCo: momentum m of the key encoder (m * momentum + (1 - m) * trained before each step).
+    #[arg(long, value_name = "M")]
+    pub moco_momentum: Option<f64>,
+    /// MoCo: keys in the queue of negatives.
+    #[arg(long, value_name = "KEYS")]
+    pub queue_size: Option<usize>,
+    /// MoCo: batch-norm splits of both encoders in training (samples i, i + s, ... share
+    /// statistics, as if on s devices); 1 = plain batch norm.
+    #[arg(long, value_name = "S")]
+    pub bn_splits: Option<usize>,
     /// Encoder: resnet18, resnet34, resnet50.
     #[arg(long)]
     pub arch: Option<String>,

@@ -5,7 +5,8 @@
 //! - the views ([`BnViews`]): each view of the pair alone (`separate`, the official code, whose
 //!   `shared_step` forwards `img1` and `img2` one after the other) or both together (`joint`, as
 //!   google-research/simclr);
-//! - splits inside a view (MoCo's split batch norm; not yet offered);
+//! - splits inside a view (MoCo's split batch norm, [`split`]: the samples i, i + s, i + 2s, ...
+//!   of the encoders' 4-D layers share statistics, as if the batch ran on s devices);
 //! - the processes: one rank's rows, or every rank's rows of the same group (synchronised batch
 //!   norm, [`synchronised`]).
 //!
@@ -92,6 +93,70 @@ pub(crate) fn synchronised_forward(bn: &BatchNorm, x: &Tensor) -> Option<Tensor>
     let y = (xf - mean.view(shape.as_slice())) * scale.view(shape.as_slice())
         + bn.bias.view(shape.as_slice());
     Some(y.to_kind(x.kind()))
+}
+
+thread_local! {
+    /// The number of splits while [`split`] runs.
+    static SPLITS: std::cell::Cell<usize> = const { std::cell::Cell::new(1) };
+}
+
+/// Runs `f` (training forwards) with every 4-D batch-norm layer (the encoders'; the projection
+/// head keeps plain statistics) normalising `splits` interleaved groups of samples on their own:
+/// sample n belongs to split n mod `splits` (the official MoCo's `SplitBatchNorm`, which views
+/// `[N, C, H, W]` as `[N / s, s C, H, W]`). Each running statistic moves towards the mean of
+/// the splits' updates.
+pub fn split<R>(splits: usize, f: impl FnOnce() -> R) -> R {
+    let before = SPLITS.with(|s| s.replace(splits.max(1)));
+    let out = f();
+    SPLITS.with(|s| s.set(before));
+    out
+}
+
+/// The training forward of `bn` by splits, when inside [`split`] with more than one split and
+/// `x` is 4-D.
+pub(crate) fn split_forward(bn: &BatchNorm, x: &Tensor) -> Option<Tensor> {
+    let splits = SPLITS.with(|s| s.get()) as i64;
+    if splits <= 1 || x.dim() != 4 {
+        return None;
+    }
+    let [n, c, h, w] = x.size()[..] else {
+        return None;
+    };
+    let repeat = |t: &Tensor| t.repeat([splits]);
+    let (rm, rv) = (repeat(&bn.running_mean), repeat(&bn.running_var));
+    let y = Tensor::batch_norm(
+        &x.reshape([n / splits, splits * c, h, w]),
+        Some(&repeat(&bn.weight)),
+        Some(&repeat(&bn.bias)),
+        Some(&rm),
+        Some(&rv),
+        true,
+        0.1,
+        1e-5,
+        true,
+    )
+    .reshape([n, c, h, w]);
+    // The reshape made the rows NCHW-contiguous; keep the network's channels-last layout.
+    let y = if x.is_contiguous() {
+        y
+    } else {
+        crate::layers::to_channels_last(&y)
+    };
+    tch::no_grad(|| {
+        bn.running_mean
+            .shallow_clone()
+            .copy_(
+                &rm.view([splits, c])
+                    .mean_dim([0i64].as_slice(), false, Kind::Float),
+            );
+        bn.running_var
+            .shallow_clone()
+            .copy_(
+                &rv.view([splits, c])
+                    .mean_dim([0i64].as_slice(), false, Kind::Float),
+            );
+    });
+    Some(y)
 }
 
 /// How the two views of a pair meet in batch norm. Default `separate` (the official code).

@@ -38,6 +38,9 @@ pub struct TrainingState {
     pub last_loss: f64,
     /// Seconds of training so far.
     pub elapsed_s: f64,
+    /// MoCo: the queue row the next key overwrites (the oldest key).
+    #[serde(default)]
+    pub queue_ptr: u64,
 }
 
 /// JSON has no NaN: serde_json writes it as null; read null back as NaN.
@@ -340,6 +343,7 @@ mod tests {
             seed: 7,
             last_loss: 1.5,
             elapsed_s: 0.25,
+            queue_ptr: 3,
         }
     }
 

@@ -20,6 +20,8 @@ pub struct TrainConfig {
     #[serde(flatten)]
     pub data: DataSection,
     #[serde(flatten)]
+    pub method: MethodSection,
+    #[serde(flatten)]
     pub model: ModelSection,
     #[serde(flatten)]
     pub loss: LossSection,
@@ -66,6 +68,43 @@ impl Default for DataSection {
             subset: None,
         }
     }
+}
+
+/// The contrastive method: where each query's positive and negatives come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct MethodSection {
+    /// `simclr`: the two views of the batch are each other's positives and candidates. `moco`:
+    /// queries from the trained encoder, keys from a momentum copy of it, negatives from a queue
+    /// of past keys (the positive is not in the denominator).
+    pub method: Method,
+    /// MoCo: before each step the momentum networks move to m * momentum + (1 - m) * trained.
+    pub moco_momentum: f64,
+    /// MoCo: keys kept in the queue (the official 4,096 = 8 batches of 512).
+    pub queue_size: usize,
+    /// MoCo: batch-norm splits of the encoders in training (the official 8, as if on 8 GPUs:
+    /// the samples i, i + 8, i + 16, ... share statistics); 1: plain batch norm.
+    pub bn_splits: usize,
+}
+
+impl Default for MethodSection {
+    fn default() -> Self {
+        MethodSection {
+            method: Method::Simclr,
+            moco_momentum: 0.99,
+            queue_size: 4096,
+            bn_splits: 8,
+        }
+    }
+}
+
+/// See [`MethodSection::method`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    #[default]
+    Simclr,
+    Moco,
 }
 
 /// The encoder and its projection head.
@@ -320,6 +359,8 @@ struct FlatConfig {
     #[serde(flatten)]
     data: DataSection,
     #[serde(flatten)]
+    method: MethodSection,
+    #[serde(flatten)]
     model: ModelSection,
     #[serde(flatten)]
     loss: LossSection,
@@ -345,6 +386,7 @@ impl TryFrom<FlatConfig> for TrainConfig {
         }
         Ok(TrainConfig {
             data: flat.data,
+            method: flat.method,
             model: flat.model,
             loss: flat.loss,
             optim: flat.optim,
@@ -547,6 +589,32 @@ impl TrainConfig {
                 format!("{lr}/{}/{}", o.weight_decay, o.probe_lr),
                 "lr >= 0, weight_decay >= 0, probe_lr > 0",
             );
+        }
+        let mo = &self.method;
+        if mo.method == Method::Moco {
+            if !(0.0..1.0).contains(&mo.moco_momentum) {
+                return bad("moco_momentum", mo.moco_momentum.to_string(), "0 <= m < 1");
+            }
+            if mo.queue_size == 0 {
+                return bad("queue_size", "0".into(), "at least 1 key");
+            }
+            if mo.bn_splits == 0 || o.batch % mo.bn_splits != 0 || o.batch / mo.bn_splits < 2 {
+                return bad(
+                    "bn_splits",
+                    mo.bn_splits.to_string(),
+                    &format!(
+                        "a divisor of `batch` ({}) leaving at least 2 samples per split",
+                        o.batch
+                    ),
+                );
+            }
+            if matches!(self.loss_spec()?, LossSpec::Spectral) {
+                return bad(
+                    "loss",
+                    "spectral".into(),
+                    "a kernel loss (the spectral loss has no MoCo form)",
+                );
+            }
         }
         if mon.log_every == 0 {
             return bad("log_every", "0".into(), "at least 1");

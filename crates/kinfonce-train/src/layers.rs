@@ -91,6 +91,10 @@ impl BatchNorm {
             if let Some(y) = crate::batch_norm::synchronised_forward(self, x) {
                 return y;
             }
+            // MoCo's split statistics inside `batch_norm::split`.
+            if let Some(y) = crate::batch_norm::split_forward(self, x) {
+                return y;
+            }
         }
         Tensor::batch_norm(
             x,

@@ -97,6 +97,109 @@ impl TensorLoss {
     }
 }
 
+impl TensorLoss {
+    /// The MoCo form: each query `q_i` against its key `k_i` (the positive, not in the
+    /// denominator) and the queue's rows (the negatives),
+    /// L = mean_i [ -log K(q_i, k_i) + log sum_m K(q_i, queue_m) ]; weighted sums and the
+    /// concatenation sum combine as in [`TensorLoss::forward`].
+    ///
+    /// # Shapes
+    /// `q`, `k`: `[B, d]`, `queue`: `[K, d]`.
+    pub fn forward_moco(&self, q: &Tensor, k: &Tensor, queue: &Tensor) -> Result<Tensor> {
+        // log K for the positives `[B]` and the negatives `[B, K]`, per kernel.
+        let log_kernels = |p: f64, parts: &[(f64, f64, f64)]| {
+            let stack = |t: Vec<Tensor>| Tensor::stack(&t, 0).logsumexp([0], false);
+            let pos = parts
+                .iter()
+                .map(|&(w, gamma, tau)| w.ln() - row_distance_pow(q, k, p, gamma) / tau)
+                .collect();
+            let neg = parts
+                .iter()
+                .map(|&(w, gamma, tau)| w.ln() - cross_distance_pow(q, queue, p, gamma) / tau)
+                .collect();
+            (stack(pos), stack(neg))
+        };
+        let softmax =
+            |(pos, neg): (Tensor, Tensor)| (neg.logsumexp([1], false) - pos).mean(q.kind());
+        Ok(match self {
+            TensorLoss::Exp { gamma, tau, p } => softmax(log_kernels(*p, &[(1.0, *gamma, *tau)])),
+            TensorLoss::Mixture { components, p } => softmax(log_kernels(*p, components)),
+            TensorLoss::Weighted { terms } => {
+                let mut total: Option<Tensor> = None;
+                for (w, loss) in terms {
+                    let part = loss.forward_moco(q, k, queue)? * *w;
+                    total = Some(match total {
+                        Some(t) => t + part,
+                        None => part,
+                    });
+                }
+                total.ok_or_else(|| TrainError::Config("a weighted loss without terms".into()))?
+            }
+            TensorLoss::Concat {
+                split,
+                lambda,
+                first,
+                second,
+            } => {
+                let d = q.size()[1];
+                let cols = |t: &Tensor, from: i64, to: i64| t.narrow(1, from, to - from);
+                let a = first.forward_moco(
+                    &cols(q, 0, *split),
+                    &cols(k, 0, *split),
+                    &cols(queue, 0, *split),
+                )?;
+                let b = second.forward_moco(
+                    &cols(q, *split, d),
+                    &cols(k, *split, d),
+                    &cols(queue, *split, d),
+                )?;
+                a * *lambda + b * (1.0 - lambda)
+            }
+            TensorLoss::Spectral => {
+                return Err(TrainError::Config(
+                    "the spectral contrastive loss has no MoCo form".into(),
+                ))
+            }
+        })
+    }
+}
+
+/// `[B]`: ||a_i - b_i||_p^gamma, from the differences (exact for nearly equal rows), with a
+/// finite gradient at 0.
+fn row_distance_pow(a: &Tensor, b: &Tensor, p: f64, gamma: f64) -> Tensor {
+    let diff = a - b;
+    let none = Tensor::zeros([a.size()[0]], (Kind::Bool, a.device()));
+    if p == 2.0 {
+        let d2 = diff
+            .square()
+            .sum_dim_intlist([1i64].as_slice(), false, a.kind());
+        masked_pow(&d2, &none, gamma / 2.0)
+    } else if p == 1.0 {
+        let d = diff
+            .abs()
+            .sum_dim_intlist([1i64].as_slice(), false, a.kind());
+        masked_pow(&d, &none, gamma)
+    } else {
+        let d = diff.abs().amax([1i64].as_slice(), false);
+        masked_pow(&d, &none, gamma)
+    }
+}
+
+/// `[N, M]`: ||a_i - b_m||_p^gamma for two different sets of rows, with a finite gradient at 0.
+fn cross_distance_pow(a: &Tensor, b: &Tensor, p: f64, gamma: f64) -> Tensor {
+    let none = Tensor::zeros([a.size()[0], b.size()[0]], (Kind::Bool, a.device()));
+    if p == 2.0 {
+        let sq = |t: &Tensor| {
+            t.square()
+                .sum_dim_intlist([1i64].as_slice(), true, t.kind())
+        };
+        let d2 = (sq(a) + sq(b).tr() - a.matmul(&b.tr()) * 2.0).clamp_min(0.0);
+        masked_pow(&d2, &none, gamma / 2.0)
+    } else {
+        masked_pow(&Tensor::cdist(a, b, p, None::<i64>), &none, gamma)
+    }
+}
+
 /// `[2B, 2B]` matrix of ||z_i - z_j||_p^gamma with 0 on the diagonal (to be masked by the caller).
 fn distance_pow(z1: &Tensor, z2: &Tensor, z: &Tensor, p: f64, gamma: f64) -> Tensor {
     let n = z.size()[0];
@@ -211,8 +314,8 @@ pub fn tensor_loss_of(spec: &LossSpec) -> Result<TensorLoss> {
 }
 
 /// A case of the golden format through the tensor form on `device` in `kind` (f32 or f64):
-/// its loss and the gradients autograd gives, or `Ok(None)` with the reason when the tensor
-/// form does not cover it (MoCo and CLIP pairings, arc-cosine kernels).
+/// its loss and the gradients autograd gives, or `Ok(Err(reason))` when the tensor form does
+/// not cover it (the CLIP pairing, arc-cosine kernels).
 pub fn evaluate_case(
     case: &Case,
     kind: Kind,
@@ -221,9 +324,9 @@ pub fn evaluate_case(
     let (spec, pairing) = case
         .spec()
         .map_err(|e| TrainError::Config(format!("case {}: {e}", case.name)))?;
-    if pairing != Pairing::SimClr {
+    if !matches!(pairing, Pairing::SimClr | Pairing::Moco) {
         return Ok(Err(format!(
-            "the tensor form covers the SimCLR pairing only, not {pairing:?}"
+            "the tensor form covers the SimCLR and MoCo pairings, not {pairing:?}"
         )));
     }
     let loss = match tensor_loss_of(&spec) {
@@ -231,22 +334,38 @@ pub fn evaluate_case(
         Err(e) => return Ok(Err(e.to_string())),
     };
     let shapes: Vec<(usize, usize)> = case.inputs.iter().map(|m| (m.rows, m.cols)).collect();
-    if shapes.len() != 2 || shapes[0] != shapes[1] || shapes[0].0 < 2 {
+    let (count, fits) = match pairing {
+        Pairing::Moco => (
+            3,
+            shapes.len() == 3 && shapes[0] == shapes[1] && shapes[2].1 == shapes[0].1,
+        ),
+        _ => (
+            2,
+            shapes.len() == 2 && shapes[0] == shapes[1] && shapes[0].0 >= 2,
+        ),
+    };
+    if !fits {
         return Err(TrainError::Config(format!(
-            "case {}: the SimCLR pairing takes two views of equal shape with at least 2 rows, \
-             got shapes {shapes:?}",
+            "case {}: the {pairing:?} pairing takes {count} inputs of matching shapes, got \
+             shapes {shapes:?}",
             case.name
         )));
     }
-    let [z1, z2] = [0, 1].map(|i| {
-        let m = &case.inputs[i];
-        Tensor::from_slice(&m.data)
-            .view([m.rows as i64, m.cols as i64])
-            .to_device(device)
-            .to_kind(kind)
-            .set_requires_grad(true)
-    });
-    let value = loss.forward(&z1, &z2);
+    let inputs: Vec<Tensor> = case
+        .inputs
+        .iter()
+        .map(|m| {
+            Tensor::from_slice(&m.data)
+                .view([m.rows as i64, m.cols as i64])
+                .to_device(device)
+                .to_kind(kind)
+                .set_requires_grad(true)
+        })
+        .collect();
+    let value = match pairing {
+        Pairing::Moco => loss.forward_moco(&inputs[0], &inputs[1], &inputs[2])?,
+        _ => loss.forward(&inputs[0], &inputs[1]),
+    };
     value.backward();
     let rows = |t: &Tensor| -> Result<Vec<Vec<f64>>> {
         Vec::<Vec<f64>>::try_from(t.to_device(Device::Cpu).to_kind(Kind::Double)).map_err(|e| {
@@ -259,7 +378,10 @@ pub fn evaluate_case(
     Ok(Ok(CaseResult {
         name: case.name.clone(),
         loss: value.double_value(&[]),
-        grads: vec![rows(&z1.grad())?, rows(&z2.grad())?],
+        grads: inputs
+            .iter()
+            .map(|t| rows(&t.grad()))
+            .collect::<Result<_>>()?,
     }))
 }
 

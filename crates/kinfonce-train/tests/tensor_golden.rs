@@ -23,7 +23,7 @@ fn golden() -> Option<(Vec<Case>, Value)> {
     }
 }
 
-/// Every SimCLR-pairing case the tensor form covers, in `kind`, within `tol` of the case's
+/// Every SimCLR- and MoCo-pairing case the tensor form covers, in `kind`, within `tol` of the case's
 /// largest magnitude; returns the names checked.
 fn check(kind: Kind, tol: f64) -> Vec<String> {
     let Some((cases, doc)) = golden() else {
@@ -71,6 +71,7 @@ fn tensor_losses_match_the_golden_vectors_in_f64() {
         checked.len()
     );
     assert!(checked.iter().any(|n| n.contains("identical")));
+    assert!(checked.iter().any(|n| n.starts_with("moco")), "{checked:?}");
 }
 
 #[test]

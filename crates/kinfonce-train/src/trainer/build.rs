@@ -1,7 +1,8 @@
 //! The parts a run is built from, each from the configuration: the precision and layout, the
 //! data and its loaders, the networks and the optimisers.
 
-use crate::config::TrainConfig;
+use super::moco::Moco;
+use crate::config::{Method, TrainConfig};
 use crate::distributed::Distributed;
 use crate::error::{Result, TrainError};
 use crate::hardware::{self, Target};
@@ -194,6 +195,8 @@ pub(super) struct Networks {
     pub head: Projection,
     pub probe_vs: nn::VarStore,
     pub probe: Linear,
+    /// MoCo's momentum copy of encoder and head, and its queue.
+    pub moco: Option<Moco>,
 }
 
 /// The networks at initialisation: `manual_seed(seed)`, then the encoder first (evaluation at
@@ -282,13 +285,13 @@ pub(super) fn networks(
         in_channels: in_channels as i64,
     };
     let encoder = resnet_config.init(model_vs.root());
-    let head = ProjectionConfig {
+    let projection_config = ProjectionConfig {
         hidden: config.model.hidden_dim,
         out: config.projection_dim(),
         norm_p: config.model.norm_p,
         mu: config.model.mu,
-    }
-    .init(model_vs.root() / "projection", resnet_config.feature_dim());
+    };
+    let head = projection_config.init(model_vs.root() / "projection", resnet_config.feature_dim());
     let probe_vs = nn::VarStore::new(device);
     let probe = Linear::new(
         probe_vs.root() / "probe",
@@ -299,12 +302,36 @@ pub(super) fn networks(
     if config.channels_last() {
         encoder.convert_to_channels_last();
     }
+    // Built after the probe, so a SimCLR run draws the same initial weights as before MoCo.
+    let moco = match config.method.method {
+        Method::Simclr => None,
+        Method::Moco => {
+            let vs = nn::VarStore::new(device);
+            let momentum_encoder = resnet_config.init(vs.root());
+            let momentum_head =
+                projection_config.init(vs.root() / "projection", resnet_config.feature_dim());
+            if config.channels_last() {
+                momentum_encoder.convert_to_channels_last();
+            }
+            let m = &config.method;
+            Some(Moco::new(
+                vs,
+                momentum_encoder,
+                momentum_head,
+                &model_vs,
+                m.queue_size,
+                m.moco_momentum,
+                m.bn_splits,
+            )?)
+        }
+    };
     Ok(Networks {
         model_vs,
         encoder,
         head,
         probe_vs,
         probe,
+        moco,
     })
 }
 

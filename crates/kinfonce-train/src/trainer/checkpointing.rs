@@ -85,6 +85,9 @@ impl Trainer {
             .filter(|(n, _)| n.starts_with("projection."))
             .collect();
         v.extend(Self::named(&self.probe_vs, ""));
+        if let Some(moco) = &self.moco {
+            v.extend(moco.tensors());
+        }
         v
     }
 

@@ -7,6 +7,7 @@
 mod build;
 mod checkpointing;
 mod epoch_loop;
+mod moco;
 mod step;
 
 pub use crate::config::read_run_config;
@@ -17,7 +18,7 @@ pub use crate::signal::{
 pub use build::{load_data, RunOptions};
 
 use crate::checkpoint::TrainingState;
-use crate::config::{LossEngine, TrainConfig};
+use crate::config::{LossEngine, Method, TrainConfig};
 use crate::distributed::Distributed;
 use crate::error::{Result, TrainError};
 use crate::input::InputSpec;
@@ -56,6 +57,8 @@ pub struct Trainer {
     loader: ContrastiveLoader,
     monitors: Option<MonitorSets>,
     spec: LossSpec,
+    /// MoCo's momentum networks and queue (`method = "moco"`).
+    moco: Option<moco::Moco>,
     tensor_loss: Option<TensorLoss>,
     state: TrainingState,
     classes: i64,
@@ -128,6 +131,7 @@ impl Trainer {
             head,
             probe_vs,
             probe,
+            moco,
         } = networks(
             &config,
             device,
@@ -142,6 +146,13 @@ impl Trainer {
             LossEngine::Fused => false,
             LossEngine::Tensor => true,
         };
+        if config.method.method == Method::Moco && dist.as_ref().is_some_and(|d| d.world() > 1) {
+            return Err(TrainError::Config(
+                "MoCo runs on one process for now (keys gathered from every rank into one queue \
+                 are not implemented yet): drop --nproc-per-node / the launcher"
+                    .into(),
+            ));
+        }
         let tensor_loss = tensor_engine.then(|| tensor_loss_of(&spec)).transpose()?;
 
         let mut trainer = Trainer {
@@ -154,6 +165,7 @@ impl Trainer {
                 seed: config.compute.seed,
                 last_loss: f64::NAN,
                 elapsed_s: 0.0,
+                queue_ptr: 0,
             },
             config,
             run_dir: run_dir.to_path_buf(),
@@ -171,6 +183,7 @@ impl Trainer {
             loader,
             monitors,
             spec,
+            moco,
             tensor_loss,
             classes,
             dist,

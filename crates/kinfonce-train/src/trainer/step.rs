@@ -27,7 +27,7 @@ pub(super) struct StepOutcome {
 }
 
 /// The loss computed, its backward pass still to run.
-enum PendingBackward {
+pub(super) enum PendingBackward {
     /// Autograd from the loss tensor.
     Loss(Tensor),
     /// The fused kernel's d loss / d z, pushed through the surrogate sum(z * grad).
@@ -42,6 +42,9 @@ enum PendingBackward {
 impl Trainer {
     /// One optimisation step.
     pub(super) fn train_step(&mut self, batch: &Batch, lr: f64) -> Result<StepOutcome> {
+        if self.moco.is_some() {
+            return self.moco_step(batch, lr);
+        }
         let x = self.input_tensor(
             batch.as_f32().expect("f32 batches"),
             batch.shape,
@@ -178,7 +181,7 @@ impl Trainer {
 
     /// Runs the backward pass of the loss; collectives inside it (gathered views, synchronised
     /// batch norm) name a rank that is gone.
-    fn backward(&self, pending: PendingBackward, b: i64) -> Result<()> {
+    pub(super) fn backward(&self, pending: PendingBackward, b: i64) -> Result<()> {
         let surrogate = match pending {
             PendingBackward::Nothing => return Ok(()),
             PendingBackward::Loss(loss) => loss,
@@ -222,7 +225,7 @@ impl Trainer {
     /// on_train_batch_end): its own crop + flip view (the batch's third rows), the encoder in
     /// eval mode without gradient, a linear layer trained by Adam on the mean over every rank.
     /// Returns (correct, rows) on this rank.
-    fn online_probe_step(&mut self, batch: &Batch, x: &Tensor) -> Result<(i64, i64)> {
+    pub(super) fn online_probe_step(&mut self, batch: &Batch, x: &Tensor) -> Result<(i64, i64)> {
         if self.classes <= 1 || batch.rows() != 3 * batch.images() {
             return Ok((0, 0));
         }

@@ -1,0 +1,244 @@
+//! MoCo as the official Kernel-InfoNCE code runs it (`moco/moco.py`, on lightly): queries from
+//! the trained encoder and head on the first view; keys from a momentum copy of them on the
+//! second view, the batch shuffled before that forward and unshuffled after (shuffle BN); both
+//! encoders with split batch norm ([`batch_norm::split`]); the loss of each query against its
+//! key with the queue of past keys as negatives (the positive is not in the denominator:
+//! kinfonce-loss's MoCo pairing, every kernel and loss option); the keys enter the queue after
+//! the loss. The momentum networks move to m * momentum + (1 - m) * trained before each step.
+
+use super::step::{PendingBackward, StepOutcome};
+use super::Trainer;
+use crate::batch_norm;
+use crate::error::{Result, TrainError};
+use crate::projection::{normalize_p, Projection};
+use crate::resnet::ResNet;
+use crate::signal::stop_requested;
+use kinfonce_data::rng::CounterRng;
+use kinfonce_data::Batch;
+use kinfonce_loss::{MatRef, Pairing};
+use tch::{nn, Device, Kind, Tensor};
+
+/// The momentum networks and the queue of keys.
+pub(super) struct Moco {
+    /// The momentum encoder and head, named as the trained ones (the checkpoint prefixes
+    /// `momentum.`); no gradient.
+    pub vs: nn::VarStore,
+    pub encoder: ResNet,
+    pub head: Projection,
+    /// `[queue_size, d]` f32 keys; row `ptr` (the training state's `queue_ptr`) is the oldest.
+    pub queue: Tensor,
+    pub momentum: f64,
+    pub splits: usize,
+}
+
+impl Moco {
+    /// `vs`, `encoder`, `head`: the momentum networks freshly built; they become a copy of the
+    /// trained `model_vs`. The queue starts as random keys (normalised like the head's output,
+    /// from the run's seeded generator), as lightly's memory bank does.
+    pub fn new(
+        mut vs: nn::VarStore,
+        encoder: ResNet,
+        head: Projection,
+        model_vs: &nn::VarStore,
+        queue_size: usize,
+        momentum: f64,
+        splits: usize,
+    ) -> Result<Moco> {
+        vs.copy(model_vs).map_err(|e| TrainError::Torch {
+            context: "copying the encoder into the momentum encoder".into(),
+            cause: e,
+        })?;
+        vs.freeze();
+        let d = head.config.out;
+        let queue = normalize_p(
+            &Tensor::randn([queue_size as i64, d], (Kind::Float, vs.device())),
+            head.config.norm_p,
+        ) * head.config.mu.sqrt();
+        Ok(Moco {
+            vs,
+            encoder,
+            head,
+            queue,
+            momentum,
+            splits,
+        })
+    }
+
+    /// momentum <- m * momentum + (1 - m) * trained, for every trained parameter (the batch-norm
+    /// running statistics of the momentum encoder follow its own forwards, as lightly's
+    /// `update_momentum`).
+    pub fn update(&self, model_vs: &nn::VarStore) {
+        let trained = model_vs.variables();
+        let m = self.momentum;
+        tch::no_grad(|| {
+            for (name, mut target) in self.vs.variables() {
+                match trained.get(&name) {
+                    Some(p) if p.requires_grad() => {
+                        let _ = target.g_mul_scalar_(m).g_add_(&(p * (1.0 - m)));
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+
+    /// The keys of `x` (`[B, ...]`, the second views) in training mode without gradient: the
+    /// batch permuted by a permutation drawn from (seed, step), through the momentum networks
+    /// with split batch norm, and put back in order.
+    pub fn keys(&self, x: &Tensor, seed: u64, step: u64) -> Tensor {
+        let b = x.size()[0];
+        let mut perm: Vec<i64> = (0..b).collect();
+        // A stream of its own ("MoCo" in ASCII), apart from the augmentations' words.
+        CounterRng::new(&[seed, 0x4D6F_436F, step]).shuffle(&mut perm);
+        let mut inverse = vec![0i64; b as usize];
+        for (i, &p) in perm.iter().enumerate() {
+            inverse[p as usize] = i as i64;
+        }
+        let device = x.device();
+        let index = |v: &[i64]| Tensor::from_slice(v).to_device(device);
+        tch::no_grad(|| {
+            let shuffled = x.index_select(0, &index(&perm));
+            let shuffled = if x.is_contiguous() {
+                shuffled
+            } else {
+                crate::layers::to_channels_last(&shuffled)
+            };
+            let k = batch_norm::split(self.splits, || {
+                self.head
+                    .forward(&self.encoder.forward(&shuffled, true), true)
+            });
+            k.index_select(0, &index(&inverse))
+        })
+    }
+
+    /// Writes `keys` into the queue from row `ptr` on, wrapping around (with more keys than
+    /// rows, the last ones win); returns the new `ptr`.
+    pub fn enqueue(&mut self, keys: &Tensor, ptr: u64) -> u64 {
+        let size = self.queue.size()[0];
+        let b = keys.size()[0];
+        let kept = b.min(size);
+        let keys = keys.narrow(0, b - kept, kept).to_kind(Kind::Float);
+        let start = (ptr as i64 + b - kept) % size;
+        let rows: Vec<i64> = (0..kept).map(|i| (start + i) % size).collect();
+        let rows = Tensor::from_slice(&rows).to_device(self.queue.device());
+        tch::no_grad(|| {
+            let _ = self.queue.index_copy_(0, &rows, &keys);
+        });
+        ((ptr as i64 + b) % size) as u64
+    }
+
+    /// The momentum networks (`momentum.<name>`) and the queue (`moco.queue`) for a checkpoint.
+    pub fn tensors(&self) -> Vec<(String, Tensor)> {
+        let mut v: Vec<(String, Tensor)> = self
+            .vs
+            .variables()
+            .into_iter()
+            .map(|(n, t)| (format!("momentum.{n}"), t))
+            .collect();
+        v.push(("moco.queue".into(), self.queue.shallow_clone()));
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+}
+
+impl Trainer {
+    /// One MoCo step: the momentum update, queries and keys, the loss against the queue, the
+    /// update, the keys into the queue, then the online probe.
+    pub(super) fn moco_step(&mut self, batch: &Batch, lr: f64) -> Result<StepOutcome> {
+        let x = self.input_tensor(
+            batch.as_f32().expect("f32 batches"),
+            batch.shape,
+            batch.layout,
+        );
+        let b = batch.images() as i64;
+        let moco = self
+            .moco
+            .as_ref()
+            .expect("a MoCo run has its momentum networks");
+        moco.update(&self.model_vs);
+        self.opt.zero_grad();
+        self.probe_opt.zero_grad();
+        let splits = moco.splits;
+        let q = batch_norm::split(splits, || {
+            self.head
+                .forward(&self.encoder.forward(&x.narrow(0, 0, b), true), true)
+        });
+        let k = moco.keys(&x.narrow(0, b, b), self.state.seed, self.state.step);
+        let (loss, pending) = self.moco_loss(&q, &k)?;
+        let stop = stop_requested();
+        let outcome = |correct, total| StepOutcome {
+            loss,
+            correct,
+            total,
+            z1: q.detach(),
+            z2: k.shallow_clone(),
+            stop,
+        };
+        if !loss.is_finite() {
+            return Ok(outcome(0, 0));
+        }
+        self.backward(pending, b)?;
+        self.opt.step(lr);
+        let moco = self
+            .moco
+            .as_mut()
+            .expect("a MoCo run has its momentum networks");
+        self.state.queue_ptr = moco.enqueue(&k, self.state.queue_ptr);
+        let (correct, total) = self.online_probe_step(batch, &x)?;
+        Ok(outcome(correct, total))
+    }
+
+    /// The MoCo loss of queries `q` against keys `k` and the queue (the fused kernel, or its
+    /// tensor form on GPUs), and the backward pass through `q` (the keys and the queue carry no
+    /// gradient).
+    fn moco_loss(&self, q: &Tensor, k: &Tensor) -> Result<(f64, PendingBackward)> {
+        let moco = self
+            .moco
+            .as_ref()
+            .expect("a MoCo run has its momentum networks");
+        if let Some(tl) = &self.tensor_loss {
+            let loss = tl.forward_moco(q, k, &moco.queue)?;
+            let value = f64::try_from(&loss).unwrap_or(f64::NAN);
+            return Ok((value, PendingBackward::Loss(loss)));
+        }
+        let host = |t: &Tensor| -> Result<Vec<f32>> {
+            let t = t
+                .detach()
+                .to_kind(Kind::Float)
+                .to_device(Device::Cpu)
+                .contiguous();
+            Vec::<f32>::try_from(t.flatten(0, -1)).map_err(|e| TrainError::Torch {
+                context: "copying the MoCo inputs".into(),
+                cause: e,
+            })
+        };
+        let (vq, vk, vqueue) = (host(q)?, host(k)?, host(&moco.queue)?);
+        let (rows, d) = (q.size()[0] as usize, q.size()[1] as usize);
+        let out = MatRef::new(&vq, rows, d).and_then(|mq| {
+            let mk = MatRef::new(&vk, rows, d)?;
+            let mqueue = MatRef::new(&vqueue, vqueue.len() / d, d)?;
+            kinfonce_loss::evaluate(&self.spec, Pairing::Moco, &[mq, mk, mqueue])
+        });
+        match out {
+            Ok(out) if out.loss.is_finite() => {
+                let grad = Tensor::from_slice(&out.grads[0].data)
+                    .view([rows as i64, d as i64])
+                    .to_device(self.device);
+                Ok((
+                    out.loss,
+                    PendingBackward::Surrogate {
+                        z: q.shallow_clone(),
+                        grad,
+                    },
+                ))
+            }
+            Ok(out) => Ok((out.loss, PendingBackward::Nothing)),
+            Err(e) => {
+                if vq.iter().chain(&vk).all(|v| v.is_finite()) {
+                    return Err(TrainError::Config(format!("loss: {e}")));
+                }
+                Ok((f64::NAN, PendingBackward::Nothing))
+            }
+        }
+    }
+}
