@@ -114,7 +114,6 @@ class _KernelInfoNCEFunction(torch.autograd.Function):
         if ctx.group is not None:
             grads = _gathered_backward(grads, ctx.local, ctx.group, ctx.targets[0][1])
         out = [g.to(device=device, dtype=dtype) for g, (dtype, device) in zip(grads, ctx.targets)]
-        ctx.grads = None
         return (None, None, None, None, *out)
 
 
@@ -232,6 +231,11 @@ class KernelInfoNCE(torch.nn.Module):
         self.loss = _describe(preset, gamma, tau, p, spec)
         self.pairing = pairing
         self.gather = gather
+
+    def spec(self, dim: int) -> Dict[str, Any]:
+        """The loss as kinfonce-loss's JSON form for embeddings of width ``dim`` (what a preset
+        means; ``concat-sum`` splits at ``dim // 2``)."""
+        return json.loads(self.loss.spec_json(dim))
 
     def extra_repr(self) -> str:
         return f"{self.loss!r}, pairing={self.pairing!r}, gather={self.gather}"
