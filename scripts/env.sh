@@ -34,6 +34,12 @@ if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split(
   "$VENV/bin/pip" install --no-cache-dir --quiet "torch==$TORCH_VERSION" numpy
 fi
 
+# The Python package's build and test tools (scripts/test.sh builds `kinfonce` with maturin).
+if ! "$VENV/bin/python" -c "import maturin, pytest" 2>/dev/null; then
+  echo "kinfonce: installing maturin and pytest into $VENV" >&2
+  "$VENV/bin/pip" install --no-cache-dir --quiet "maturin>=1.9,<2" "pytest>=8"
+fi
+
 # torch-sys finds Python as `python` when VIRTUAL_ENV is set.
 export VIRTUAL_ENV="$VENV"
 export PATH="$VENV/bin:$PATH"

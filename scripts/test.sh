@@ -31,5 +31,10 @@ stage "build the tests"
 cargo test --locked --workspace --no-run
 stage "run the tests (pure crates, engine, CLI)"
 cargo test --locked --workspace
+# The Python package: built by maturin into the project environment (sharing target/, release
+# profile), then its tests (golden values, a PyTorch reference, gradcheck, two processes).
+stage "the Python package (maturin build, pytest)"
+MATURIN_PEP517_ARGS="--locked" pip install --quiet --no-build-isolation --no-deps ./crates/kinfonce-py
+python -m pytest -q crates/kinfonce-py/tests
 stage ""
 echo "== all stages: $((SECONDS - START)) s" >&2
