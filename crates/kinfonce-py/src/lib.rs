@@ -103,9 +103,9 @@ impl Loss {
     /// The loss (mean over anchors) of `inputs`, writing d loss / d input into `grads`.
     ///
     /// `pairing`: "simclr" (z1, z2), "moco" (q, k, queue), "clip" (a, b) or "gathered" (z1_all,
-    /// z2_all gathered from every rank; anchors are the rows `offset..offset + local` of both).
-    /// `names` name the inputs in error messages.
-    #[pyo3(signature = (pairing, inputs, grads, names, offset=0, local=0))]
+    /// z2_all gathered from every rank; `local_rows` = (offset, count): this rank's anchors are
+    /// the rows `offset..offset + count` of both). `names` name the inputs in error messages.
+    #[pyo3(signature = (pairing, inputs, grads, names, local_rows=None))]
     fn compute(
         &self,
         py: Python<'_>,
@@ -113,14 +113,18 @@ impl Loss {
         inputs: Vec<Bound<'_, PyAny>>,
         grads: Vec<Bound<'_, PyAny>>,
         names: Vec<String>,
-        offset: usize,
-        local: usize,
+        local_rows: Option<(usize, usize)>,
     ) -> PyResult<f64> {
         let pairing = match pairing {
             "simclr" => Pairing::SimClr,
             "moco" => Pairing::Moco,
             "clip" => Pairing::Clip,
-            "gathered" => Pairing::Gathered { offset, local },
+            "gathered" => {
+                let (offset, local) = local_rows.ok_or_else(|| {
+                    PyValueError::new_err("local_rows: the gathered pairing needs (offset, count)")
+                })?;
+                Pairing::Gathered { offset, local }
+            }
             other => {
                 return Err(PyValueError::new_err(format!(
                     "pairing: {other:?} is not one of \"simclr\", \"moco\", \"clip\""
@@ -135,7 +139,7 @@ impl Loss {
         let first = inputs
             .first()
             .ok_or_else(|| PyValueError::new_err("no inputs"))?;
-        let result = if PyBuffer::<f32>::get(first).is_ok() {
+        if PyBuffer::<f32>::get(first).is_ok() {
             self.run::<f32>(py, pairing, &inputs, &grads, &names)
         } else if PyBuffer::<f64>::get(first).is_ok() {
             self.run::<f64>(py, pairing, &inputs, &grads, &names)
@@ -144,8 +148,7 @@ impl Loss {
                 "{}: expected a float32 or float64 array",
                 names[0]
             )))
-        };
-        result
+        }
     }
 }
 

@@ -76,15 +76,10 @@ def _host(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t.detach().to(device="cpu", dtype=dtype).contiguous()
 
 
-def _run(loss: _native.Loss, pairing: str, names, hosts, offset: int = 0, local: int = 0):
+def _run(loss: _native.Loss, pairing: str, names, hosts, local_rows=None):
     grads = [torch.empty_like(h) for h in hosts]
     value = loss.compute(
-        pairing,
-        [h.numpy() for h in hosts],
-        [g.numpy() for g in grads],
-        list(names),
-        offset,
-        local,
+        pairing, [h.numpy() for h in hosts], [g.numpy() for g in grads], list(names), local_rows
     )
     return value, grads
 
@@ -133,7 +128,7 @@ def _gathered_forward(loss, names, inputs, dtype, group):
         parts = [torch.empty_like(z) for _ in range(world)]
         dist.all_gather(parts, z.contiguous(), group=group)
         gathered.append(_host(torch.cat(parts), dtype))
-    value, grads = _run(loss, "gathered", names, gathered, offset=rank * b, local=b)
+    value, grads = _run(loss, "gathered", names, gathered, local_rows=(rank * b, b))
     return value, grads, (rank * b, b)
 
 

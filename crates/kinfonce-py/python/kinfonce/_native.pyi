@@ -3,7 +3,7 @@
 Use :class:`kinfonce.KernelInfoNCE` instead; this is its back end.
 """
 
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 PRESETS: List[str]
 
@@ -31,14 +31,13 @@ class Loss:
         inputs: Sequence[object],
         grads: Sequence[object],
         names: Sequence[str],
-        offset: int = 0,
-        local: int = 0,
+        local_rows: Optional[Tuple[int, int]] = None,
     ) -> float:
         """Mean loss over the anchors; writes d loss / d input into ``grads``.
 
         ``pairing``: "simclr" (z1, z2: B x d), "moco" (q, k: B x d, queue: K x d), "clip"
-        (a, b: B x d) or "gathered" (z1_all, z2_all: B_total x d; anchors are the rows
-        ``offset .. offset + local`` of both). ``inputs`` and ``grads``: C-contiguous 2-D
+        (a, b: B x d) or "gathered" (z1_all, z2_all: B_total x d; with ``local_rows`` =
+        (offset, count) this rank's anchors are the rows ``offset .. offset + count`` of both). ``inputs`` and ``grads``: C-contiguous 2-D
         float32 or float64 buffers (``tensor.numpy()``), all of one dtype, ``grads`` writable
         and shaped like ``inputs``. ``names`` name the inputs in error messages.
         Raises ValueError (bad shape or parameter, non-finite input), TypeError (dtype) and
