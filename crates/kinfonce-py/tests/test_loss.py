@@ -1,6 +1,8 @@
 """The module against a plain PyTorch reimplementation (autograd) for every kernel, p-norm,
 mixture, preset and pairing; gradcheck; invariants; the dtype rule."""
 
+import copy
+import io
 import math
 
 import pytest
@@ -143,3 +145,14 @@ def test_non_contiguous_inputs_give_the_same_loss():
     assert kinfonce.kernel_infonce(wide[:, :8], wide[:, 8:], preset="gaussian").item() == (
         kinfonce.kernel_infonce(z1, z2, preset="gaussian").item()
     )
+
+
+def test_a_copied_or_saved_module_computes_the_same_loss():
+    z1, z2 = make_inputs("simclr", d=8)
+    module = kinfonce.KernelInfoNCE("concat-sum")
+    buffer = io.BytesIO()
+    torch.save(module, buffer)
+    buffer.seek(0)
+    for other in (copy.deepcopy(module), torch.load(buffer, weights_only=False)):
+        assert repr(other) == repr(module)
+        assert other(z1, z2).item() == module(z1, z2).item()

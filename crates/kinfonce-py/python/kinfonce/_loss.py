@@ -223,9 +223,20 @@ class KernelInfoNCE(torch.nn.Module):
                 f"gather: gather=True is for the SimCLR pairing (got pairing={pairing!r}); "
                 "MoCo's negatives already come from its queue"
             )
-        self.loss = _describe(preset, gamma, tau, p, spec)
+        self._args = (preset, gamma, tau, p, spec)
+        self.loss = _describe(*self._args)
         self.pairing = pairing
         self.gather = gather
+
+    # The native description does not pickle; copies (deepcopy, torch.save) rebuild it.
+    def __getstate__(self) -> Dict[str, Any]:
+        state = self.__dict__.copy()
+        del state["loss"]
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.loss = _describe(*self._args)
 
     def spec(self, dim: int) -> Dict[str, Any]:
         """The loss as kinfonce-loss's JSON form for embeddings of width ``dim`` (what a preset
