@@ -116,6 +116,8 @@ def _gathered_forward(loss, names, inputs, dtype, group):
     """Gathers both views from every rank; this rank's anchors are its own rows."""
     rank, world = dist.get_rank(group), dist.get_world_size(group)
     z1, z2 = (t.detach().to(dtype) for t in inputs)
+    if z1.shape != z2.shape:
+        raise ValueError(f"{names[1]}: shape {tuple(z2.shape)} differs from {names[0]}'s {tuple(z1.shape)}")
     # Every rank must bring the same batch size: the positives are offset by rank * B.
     sizes = [torch.zeros(1, dtype=torch.int64, device=z1.device) for _ in range(world)]
     dist.all_gather(sizes, torch.tensor([z1.shape[0]], dtype=torch.int64, device=z1.device), group=group)
