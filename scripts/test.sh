@@ -36,5 +36,10 @@ cargo test --locked --workspace
 stage "the NCCL build (kinfonce-dist --features cuda)"
 cargo clippy --locked -p kinfonce-dist --features cuda --all-targets -- -D warnings
 cargo test --locked -p kinfonce-dist --features cuda
+# The Python package: built by maturin into the project environment (sharing target/, release
+# profile), then its tests (golden values, a PyTorch reference, gradcheck, two processes).
+stage "the Python package (maturin build, pytest)"
+MATURIN_PEP517_ARGS="--locked" pip install --quiet --no-build-isolation --no-deps ./crates/kinfonce-py
+python -m pytest -q crates/kinfonce-py/tests
 stage ""
 echo "== all stages: $((SECONDS - START)) s" >&2

@@ -1,0 +1,15 @@
+"""kinfonce: the exact Kernel-InfoNCE losses (Tan et al., "Contrastive Learning Is Spectral
+Clustering On Similarity Graph", ICLR 2024) for PyTorch, on kinfonce's fused Rust CPU engine.
+
+    import kinfonce
+    loss_fn = kinfonce.KernelInfoNCE("laplacian")       # or gamma=1.0, tau=0.2, p=2
+    loss = loss_fn(z1, z2)                              # z1, z2: (B, d)
+    loss.backward()
+
+K(x, y) = exp(-||x - y||_p^gamma / tau); see :class:`KernelInfoNCE` and docs/python.md.
+"""
+
+from ._loss import PAIRINGS, PRESETS, KernelInfoNCE, kernel_infonce
+
+__all__ = ["KernelInfoNCE", "kernel_infonce", "PRESETS", "PAIRINGS"]
+__version__ = "0.1.0"
