@@ -509,9 +509,9 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
 /// `--nproc-per-node` / `--nnodes` without a launcher around: start this node's workers and
 /// supervise them; their exit code.
 fn launch_workers(args: &PretrainArgs) -> anyhow::Result<i32> {
-    // A device or backend this machine lacks fails here once, not in every worker.
-    device_and_backend(args)?;
     let nnodes = args.nnodes.unwrap_or(1);
+    // A device, backend or method this job cannot have fails here once, not in every worker.
+    device_and_backend(args, args.nproc_per_node.unwrap_or(1) * nnodes)?;
     let env = |name: &str| std::env::var(name).ok();
     let master_port = match args
         .master_port
@@ -547,12 +547,13 @@ fn launch_workers(args: &PretrainArgs) -> anyhow::Result<i32> {
 }
 
 /// The run's device and collective backend (`auto`: NCCL for CUDA, else Gloo), both checked
-/// to exist here.
-fn device_and_backend(args: &PretrainArgs) -> anyhow::Result<(String, Backend)> {
+/// to exist here, for a job of `processes` processes.
+fn device_and_backend(args: &PretrainArgs, processes: usize) -> anyhow::Result<(String, Backend)> {
     let config = match &args.resume {
         Some(dir) => resumed_config(dir, args)?,
         None => resolve_config(args)?,
     };
+    config.check_processes(processes)?;
     let device = config.compute.device;
     trainer::parse_device(&device)?;
     let backend = match args.backend.as_deref().unwrap_or("auto") {
@@ -566,7 +567,7 @@ fn device_and_backend(args: &PretrainArgs) -> anyhow::Result<(String, Backend)> 
 
 /// This process's place in the job: the process group, after the rendezvous.
 fn join_group(launch: &Launch, args: &PretrainArgs) -> anyhow::Result<ProcessGroup> {
-    let (_, backend) = device_and_backend(args)?;
+    let (_, backend) = device_and_backend(args, launch.world_size)?;
     let timeout = std::time::Duration::from_secs(args.dist_timeout.unwrap_or(300).max(1));
     let group = ProcessGroup::init(launch, backend, timeout)?;
     // A rank that dies ends the others within seconds, whatever they wait for.

@@ -408,6 +408,22 @@ fn bad_launches_fail_in_one_line() {
         }
     }
 
+    // MoCo keeps one queue: not on several processes yet.
+    let err = one_line(&failure(pretrain(
+        &data,
+        &out,
+        8,
+        &[
+            "--method",
+            "moco",
+            "--bn-splits",
+            "2",
+            "--nproc-per-node",
+            "2",
+        ],
+    )));
+    assert!(err.contains("MoCo runs on one process"), "{err}");
+
     // Rank 1 with nobody at the master's address.
     let mut cmd = pretrain(&data, &out, 8, &["--dist-timeout", "2"]);
     rank_process(&mut cmd, 1, 2, free_port());

@@ -11,8 +11,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A tiny deterministic run: 64 images, 4 steps per epoch, 3 epochs, a checkpoint every step.
-fn pretrain(data: &Path, out: &Path) -> Command {
+/// A tiny deterministic run: 64 images, 4 steps per epoch, 3 epochs, a checkpoint every step;
+/// `extra` flags after these.
+fn pretrain(data: &Path, out: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kinfonce"));
     cmd.arg("pretrain").arg("--data").arg(data);
     for a in [
@@ -49,7 +50,7 @@ fn pretrain(data: &Path, out: &Path) -> Command {
     ] {
         cmd.arg(a);
     }
-    cmd.arg("--out").arg(out);
+    cmd.args(extra).arg("--out").arg(out);
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
     cmd
 }
@@ -67,18 +68,29 @@ fn step_losses(run: &Path) -> BTreeMap<u64, f64> {
 
 #[test]
 fn sigkill_then_resume_reproduces_the_losses() {
+    kill_then_resume(&[]);
+}
+
+/// MoCo: the momentum networks and a queue (2 batches of keys, full from step 2 on, so the
+/// kill at step 5 leaves one that has wrapped around) come back with the checkpoint.
+#[test]
+fn sigkill_then_resume_reproduces_the_losses_of_moco() {
+    kill_then_resume(&["--method", "moco", "--queue-size", "32", "--bn-splits", "2"]);
+}
+
+fn kill_then_resume(extra: &[&str]) {
     let Some(data) = cifar() else { return };
     let scratch = tempfile::tempdir().unwrap();
     let whole = scratch.path().join("whole");
     let killed = scratch.path().join("killed");
 
-    let status = pretrain(&data, &whole).status().unwrap();
+    let status = pretrain(&data, &whole, extra).status().unwrap();
     assert!(status.success(), "the uninterrupted run failed");
     let reference = step_losses(&whole);
     assert_eq!(reference.len(), 12);
 
     // Kill as soon as step 5 is logged: the process may be anywhere in step 6 or its checkpoint.
-    let mut child = pretrain(&data, &killed).spawn().unwrap();
+    let mut child = pretrain(&data, &killed, extra).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let logged = std::fs::read_to_string(killed.join("metrics.jsonl")).unwrap_or_default();

@@ -133,6 +133,16 @@ fn bad_settings_are_named() {
         &["cuda:3"],
     );
     assert_fails(
+        &["--data", data, "--method", "mocco"],
+        &dir.path().join("m1"),
+        &["`method`", "mocco"],
+    );
+    assert_fails(
+        &["--data", data, "--method", "moco", "--bn-splits", "3"],
+        &dir.path().join("m2"),
+        &["`bn_splits` = 3", "divisor of `batch` (8)"],
+    );
+    assert_fails(
         &[
             "--data",
             data,

@@ -1,7 +1,9 @@
 //! Checkpoints: a folder `checkpoints/step-NNNNNNNN/` holding
 //! - `encoder.safetensors`: the encoder with torchvision's names (loads into
 //!   `torchvision.models.resnet18()` with `strict=False`, only `fc` missing),
-//! - `head.safetensors`: the projection head (`projection.*`) and the online probe (`probe.*`),
+//! - `head.safetensors`: the projection head (`projection.*`) and the online probe (`probe.*`);
+//!   MoCo runs add the momentum encoder and head (`momentum.*`, named as the trained ones) and
+//!   the queue of keys (`moco.queue`, its oldest row in the state's `queue_ptr`),
 //! - `optimizer.safetensors`: optimiser moments (`model.*`, `probe.*`),
 //! - `state.json`: the [`TrainingState`],
 //! - `checksums.json`: the SHA-256 of each file above.

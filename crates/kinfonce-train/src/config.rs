@@ -555,6 +555,18 @@ impl TrainConfig {
     }
 
     /// Checks every value a user can get wrong, naming the parameter.
+    /// Whether a job of `processes` processes can train this configuration.
+    pub fn check_processes(&self, processes: usize) -> Result<()> {
+        if self.method.method == Method::Moco && processes > 1 {
+            return Err(TrainError::Config(
+                "MoCo runs on one process for now (keys gathered from every rank into one queue \
+                 are not implemented yet): drop --nproc-per-node / the launcher"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn validate(&self) -> Result<()> {
         self.loss_spec()?;
         let bad = |name: &str, value: String, expected: &str| {

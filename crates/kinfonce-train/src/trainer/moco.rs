@@ -64,22 +64,9 @@ impl Moco {
         })
     }
 
-    /// momentum <- m * momentum + (1 - m) * trained, for every trained parameter (the batch-norm
-    /// running statistics of the momentum encoder follow its own forwards, as lightly's
-    /// `update_momentum`).
+    /// momentum <- m * momentum + (1 - m) * trained ([`momentum_update`]).
     pub fn update(&self, model_vs: &nn::VarStore) {
-        let trained = model_vs.variables();
-        let m = self.momentum;
-        tch::no_grad(|| {
-            for (name, mut target) in self.vs.variables() {
-                match trained.get(&name) {
-                    Some(p) if p.requires_grad() => {
-                        let _ = target.g_mul_scalar_(m).g_add_(&(p * (1.0 - m)));
-                    }
-                    _ => {}
-                }
-            }
-        });
+        momentum_update(&self.vs, model_vs, self.momentum);
     }
 
     /// The keys of `x` (`[B, ...]`, the second views) in training mode without gradient: the
@@ -111,20 +98,9 @@ impl Moco {
         })
     }
 
-    /// Writes `keys` into the queue from row `ptr` on, wrapping around (with more keys than
-    /// rows, the last ones win); returns the new `ptr`.
+    /// The keys into the queue ([`enqueue`]); returns the new `ptr`.
     pub fn enqueue(&mut self, keys: &Tensor, ptr: u64) -> u64 {
-        let size = self.queue.size()[0];
-        let b = keys.size()[0];
-        let kept = b.min(size);
-        let keys = keys.narrow(0, b - kept, kept).to_kind(Kind::Float);
-        let start = (ptr as i64 + b - kept) % size;
-        let rows: Vec<i64> = (0..kept).map(|i| (start + i) % size).collect();
-        let rows = Tensor::from_slice(&rows).to_device(self.queue.device());
-        tch::no_grad(|| {
-            let _ = self.queue.index_copy_(0, &rows, &keys);
-        });
-        ((ptr as i64 + b) % size) as u64
+        enqueue(&mut self.queue, keys, ptr)
     }
 
     /// The momentum networks (`momentum.<name>`) and the queue (`moco.queue`) for a checkpoint.
@@ -139,6 +115,39 @@ impl Moco {
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
     }
+}
+
+/// target <- m * target + (1 - m) * source for every parameter `source` trains (same names);
+/// the batch-norm running statistics of `target` follow its own forwards, as lightly's
+/// `update_momentum` leaves buffers alone.
+fn momentum_update(target: &nn::VarStore, source: &nn::VarStore, m: f64) {
+    let trained = source.variables();
+    tch::no_grad(|| {
+        for (name, mut t) in target.variables() {
+            match trained.get(&name) {
+                Some(p) if p.requires_grad() => {
+                    let _ = t.g_mul_scalar_(m).g_add_(&(p * (1.0 - m)));
+                }
+                _ => {}
+            }
+        }
+    });
+}
+
+/// Writes `keys` (`[B, d]`) into `queue` (`[K, d]`) from row `ptr` on, wrapping around (with
+/// more keys than rows, the last K win); returns the new `ptr`, the row of the oldest key.
+fn enqueue(queue: &mut Tensor, keys: &Tensor, ptr: u64) -> u64 {
+    let size = queue.size()[0];
+    let b = keys.size()[0];
+    let kept = b.min(size);
+    let keys = keys.narrow(0, b - kept, kept).to_kind(Kind::Float);
+    let start = (ptr as i64 + b - kept) % size;
+    let rows: Vec<i64> = (0..kept).map(|i| (start + i) % size).collect();
+    let rows = Tensor::from_slice(&rows).to_device(queue.device());
+    tch::no_grad(|| {
+        let _ = queue.index_copy_(0, &rows, &keys);
+    });
+    ((ptr as i64 + b) % size) as u64
 }
 
 impl Trainer {
@@ -240,5 +249,77 @@ impl Trainer {
                 Ok((f64::NAN, PendingBackward::Nothing))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Key j of a stream: the row [j, -j].
+    fn keys(from: i64, n: i64) -> Tensor {
+        let v: Vec<f32> = (from..from + n)
+            .flat_map(|j| [j as f32, -j as f32])
+            .collect();
+        Tensor::from_slice(&v).view([n, 2])
+    }
+
+    /// The queue read from its oldest row on: the keys in the order they came.
+    fn in_order(queue: &Tensor, ptr: u64) -> Vec<f32> {
+        let k = queue.size()[0];
+        let rows: Vec<i64> = (0..k).map(|i| (ptr as i64 + i) % k).collect();
+        let first = queue
+            .index_select(0, &Tensor::from_slice(&rows))
+            .select(1, 0);
+        Vec::<f32>::try_from(first).unwrap()
+    }
+
+    #[test]
+    fn the_queue_holds_the_last_keys_in_order_across_the_wrap() {
+        let mut queue = Tensor::zeros([5, 2], (Kind::Float, Device::Cpu));
+        let mut ptr = 0;
+        for step in 0..4 {
+            ptr = enqueue(&mut queue, &keys(2 * step, 2), ptr);
+        }
+        // 8 keys through 5 rows: keys 3..=7, oldest at row 8 mod 5.
+        assert_eq!(ptr, 3);
+        assert_eq!(in_order(&queue, ptr), vec![3.0, 4.0, 5.0, 6.0, 7.0]);
+        assert_eq!(
+            Vec::<f32>::try_from(queue.select(1, 1)).unwrap(),
+            vec![-5.0, -6.0, -7.0, -3.0, -4.0]
+        );
+        // A batch larger than the queue: its last 5 keys, in order.
+        ptr = enqueue(&mut queue, &keys(100, 7), ptr);
+        assert_eq!(ptr, 0);
+        assert_eq!(
+            in_order(&queue, ptr),
+            vec![102.0, 103.0, 104.0, 105.0, 106.0]
+        );
+    }
+
+    #[test]
+    fn the_momentum_update_is_the_convex_combination_on_every_parameter() {
+        let build = |fill: f64| {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let root = vs.root();
+            let _ = root.var("w", &[3, 2], nn::Init::Const(fill));
+            let _ = root.var("b", &[2], nn::Init::Const(fill + 1.0));
+            let _ = root.zeros_no_train("running_mean", &[2]);
+            vs
+        };
+        let (target, source) = (build(1.0), build(5.0));
+        let mut buffer = source.variables()["running_mean"].shallow_clone();
+        tch::no_grad(|| {
+            let _ = buffer.fill_(9.0);
+        });
+        momentum_update(&target, &source, 0.9);
+        let t = target.variables();
+        let value = |name: &str| Vec::<f32>::try_from(t[name].flatten(0, -1)).unwrap();
+        assert!(value("w").iter().all(|&v| (v - (0.9 + 0.5)).abs() < 1e-6));
+        assert!(value("b")
+            .iter()
+            .all(|&v| (v - (0.9 * 2.0 + 0.1 * 6.0)).abs() < 1e-6));
+        // Buffers follow the momentum encoder's own forwards, not the trained one's.
+        assert!(value("running_mean").iter().all(|&v| v == 0.0));
     }
 }

@@ -18,7 +18,7 @@ pub use crate::signal::{
 pub use build::{load_data, RunOptions};
 
 use crate::checkpoint::TrainingState;
-use crate::config::{LossEngine, Method, TrainConfig};
+use crate::config::{LossEngine, TrainConfig};
 use crate::distributed::Distributed;
 use crate::error::{Result, TrainError};
 use crate::input::InputSpec;
@@ -146,13 +146,7 @@ impl Trainer {
             LossEngine::Fused => false,
             LossEngine::Tensor => true,
         };
-        if config.method.method == Method::Moco && dist.as_ref().is_some_and(|d| d.world() > 1) {
-            return Err(TrainError::Config(
-                "MoCo runs on one process for now (keys gathered from every rank into one queue \
-                 are not implemented yet): drop --nproc-per-node / the launcher"
-                    .into(),
-            ));
-        }
+        config.check_processes(dist.as_ref().map_or(1, Distributed::world))?;
         let tensor_loss = tensor_engine.then(|| tensor_loss_of(&spec)).transpose()?;
 
         let mut trainer = Trainer {
