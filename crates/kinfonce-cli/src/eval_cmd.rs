@@ -67,6 +67,9 @@ pub struct SourceArgs {
     /// random-init baseline.
     #[arg(long)]
     pub init: bool,
+    /// Evaluate a MoCo run's momentum (key) encoder instead of the trained (query) one.
+    #[arg(long)]
+    pub momentum_encoder: bool,
     /// Data set (any format pretraining reads). [default: the run's own data set]
     #[arg(long)]
     pub data: Option<PathBuf>,
@@ -194,6 +197,7 @@ pub(crate) fn encoder_source(s: &SourceArgs) -> EncoderSource {
         run_dir: s.run.clone(),
         checkpoint: s.checkpoint.clone(),
         init: s.init,
+        momentum: s.momentum_encoder,
     }
 }
 
@@ -251,7 +255,16 @@ fn prepare(
         encoder.config.model.arch,
         encoder.config.model.width,
         match &encoder.checkpoint {
-            Some(p) => format!("from {} (step {})", p.display(), encoder.step),
+            Some(p) => format!(
+                "{}from {} (step {})",
+                if s.momentum_encoder {
+                    "momentum encoder "
+                } else {
+                    ""
+                },
+                p.display(),
+                encoder.step
+            ),
             None => format!("at initialisation (seed {})", encoder.config.compute.seed),
         },
         encoder.feature_dim,
@@ -463,10 +476,10 @@ fn linear(a: LinearArgs) -> anyhow::Result<()> {
         run.join(format!(
             "confusion-linear-{}{}.svg",
             if a.fast { "fast" } else { a.protocol.name() },
-            if encoder.checkpoint.is_none() {
-                "-init"
-            } else {
-                ""
+            match (&encoder.checkpoint, a.source.momentum_encoder) {
+                (None, _) => "-init",
+                (Some(_), true) => "-momentum",
+                (Some(_), false) => "",
             }
         ))
     });

@@ -541,6 +541,58 @@ fn eval_on_cifar10_archive() {
     // The official test batch: 10,000 images; train capped at 500.
     check_record(&v, "knn", 500, 10_000);
     assert_eq!(v["class_names"][0], "airplane");
+
+    // A MoCo run's momentum (key) encoder evaluates like any encoder; a SimCLR run has none.
+    let err = fails(&["eval", "knn", "--run", s(&run), "--momentum-encoder"]);
+    assert!(
+        err.contains("head.safetensors") && err.contains("not a MoCo run"),
+        "{err}"
+    );
+    let moco = tmp.path().join("moco");
+    ok(&[
+        "pretrain",
+        "--data",
+        s(&data),
+        "--method",
+        "moco",
+        "--queue-size",
+        "32",
+        "--bn-splits",
+        "2",
+        "--width",
+        "4",
+        "--hidden-dim",
+        "32",
+        "--out-dim",
+        "16",
+        "--batch",
+        "16",
+        "--max-steps",
+        "2",
+        "--subset",
+        "64",
+        "--threads",
+        "1",
+        "--knn-every",
+        "0",
+        "--out",
+        s(&moco),
+    ]);
+    let (success, stdout, stderr) = kinfonce(&[
+        "eval",
+        "knn",
+        "--run",
+        s(&moco),
+        "--momentum-encoder",
+        "--subset-train",
+        "500",
+        "--threads",
+        "1",
+        "--json",
+    ]);
+    assert!(success, "{stderr}");
+    assert!(stderr.contains("momentum encoder from"), "{stderr}");
+    check_record(&last_json(&stdout), "knn", 500, 10_000);
 }
 
 #[test]

@@ -368,6 +368,7 @@ pub fn evaluate_run(
             run_dir: Some(dir.to_path_buf()),
             checkpoint: None,
             init: !trained,
+            momentum: false,
         };
         let encoder = FrozenEncoder::load_with_config(
             &source,

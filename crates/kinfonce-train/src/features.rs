@@ -16,6 +16,7 @@ use kinfonce_data::{
     AugmentConfig, ContrastiveLoader, DataConfig, DataFormat, Dataset, Dtype, EvalConfig,
     EvalLoader, Layout, LoaderConfig, Normalization, Split,
 };
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tch::{nn, Device, Kind, Tensor};
@@ -30,6 +31,8 @@ pub struct EncoderSource {
     pub checkpoint: Option<PathBuf>,
     /// The network at initialisation with the run's seed (the random-init baseline).
     pub init: bool,
+    /// A MoCo run's momentum (key) encoder rather than the trained (query) one.
+    pub momentum: bool,
 }
 
 impl EncoderSource {
@@ -206,11 +209,44 @@ impl FrozenEncoder {
             in_channels,
         };
         let encoder = rc.init(vs.root());
+        if source.momentum && ck.is_none() {
+            return Err(TrainError::Config(
+                "the momentum encoder is a MoCo run's trained key encoder; drop --init".into(),
+            ));
+        }
         if let Some(ck) = &ck {
             let mut targets: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
             targets.sort_by(|a, b| a.0.cmp(&b.0));
-            checkpoint::copy_into(&targets, &ck.encoder, &ck.path.join("encoder.safetensors"))
-                .map_err(|e| match e {
+            // The momentum encoder sits in the head file, under `momentum.` with the encoder's
+            // names (its head under `momentum.projection.`).
+            let (tensors, file) = if source.momentum {
+                let momentum: HashMap<String, Tensor> = ck
+                    .head
+                    .iter()
+                    .filter_map(|(n, t)| {
+                        let name = n.strip_prefix("momentum.")?;
+                        (!name.starts_with("projection."))
+                            .then(|| (name.to_string(), t.shallow_clone()))
+                    })
+                    .collect();
+                if momentum.is_empty() {
+                    return Err(TrainError::Checkpoint {
+                        path: ck.path.join("head.safetensors"),
+                        message: "holds no momentum encoder: the run is not a MoCo run".into(),
+                    });
+                }
+                (momentum, "head.safetensors")
+            } else {
+                (
+                    ck.encoder
+                        .iter()
+                        .map(|(n, t)| (n.clone(), t.shallow_clone()))
+                        .collect(),
+                    "encoder.safetensors",
+                )
+            };
+            checkpoint::copy_into(&targets, &tensors, &ck.path.join(file)).map_err(
+                |e| match e {
                     TrainError::Checkpoint { path, message } => TrainError::Checkpoint {
                         path,
                         message: format!(
@@ -219,15 +255,15 @@ impl FrozenEncoder {
                         ),
                     },
                     other => other,
-                })?;
+                },
+            )?;
             // A checkpoint with more tensors than the network is another architecture too.
-            if let Some(extra) = ck
-                .encoder
+            if let Some(extra) = tensors
                 .keys()
                 .find(|k| !targets.iter().any(|(n, _)| n == *k))
             {
                 return Err(TrainError::Checkpoint {
-                    path: ck.path.join("encoder.safetensors"),
+                    path: ck.path.join(file),
                     message: format!(
                         "holds `{extra}`, which {} width {} (the run's config.toml) does not have: another architecture?",
                         config.model.arch, config.model.width
