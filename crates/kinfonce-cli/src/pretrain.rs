@@ -77,6 +77,19 @@ pub struct PretrainArgs {
     /// statistics, as if on s devices); 1 = plain batch norm.
     #[arg(long, value_name = "S")]
     pub bn_splits: Option<usize>,
+    /// A whole recipe of the official code, below --config and the other flags: moco-origin,
+    /// moco-sum (MoCo with its queue, head, augmentation, optimiser and batch; README "MoCo").
+    #[serde(skip)]
+    #[arg(long, value_name = "NAME")]
+    pub run_preset: Option<String>,
+    /// The views' augmentation: auto (the data set's SimCLR preset) or moco-v2 (lightly's MoCo
+    /// v2 transform: jitter strength 1.0, no blur, ImageNet normalisation).
+    #[arg(long, value_name = "auto|moco-v2")]
+    pub augment: Option<String>,
+    /// Batch norm in the projection head: `--head-bn` on (SimCLR's head), `--head-bn=false`
+    /// off (Linear - ReLU - Linear, lightly's MoCo head).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pub head_bn: Option<bool>,
     /// Encoder: resnet18, resnet34, resnet50.
     #[arg(long)]
     pub arch: Option<String>,
@@ -292,14 +305,23 @@ pub(crate) fn resolve_config(args: &PretrainArgs) -> anyhow::Result<TrainConfig>
     if let Ok(data) = std::env::var("KINFONCE_DATA") {
         merged.insert("data".into(), toml::Value::String(data));
     }
+    if let Some(name) = &args.run_preset {
+        merged.extend(kinfonce_train::config::run_preset(name)?);
+    }
+    let mut later = toml::Table::new();
     if let Some(path) = &args.config {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading --config {}", path.display()))?;
         let file: toml::Table = toml::from_str(&text)
             .with_context(|| format!("{} is not valid TOML", path.display()))?;
-        merged.extend(file);
+        later.extend(file);
     }
-    merged.extend(flag_table(args)?);
+    later.extend(flag_table(args)?);
+    // A loss preset named above the run preset replaces the run preset's loss too.
+    if later.contains_key("preset") && !later.contains_key("loss") {
+        merged.remove("loss");
+    }
+    merged.extend(later);
     let loss_opts = take_loss_options(&mut merged);
     let mut config = overlay::overlay(&TrainConfig::default(), &[merged])?;
     if !loss_opts.is_empty() {
@@ -384,6 +406,9 @@ pub(crate) fn provenance(
 fn resumed_config(dir: &Path, args: &PretrainArgs) -> anyhow::Result<TrainConfig> {
     if args.out.is_some() {
         bail!("--resume DIR writes into DIR; drop --out");
+    }
+    if args.run_preset.is_some() {
+        bail!("--run-preset sets up a new run; drop it with --resume");
     }
     let saved =
         read_run_config(dir).with_context(|| format!("reading the run in {}", dir.display()))?;
@@ -754,5 +779,78 @@ mod tests {
         };
         let err = format!("{:#}", resolve_config(&bad).unwrap_err());
         assert!(err.contains("cosine"), "{err}");
+    }
+
+    #[test]
+    fn run_presets_sit_below_the_flags() {
+        use kinfonce_loss::{Kernel, LossSpec};
+        use kinfonce_train::config::{Augment, Method};
+        let preset = |name: &str, more: PretrainArgs| {
+            resolve_config(&PretrainArgs {
+                run_preset: Some(name.into()),
+                ..more
+            })
+        };
+        let origin = preset("moco-origin", PretrainArgs::default()).unwrap();
+        assert_eq!(origin.method.method, Method::Moco);
+        assert_eq!(
+            (
+                origin.method.queue_size,
+                origin.method.bn_splits,
+                origin.optim.batch
+            ),
+            (4096, 8, 512)
+        );
+        assert_eq!(
+            (origin.optim.lr, origin.optim.weight_decay),
+            (Some(0.06), 5e-4)
+        );
+        assert_eq!(origin.data.augment, Augment::MocoV2);
+        assert!(!origin.model.head_bn);
+        assert_eq!(origin.model.hidden_dim, 512);
+        let tau_of = |spec: &LossSpec| match spec {
+            LossSpec::InfoNce {
+                kernel: Kernel::Exp(e),
+            } => (e.gamma, e.tau),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(tau_of(&origin.loss_spec().unwrap()), (1.0, 0.1));
+        let sum = preset("moco-sum", PretrainArgs::default()).unwrap();
+        match sum.loss_spec().unwrap() {
+            LossSpec::Sum { parts } => {
+                assert_eq!((parts[0].0, parts[1].0), (0.2, 0.8));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Flags win: the batch, a loss option on the recipe's loss, a loss preset by name.
+        let flags = preset(
+            "moco-origin",
+            PretrainArgs {
+                batch: Some(64),
+                tau: Some(0.3),
+                bn_splits: Some(4),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(flags.optim.batch, 64);
+        assert_eq!(tau_of(&flags.loss_spec().unwrap()), (1.0, 0.3));
+        let named = preset(
+            "moco-origin",
+            PretrainArgs {
+                preset: Some("gaussian".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(tau_of(&named.loss_spec().unwrap()), (2.0, 0.4));
+        let err = format!(
+            "{:#}",
+            preset("moco-v3", PretrainArgs::default()).unwrap_err()
+        );
+        assert!(
+            err.contains("moco-v3") && err.contains("moco-origin, moco-sum"),
+            "{err}"
+        );
     }
 }

@@ -6,7 +6,7 @@ use crate::error::{io_err, Result, TrainError};
 use crate::hardware::{self, ComputeChoice, Precision, Target};
 use crate::optim::OptimizerKind;
 use crate::resnet::{Arch, Stem};
-use kinfonce_data::DataFormat;
+use kinfonce_data::{AugmentConfig, DataFormat, Normalization};
 use kinfonce_loss::LossSpec;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -51,6 +51,10 @@ pub struct DataSection {
     pub format: Option<DataFormat>,
     /// Fraction of the training images held out as the k-NN query split.
     pub val_fraction: f64,
+    /// The views' augmentation: `auto`, the data set's SimCLR preset (the official SimCLR
+    /// code's); `moco-v2`, lightly's MoCo v2 transform as the official MoCo runs use it
+    /// (SimCLR's at jitter strength 1.0, no blur, ImageNet normalisation).
+    pub augment: Augment,
     /// Class-balanced seeded subset of the train split; unset: all.
     #[serde(
         skip_serializing_if = "Option::is_none",
@@ -65,9 +69,98 @@ impl Default for DataSection {
             data: PathBuf::new(),
             format: None,
             val_fraction: 0.1,
+            augment: Augment::Auto,
             subset: None,
         }
     }
+}
+
+/// Run presets: the official code's whole recipes, applied below config files and flags
+/// ([`run_preset`]).
+pub const RUN_PRESETS: [&str; 2] = ["moco-origin", "moco-sum"];
+
+/// The settings of a run preset as config.toml keys. Both are the official MoCo runs
+/// (`moco/moco.py`, CIFAR-10/100 and TinyImageNet): momentum 0.99, a queue of 4,096 keys,
+/// batch-norm splits 8, batch 512, SGD lr 0.06 momentum 0.9 weight decay 5e-4 with a cosine over
+/// 200 epochs, the head 512 -> 512 -> 128 without batch norm, lightly's MoCo v2 augmentation;
+/// `moco-origin` trains one kernel (gamma 1, tau 0.1), `moco-sum` 0.2 of it plus 0.8 of the
+/// gamma-2 kernel at tau 0.3.
+pub fn run_preset(name: &str) -> Result<toml::Table> {
+    let exp = |gamma: f64, tau: f64| {
+        kinfonce_loss::Kernel::Exp(kinfonce_loss::ExpKernel {
+            gamma,
+            tau,
+            p: kinfonce_loss::Norm::L2,
+        })
+    };
+    let (preset, loss) = match name {
+        "moco-origin" => ("laplacian", LossSpec::kernel(exp(1.0, 0.1))),
+        "moco-sum" => (
+            "sum-of-losses",
+            LossSpec::sum_of_losses(0.2, exp(1.0, 0.1), exp(2.0, 0.3))
+                .map_err(|e| TrainError::Config(e.to_string()))?,
+        ),
+        other => {
+            return Err(TrainError::Config(format!(
+                "unknown run preset `{other}`: expected one of {}",
+                RUN_PRESETS.join(", ")
+            )))
+        }
+    };
+    let mut config = TrainConfig {
+        method: MethodSection {
+            method: Method::Moco,
+            moco_momentum: 0.99,
+            queue_size: 4096,
+            bn_splits: 8,
+        },
+        ..Default::default()
+    };
+    config.data.augment = Augment::MocoV2;
+    config.model.hidden_dim = 512;
+    config.model.out_dim = 128;
+    config.model.head_bn = false;
+    config.loss.preset = preset.into();
+    config.loss.spec = Some(loss);
+    config.optim.batch = 512;
+    config.optim.epochs = Some(200);
+    config.optim.optimizer = OptimizerKind::Sgd;
+    config.optim.lr = Some(0.06);
+    config.optim.momentum = 0.9;
+    config.optim.weight_decay = 5e-4;
+    // Only the keys the recipe sets: the rest stays with the defaults, the file and the flags.
+    let all = section_table(&config)?;
+    let keys = [
+        "method",
+        "moco_momentum",
+        "queue_size",
+        "bn_splits",
+        "augment",
+        "hidden_dim",
+        "out_dim",
+        "head_bn",
+        "preset",
+        "loss",
+        "batch",
+        "epochs",
+        "optimizer",
+        "lr",
+        "momentum",
+        "weight_decay",
+    ];
+    Ok(keys
+        .iter()
+        .filter_map(|k| Some((k.to_string(), all.get(*k)?.clone())))
+        .collect())
+}
+
+/// See [`DataSection::augment`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Augment {
+    #[default]
+    Auto,
+    MocoV2,
 }
 
 /// The contrastive method: where each query's positive and negatives come from.
@@ -132,6 +225,9 @@ pub struct ModelSection {
     pub norm_p: f64,
     /// Squared norm mu of the projections.
     pub mu: f64,
+    /// Batch norm in the projection head (SimCLR's); false: Linear - ReLU - Linear (lightly's
+    /// MoCo head).
+    pub head_bn: bool,
 }
 
 impl Default for ModelSection {
@@ -146,6 +242,7 @@ impl Default for ModelSection {
             out_dim: 128,
             norm_p: 2.0,
             mu: 1.0,
+            head_bn: true,
         }
     }
 }
@@ -555,6 +652,23 @@ impl TrainConfig {
     }
 
     /// Checks every value a user can get wrong, naming the parameter.
+    /// The normalisation of every image the encoder sees (training views, monitors,
+    /// evaluation) for data of `format`.
+    pub fn normalization(&self, format: DataFormat) -> Normalization {
+        match self.data.augment {
+            Augment::Auto => Normalization::for_format(format),
+            Augment::MocoV2 => Normalization::imagenet(),
+        }
+    }
+
+    /// The training views' augmentation for images of `side` pixels ([`DataSection::augment`]).
+    pub fn augmentation(&self, format: DataFormat, side: usize) -> AugmentConfig {
+        match self.data.augment {
+            Augment::Auto => AugmentConfig::preset(format, side),
+            Augment::MocoV2 => AugmentConfig::simclr(side, 1.0, false, self.normalization(format)),
+        }
+    }
+
     /// Whether a job of `processes` processes can train this configuration.
     pub fn check_processes(&self, processes: usize) -> Result<()> {
         if self.method.method == Method::Moco && processes > 1 {

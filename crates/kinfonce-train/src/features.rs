@@ -460,7 +460,7 @@ fn parse_format(name: &str) -> Result<DataFormat> {
 /// The normalisation the run's encoder saw: that of the run's data format (`fallback` when the
 /// run's data cannot be identified any more).
 pub fn run_normalization(config: &TrainConfig, fallback: DataFormat) -> Normalization {
-    Normalization::for_format(config.run_format().unwrap_or(fallback))
+    config.normalization(config.run_format().unwrap_or(fallback))
 }
 
 /// The data set and format an evaluation of the run `config` reads: `data` and `format` when

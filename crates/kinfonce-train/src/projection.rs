@@ -1,5 +1,6 @@
 //! The SimCLR projection head (the official code's `Projection`): Linear - BatchNorm1d - ReLU -
-//! Linear (no bias), then p-norm normalisation and the sqrt(mu) scale.
+//! Linear (no bias), then p-norm normalisation and the sqrt(mu) scale; without batch norm,
+//! Linear - ReLU - Linear (with bias), lightly's MoCo head.
 
 use crate::layers::{BatchNorm, Linear};
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,9 @@ pub struct ProjectionConfig {
     pub norm_p: f64,
     /// The output is scaled to p-norm sqrt(mu). Default 1 (unit vectors).
     pub mu: f64,
+    /// Batch norm after the first layer (SimCLR's head). Default true; false: lightly's MoCo
+    /// head, whose last layer has a bias instead.
+    pub batch_norm: bool,
 }
 
 impl Default for ProjectionConfig {
@@ -25,6 +29,7 @@ impl Default for ProjectionConfig {
             out: 128,
             norm_p: 2.0,
             mu: 1.0,
+            batch_norm: true,
         }
     }
 }
@@ -37,8 +42,8 @@ impl ProjectionConfig {
         Projection {
             config: self.clone(),
             fc1: Linear::new(&m / 0, d_in, self.hidden, true),
-            bn: BatchNorm::new(&m / 1, self.hidden),
-            fc2: Linear::new(&m / 3, self.hidden, self.out, false),
+            bn: self.batch_norm.then(|| BatchNorm::new(&m / 1, self.hidden)),
+            fc2: Linear::new(&m / 3, self.hidden, self.out, !self.batch_norm),
         }
     }
 }
@@ -48,18 +53,23 @@ impl ProjectionConfig {
 pub struct Projection {
     pub config: ProjectionConfig,
     fc1: Linear,
-    bn: BatchNorm,
+    bn: Option<BatchNorm>,
     fc2: Linear,
 }
 
 impl Projection {
-    /// z = sqrt(mu) * h / ||h||_p with h = W2 relu(BN(W1 x + b1)); the norm is computed in f32.
+    /// z = sqrt(mu) * h / ||h||_p with h = W2 relu(BN(W1 x + b1)) (without batch norm:
+    /// W2 relu(W1 x + b1) + b2); the norm is computed in f32.
     ///
     /// # Shapes
     /// input `[N, d_in]`, output `[N, out]` f32.
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         let h = self.fc1.forward(x);
-        let h = self.bn.forward(&h, train).relu();
+        let h = match &self.bn {
+            Some(bn) => bn.forward(&h, train),
+            None => h,
+        }
+        .relu();
         let h = self.fc2.forward(&h).to_kind(Kind::Float);
         normalize_p(&h, self.config.norm_p) * self.config.mu.sqrt()
     }
@@ -86,6 +96,7 @@ mod tests {
                 out: 8,
                 norm_p: p,
                 mu,
+                ..Default::default()
             }
             .init(vs.root() / format!("h{p}"), 16);
             let x = Tensor::randn([5, 16], (Kind::Float, Device::Cpu));

@@ -12,7 +12,7 @@ use crate::projection::{Projection, ProjectionConfig};
 use crate::resnet::{Arch, ResNet, ResNetConfig, Stem};
 use kinfonce_data::{
     AugmentConfig, ContrastiveLoader, DataConfig, DataFormat, Dataset, Dtype, EvalConfig,
-    EvalLoader, Layout, LoaderConfig, Normalization, Splits,
+    EvalLoader, Layout, LoaderConfig, Splits,
 };
 use std::sync::Arc;
 use tch::{nn, Device, Tensor};
@@ -84,7 +84,7 @@ pub(super) fn contrastive_loader(
     shard: (usize, usize),
 ) -> Result<ContrastiveLoader> {
     let size = train.height().max(train.width());
-    let pair = AugmentConfig::preset(format, size);
+    let pair = config.augmentation(format, size);
     let mut probe_view = AugmentConfig::simclr(size, 0.0, false, pair.normalization.clone());
     probe_view.jitter_p = 0.0;
     probe_view.grayscale_p = 0.0;
@@ -144,7 +144,7 @@ pub(super) fn monitor_sets(
         prefetch: 2,
         size: Some(train.height().max(train.width())),
         center_crop: false,
-        normalization: Normalization::for_format(format),
+        normalization: config.normalization(format),
         layout,
         dtype: Dtype::F32,
     };
@@ -290,6 +290,7 @@ pub(super) fn networks(
         out: config.projection_dim(),
         norm_p: config.model.norm_p,
         mu: config.model.mu,
+        batch_norm: config.model.head_bn,
     };
     let head = projection_config.init(model_vs.root() / "projection", resnet_config.feature_dim());
     let probe_vs = nn::VarStore::new(device);
