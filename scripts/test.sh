@@ -32,10 +32,10 @@ cargo test --locked --workspace --no-run
 stage "run the tests (pure crates, engine, CLI)"
 cargo test --locked --workspace
 # NCCL is compiled only with the cuda feature; on this CPU machine its tests check that it links
-# and fails in one line (on a GPU machine they run a world of one on NCCL).
+# and fails in one line (on a GPU machine they run a world of one on NCCL). `--workspace` with
+# one test target keeps the dependencies' features, so only kinfonce-dist is compiled again.
 stage "the NCCL build (kinfonce-dist --features cuda)"
-cargo clippy --locked -p kinfonce-dist --features cuda --all-targets -- -D warnings
-cargo test --locked -p kinfonce-dist --features cuda
+cargo test --locked --workspace --features kinfonce-dist/cuda --test two_ranks
 # The Python package: built by maturin into the project environment (sharing target/, release
 # profile), then its tests (golden values, a PyTorch reference, gradcheck, two processes).
 stage "the Python package (maturin build, pytest)"
