@@ -16,6 +16,7 @@ use kinfonce_train::trainer::configure_threads;
 use kinfonce_train::{Precision, RunOptions, Summary, TrainConfig, Trainer};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// 1,000 images, 6 epochs of 15 steps, width 8, f32, then `adjust`; the summary and the loss
 /// of every step.
@@ -24,7 +25,13 @@ fn short_run(
     seed: u64,
     adjust: impl Fn(&mut TrainConfig),
 ) -> (Summary, BTreeMap<u64, f64>) {
-    let dir = std::env::temp_dir().join(format!("kinfonce-learning-{}-{seed}", std::process::id()));
+    // A folder of its own: the tests of this file run at the same time.
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "kinfonce-learning-{}-{}-{seed}",
+        std::process::id(),
+        RUNS.fetch_add(1, Ordering::Relaxed)
+    ));
     let _ = std::fs::remove_dir_all(&dir);
     let config = {
         let mut c = TrainConfig::default();
