@@ -536,7 +536,7 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
 fn launch_workers(args: &PretrainArgs) -> anyhow::Result<i32> {
     let nnodes = args.nnodes.unwrap_or(1);
     // A device, backend or method this job cannot have fails here once, not in every worker.
-    device_and_backend(args, args.nproc_per_node.unwrap_or(1) * nnodes)?;
+    job_backend(args, args.nproc_per_node.unwrap_or(1) * nnodes)?;
     let env = |name: &str| std::env::var(name).ok();
     let master_port = match args
         .master_port
@@ -571,9 +571,9 @@ fn launch_workers(args: &PretrainArgs) -> anyhow::Result<i32> {
     launcher::run_workers(&plan, &argv)
 }
 
-/// The run's device and collective backend (`auto`: NCCL for CUDA, else Gloo), both checked
-/// to exist here, for a job of `processes` processes.
-fn device_and_backend(args: &PretrainArgs, processes: usize) -> anyhow::Result<(String, Backend)> {
+/// The collective backend of a job of `processes` processes (`auto`: NCCL for CUDA, else Gloo),
+/// after checking that this build and machine have it, the run's device and its method.
+fn job_backend(args: &PretrainArgs, processes: usize) -> anyhow::Result<Backend> {
     let config = match &args.resume {
         Some(dir) => resumed_config(dir, args)?,
         None => resolve_config(args)?,
@@ -587,12 +587,12 @@ fn device_and_backend(args: &PretrainArgs, processes: usize) -> anyhow::Result<(
         other => other.parse::<Backend>()?,
     };
     backend.check_built()?;
-    Ok((device, backend))
+    Ok(backend)
 }
 
 /// This process's place in the job: the process group, after the rendezvous.
 fn join_group(launch: &Launch, args: &PretrainArgs) -> anyhow::Result<ProcessGroup> {
-    let (_, backend) = device_and_backend(args, launch.world_size)?;
+    let backend = job_backend(args, launch.world_size)?;
     let timeout = std::time::Duration::from_secs(args.dist_timeout.unwrap_or(300).max(1));
     let group = ProcessGroup::init(launch, backend, timeout)?;
     // A rank that dies ends the others within seconds, whatever they wait for.

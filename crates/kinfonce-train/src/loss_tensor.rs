@@ -75,13 +75,8 @@ impl TensorLoss {
                 first,
                 second,
             } => {
-                let d = z1.size()[1];
-                let a = first.forward(&z1.narrow(1, 0, *split), &z2.narrow(1, 0, *split));
-                let b = second.forward(
-                    &z1.narrow(1, *split, d - split),
-                    &z2.narrow(1, *split, d - split),
-                );
-                a * *lambda + b * (1.0 - lambda)
+                let ((a1, b1), (a2, b2)) = (columns(z1, *split), columns(z2, *split));
+                first.forward(&a1, &a2) * *lambda + second.forward(&b1, &b2) * (1.0 - lambda)
             }
             TensorLoss::Spectral => {
                 let b = z1.size()[0] as f64;
@@ -124,36 +119,23 @@ impl TensorLoss {
         Ok(match self {
             TensorLoss::Exp { gamma, tau, p } => softmax(log_kernels(*p, &[(1.0, *gamma, *tau)])),
             TensorLoss::Mixture { components, p } => softmax(log_kernels(*p, components)),
-            TensorLoss::Weighted { terms } => {
-                let mut total: Option<Tensor> = None;
-                for (w, loss) in terms {
-                    let part = loss.forward_moco(q, k, queue)? * *w;
-                    total = Some(match total {
-                        Some(t) => t + part,
-                        None => part,
-                    });
-                }
-                total.ok_or_else(|| TrainError::Config("a weighted loss without terms".into()))?
-            }
+            TensorLoss::Weighted { terms } => terms
+                .iter()
+                .map(|(w, loss)| Ok(loss.forward_moco(q, k, queue)? * *w))
+                .collect::<Result<Vec<Tensor>>>()?
+                .into_iter()
+                .reduce(|a, b| a + b)
+                .expect("a weighted loss has at least one term"),
             TensorLoss::Concat {
                 split,
                 lambda,
                 first,
                 second,
             } => {
-                let d = q.size()[1];
-                let cols = |t: &Tensor, from: i64, to: i64| t.narrow(1, from, to - from);
-                let a = first.forward_moco(
-                    &cols(q, 0, *split),
-                    &cols(k, 0, *split),
-                    &cols(queue, 0, *split),
-                )?;
-                let b = second.forward_moco(
-                    &cols(q, *split, d),
-                    &cols(k, *split, d),
-                    &cols(queue, *split, d),
-                )?;
-                a * *lambda + b * (1.0 - lambda)
+                let ((qa, qb), (ka, kb)) = (columns(q, *split), columns(k, *split));
+                let (queue_a, queue_b) = columns(queue, *split);
+                first.forward_moco(&qa, &ka, &queue_a)? * *lambda
+                    + second.forward_moco(&qb, &kb, &queue_b)? * (1.0 - lambda)
             }
             TensorLoss::Spectral => {
                 return Err(TrainError::Config(
@@ -162,6 +144,12 @@ impl TensorLoss {
             }
         })
     }
+}
+
+/// The columns `[0, split)` and `[split, d)` of `t` (the two parts of a concatenation sum).
+fn columns(t: &Tensor, split: i64) -> (Tensor, Tensor) {
+    let d = t.size()[1];
+    (t.narrow(1, 0, split), t.narrow(1, split, d - split))
 }
 
 /// `[B]`: ||a_i - b_i||_p^gamma, from the differences (exact for nearly equal rows), with a

@@ -6,7 +6,7 @@
 //! kinfonce-loss's MoCo pairing, every kernel and loss option); the keys enter the queue after
 //! the loss. The momentum networks move to m * momentum + (1 - m) * trained before each step.
 
-use super::step::{PendingBackward, StepOutcome};
+use super::step::{host_f32, PendingBackward, StepOutcome};
 use super::Trainer;
 use crate::batch_norm;
 use crate::error::{Result, TrainError};
@@ -16,7 +16,7 @@ use crate::signal::stop_requested;
 use kinfonce_data::rng::CounterRng;
 use kinfonce_data::Batch;
 use kinfonce_loss::{MatRef, Pairing};
-use tch::{nn, Device, Kind, Tensor};
+use tch::{nn, Kind, Tensor};
 
 /// The momentum networks and the queue of keys.
 pub(super) struct Moco {
@@ -210,18 +210,7 @@ impl Trainer {
             let value = f64::try_from(&loss).unwrap_or(f64::NAN);
             return Ok((value, PendingBackward::Loss(loss)));
         }
-        let host = |t: &Tensor| -> Result<Vec<f32>> {
-            let t = t
-                .detach()
-                .to_kind(Kind::Float)
-                .to_device(Device::Cpu)
-                .contiguous();
-            Vec::<f32>::try_from(t.flatten(0, -1)).map_err(|e| TrainError::Torch {
-                context: "copying the MoCo inputs".into(),
-                cause: e,
-            })
-        };
-        let (vq, vk, vqueue) = (host(q)?, host(k)?, host(&moco.queue)?);
+        let (vq, vk, vqueue) = (host_f32(q)?, host_f32(k)?, host_f32(&moco.queue)?);
         let (rows, d) = (q.size()[0] as usize, q.size()[1] as usize);
         let out = MatRef::new(&vq, rows, d).and_then(|mq| {
             let mk = MatRef::new(&vk, rows, d)?;
@@ -255,6 +244,7 @@ impl Trainer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Device;
 
     /// Key j of a stream: the row [j, -j].
     fn keys(from: i64, n: i64) -> Tensor {

@@ -122,13 +122,7 @@ impl Trainer {
             return Ok((value, PendingBackward::Loss(loss)));
         }
         let d = z.size()[1] as usize;
-        let host = |t: &Tensor| -> Result<Vec<f32>> {
-            let t = t.detach().to_kind(Kind::Float).contiguous();
-            Vec::<f32>::try_from(t.flatten(0, -1)).map_err(|e| TrainError::Torch {
-                context: "copying projections".into(),
-                cause: e,
-            })
-        };
+        let host = host_f32;
         let (v1, v2, pairing) = match &self.dist {
             Some(dist) if self.gathers() => {
                 let gather = |t: &Tensor| {
@@ -242,4 +236,17 @@ impl Trainer {
         self.probe_opt.step(self.config.optim.probe_lr);
         Ok((correct, b))
     }
+}
+
+/// `t`'s values as f32 on the host, row-major (the fused CPU kernel's input).
+pub(super) fn host_f32(t: &Tensor) -> Result<Vec<f32>> {
+    let t = t
+        .detach()
+        .to_kind(Kind::Float)
+        .to_device(tch::Device::Cpu)
+        .contiguous();
+    Vec::<f32>::try_from(t.flatten(0, -1)).map_err(|e| TrainError::Torch {
+        context: "copying projections to the host".into(),
+        cause: e,
+    })
 }
