@@ -37,7 +37,8 @@ const ALL_KERNELS: &str = "gaussian,laplacian,exp-0.5,simple-sum,sum-of-losses,c
 /// run the same command again to continue.
 #[derive(clap::Args, Debug)]
 pub struct CompareArgs {
-    /// Presets to compare, comma-separated.
+    /// Presets to compare, comma-separated: loss presets (gaussian, laplacian, ...; on top of
+    /// --run-preset when given) or run presets (moco-origin, moco-sum: the whole recipe).
     #[arg(long, default_value = ALL_KERNELS, value_delimiter = ',')]
     pub kernels: Vec<String>,
     /// Seeds, comma-separated.
@@ -111,13 +112,42 @@ pub struct SharedRunFlags {
     /// Device: cpu, cuda, cuda:N.
     #[arg(long)]
     pub device: Option<String>,
+    /// Optimiser: adam, sgd or lars (as `kinfonce pretrain`).
+    #[arg(long)]
+    pub optimizer: Option<String>,
+    /// Base learning rate. [default: the optimiser's]
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Method: simclr or moco.
+    #[arg(long, value_name = "simclr|moco")]
+    pub method: Option<String>,
+    /// MoCo: momentum of the key encoder.
+    #[arg(long, value_name = "M")]
+    pub moco_momentum: Option<f64>,
+    /// MoCo: keys in the queue of negatives.
+    #[arg(long, value_name = "KEYS")]
+    pub queue_size: Option<usize>,
+    /// MoCo: batch-norm splits of both encoders.
+    #[arg(long, value_name = "S")]
+    pub bn_splits: Option<usize>,
+    /// The recipe under every run whose entry in --kernels is a loss preset (e.g. moco-origin:
+    /// MoCo runs that differ only in their loss). [default: none]
+    #[serde(skip)]
+    #[arg(long, value_name = "NAME")]
+    pub run_preset: Option<String>,
 }
 
 /// The configuration `kinfonce pretrain` gives the run (preset, seed) of this study.
 pub(crate) fn run_config(a: &CompareArgs, preset: &str, seed: u64) -> anyhow::Result<TrainConfig> {
     let shared = overlay::flags_table(&a.run)?;
     let mut args: PretrainArgs = toml::Value::Table(shared).try_into()?;
-    args.preset = Some(preset.to_string());
+    // A run preset in --kernels brings its own loss; a loss preset sits on the shared recipe.
+    if kinfonce_train::config::RUN_PRESETS.contains(&preset) {
+        args.run_preset = Some(preset.to_string());
+    } else {
+        args.preset = Some(preset.to_string());
+        args.run_preset = a.run.run_preset.clone();
+    }
     args.seed = Some(seed);
     args.out = Some(run_dir(&a.out, preset, seed));
     resolve_config(&args).with_context(|| format!("configuring {preset} seed {seed}"))
@@ -385,4 +415,44 @@ pub fn run(a: CompareArgs) -> anyhow::Result<()> {
     let report = write_report(&a.out, &runs, &info)?;
     print_summary(&a, &runs, &report, &missing, info.wall_s)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use kinfonce_train::config::Method;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        compare: CompareArgs,
+    }
+
+    fn args(flags: &str) -> CompareArgs {
+        let argv = format!("compare --out study {flags}");
+        Cli::parse_from(argv.split_whitespace()).compare
+    }
+
+    #[test]
+    fn kernels_may_be_run_presets_or_losses_on_the_shared_recipe() {
+        let a = args("--kernels moco-sum,gaussian --run-preset moco-origin --batch 64");
+        let sum = run_config(&a, "moco-sum", 0).unwrap();
+        let gaussian = run_config(&a, "gaussian", 1).unwrap();
+        for c in [&sum, &gaussian] {
+            assert_eq!(c.method.method, Method::Moco);
+            assert_eq!(c.optim.batch, 64, "the shared flags sit above the recipe");
+        }
+        assert!(matches!(
+            sum.loss_spec().unwrap(),
+            kinfonce_loss::LossSpec::Sum { .. }
+        ));
+        assert_eq!(
+            gaussian.loss_spec().unwrap(),
+            kinfonce_loss::LossSpec::preset("gaussian", 128).unwrap()
+        );
+        // Without a shared recipe a loss preset trains SimCLR, as before.
+        let plain = run_config(&args("--kernels gaussian"), "gaussian", 0).unwrap();
+        assert_eq!(plain.method.method, Method::Simclr);
+    }
 }

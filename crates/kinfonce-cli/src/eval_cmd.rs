@@ -21,9 +21,9 @@ use std::time::Instant;
 pub enum EvalCommand {
     /// Linear probe on frozen encoder features (before the projection head).
     ///
-    /// Every protocol trains the same classifier: SGD lr 0.3, momentum 0.9, weight decay 1e-6,
-    /// cosine annealing per epoch over 100 epochs, batch 256, cross-entropy. They differ in the
-    /// images (--protocol, --fast):
+    /// The SimCLR protocols train the same classifier: SGD lr 0.3, momentum 0.9, weight decay
+    /// 1e-6, cosine annealing per epoch over 100 epochs, batch 256, cross-entropy. They differ
+    /// in the images (--protocol, --fast):
     ///
     /// official (default; what the official code's simclr_finetune.py runs): the train images
     /// are augmented afresh every epoch with the full SimCLR augmentation at jitter strength 1.0
@@ -35,6 +35,11 @@ pub enum EvalCommand {
     ///
     /// crop-flip: train images augmented by random resized crop + flip only, the run's own
     /// validation split held out, whole test images.
+    ///
+    /// moco-official (the official MoCo code's classifier, lightly's): SGD lr 30 without
+    /// momentum or weight decay, batch 512, cosine over 100 epochs, on train images augmented by
+    /// RandomCrop(side, padding 4) + flip; whole test images; ImageNet normalisation throughout
+    /// (as the MoCo runs of --run-preset train); the run's own validation split held out.
     ///
     /// --fast: features computed once without augmentation and the same classifier trained on
     /// the cached features (seconds instead of hours on a CPU). Expected gap: the augmented
@@ -91,9 +96,10 @@ pub struct SourceArgs {
     /// Threads for libtorch and the image pipeline (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// Images per forward pass (and per probe step).
-    #[arg(long, default_value_t = 256)]
-    pub batch: usize,
+    /// Images per forward pass (and per probe step). [default: 256; the probe of
+    /// moco-official: 512]
+    #[arg(long)]
+    pub batch: Option<usize>,
     /// Print the result as one JSON object on the last line of stdout.
     #[arg(long)]
     pub json: bool,
@@ -117,9 +123,13 @@ pub struct LinearArgs {
     pub source: SourceArgs,
     #[command(flatten)]
     pub split: SplitArgs,
-    /// Images of the probe: official (simclr_finetune.py, the official code's) or crop-flip;
-    /// see above.
-    #[arg(long, default_value = "official", value_name = "official|crop-flip")]
+    /// Images and classifier of the probe: official (simclr_finetune.py, the official code's),
+    /// crop-flip or moco-official (the official MoCo code's); see above.
+    #[arg(
+        long,
+        default_value = "official",
+        value_name = "official|crop-flip|moco-official"
+    )]
     pub protocol: LinearProtocol,
     /// Fast mode: train on features computed once without augmentation (instead of a
     /// --protocol).
@@ -128,15 +138,15 @@ pub struct LinearArgs {
     /// Probe epochs (cosine annealing over them).
     #[arg(long, default_value_t = 100)]
     pub epochs: usize,
-    /// SGD learning rate.
-    #[arg(long, default_value_t = 0.3)]
-    pub lr: f64,
-    /// SGD momentum.
-    #[arg(long, default_value_t = 0.9)]
-    pub momentum: f64,
-    /// Weight decay (on weight and bias).
-    #[arg(long, default_value_t = 1e-6)]
-    pub weight_decay: f64,
+    /// SGD learning rate. [default: 0.3; moco-official: 30]
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// SGD momentum. [default: 0.9; moco-official: 0]
+    #[arg(long)]
+    pub momentum: Option<f64>,
+    /// Weight decay (on weight and bias). [default: 1e-6; moco-official: 0]
+    #[arg(long)]
+    pub weight_decay: Option<f64>,
     /// Seed of the probe's initialisation, shuffles and augmentations. [default: the run's]
     #[arg(long)]
     pub seed: Option<u64>,
@@ -206,7 +216,7 @@ pub(crate) fn feature_options(s: &SourceArgs, threads: usize) -> FeatureOptions 
         device: s.device.clone().unwrap_or_default(),
         precision: s.precision,
         channels_last: s.channels_last,
-        batch: s.batch.max(1),
+        batch: s.batch.unwrap_or(256).max(1),
         threads,
         ..Default::default()
     }
@@ -397,12 +407,18 @@ fn linear(a: LinearArgs) -> anyhow::Result<()> {
     let val_fraction = augmented.then(|| a.protocol.val_fraction()).flatten();
     let (encoder, data, options) = prepare(&a.source, &a.split, val_fraction)?;
     let run = run_folder(&a.source)?;
+    // The protocol's classifier under the flags (the fast mode trains the SimCLR one).
+    let defaults = if augmented {
+        a.protocol.probe_defaults()
+    } else {
+        ProbeConfig::default()
+    };
     let probe_config = ProbeConfig {
         epochs: a.epochs,
-        batch: a.source.batch.max(1),
-        lr: a.lr,
-        momentum: a.momentum,
-        weight_decay: a.weight_decay,
+        batch: a.source.batch.unwrap_or(defaults.batch).max(1),
+        lr: a.lr.unwrap_or(defaults.lr),
+        momentum: a.momentum.unwrap_or(defaults.momentum),
+        weight_decay: a.weight_decay.unwrap_or(defaults.weight_decay),
         seed: a.seed.unwrap_or(encoder.config.compute.seed),
     };
     probe_config.validate()?;

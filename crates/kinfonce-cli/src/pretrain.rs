@@ -63,8 +63,8 @@ pub struct PretrainArgs {
     #[arg(long)]
     pub loss_json: Option<String>,
     /// Method: simclr (the two views are each other's positive and candidates) or moco
-    /// (queries against keys of a momentum encoder, negatives from a queue of past keys; one
-    /// process for now).
+    /// (queries against keys of a momentum encoder, negatives from a queue of past keys; on
+    /// several processes each forwards whole --bn-splits groups and all keys join one queue).
     #[arg(long, value_name = "simclr|moco")]
     pub method: Option<String>,
     /// MoCo: momentum m of the key encoder (m * momentum + (1 - m) * trained before each step).

@@ -182,6 +182,29 @@ fn two_processes_compute_the_one_process_run() {
             "the run keeps the global batch"
         );
     }
+    // MoCo: each process forwards whole split groups of the global batch (2 of the 4), the
+    // head's batch norm and the keys' shuffle span both, and every key enters one queue, which
+    // the checkpoints compare (full after the 2 steps).
+    let moco = [
+        "--method",
+        "moco",
+        "--queue-size",
+        "64",
+        "--bn-splits",
+        "4",
+        "--moco-momentum",
+        "0.9",
+    ];
+    let (one, two) = (dir("one-moco"), dir("two-moco"));
+    let mut single = pretrain(&data, &one, 32, &moco);
+    single.args(["--threads", "1"]);
+    run(single);
+    let mut pair = pretrain(&data, &two, 16, &moco);
+    pair.args(["--nproc-per-node", "2", "--threads", "2"]);
+    run(pair);
+    same_run(&one, &two);
+    assert!(parameters(&two).contains_key("moco.queue"));
+
     // Per-process negatives are another loss: the first step's loss already differs.
     let local = dir("local");
     let mut cmd = pretrain(&data, &local, 16, &["--local-negatives"]);
@@ -408,7 +431,7 @@ fn bad_launches_fail_in_one_line() {
         }
     }
 
-    // MoCo keeps one queue: not on several processes yet.
+    // MoCo: a split group of batch norm cannot straddle two processes.
     let err = one_line(&failure(pretrain(
         &data,
         &out,
@@ -416,13 +439,18 @@ fn bad_launches_fail_in_one_line() {
         &[
             "--method",
             "moco",
+            "--queue-size",
+            "16",
             "--bn-splits",
-            "2",
+            "1",
             "--nproc-per-node",
             "2",
         ],
     )));
-    assert!(err.contains("MoCo runs on one process"), "{err}");
+    assert!(
+        err.contains("`bn_splits` (1) to be a multiple of the processes"),
+        "{err}"
+    );
 
     // Rank 1 with nobody at the master's address.
     let mut cmd = pretrain(&data, &out, 8, &["--dist-timeout", "2"]);

@@ -253,6 +253,39 @@ fn eval_and_embed_on_image_folder_and_tiny_imagenet_with_clear_errors() {
         .as_str()
         .unwrap()
         .contains("random resized crop"));
+    // moco-official: the official MoCo classifier (lr 30, no momentum or decay, batch 512)
+    // unless flags say otherwise, on padded crops.
+    let v = last_json(&ok(&[
+        "eval",
+        "linear",
+        "--run",
+        s(&run),
+        "--protocol",
+        "moco-official",
+        "--epochs",
+        "2",
+        "--momentum",
+        "0.5",
+        "--threads",
+        "1",
+        "--json",
+    ]));
+    check_record(&v, "linear-moco-official", 27, 12);
+    let classifier = &v["probe"];
+    assert_eq!(
+        (
+            &classifier["lr"],
+            &classifier["momentum"],
+            &classifier["weight_decay"],
+            &classifier["batch"]
+        ),
+        (&30.0.into(), &0.5.into(), &0.0.into(), &512.into()),
+        "{v}"
+    );
+    assert!(v["description"]
+        .as_str()
+        .unwrap()
+        .contains("RandomCrop with padding 4"));
     let err = fails(&[
         "eval",
         "linear",

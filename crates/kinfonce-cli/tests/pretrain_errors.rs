@@ -143,6 +143,11 @@ fn bad_settings_are_named() {
         &["`bn_splits` = 3", "divisor of `batch` (8)"],
     );
     assert_fails(
+        &["--data", data, "--method", "moco", "--queue-size", "20"],
+        &dir.path().join("m3"),
+        &["`queue_size` = 20", "a multiple of the global batch (8)"],
+    );
+    assert_fails(
         &[
             "--data",
             data,

@@ -171,6 +171,10 @@ impl Normalization {
 pub struct AugmentConfig {
     /// Output side in pixels (square views).
     pub size: usize,
+    /// `Some(p)`: torchvision's `RandomCrop(size, padding=p)` instead of the random resized
+    /// crop: the image zero-padded by p pixels on every side, a `size x size` window placed
+    /// uniformly, no resizing (the MoCo linear protocol's crop). Default `None`.
+    pub pad_crop: Option<usize>,
     /// Crop area as a fraction of the image, drawn uniformly. Default (0.08, 1.0).
     pub crop_scale: (f64, f64),
     /// Crop aspect ratio w/h, drawn log-uniformly. Default (3/4, 4/3).
@@ -200,6 +204,7 @@ impl AugmentConfig {
     pub fn simclr(size: usize, strength: f32, blur: bool, normalization: Normalization) -> Self {
         AugmentConfig {
             size,
+            pad_crop: None,
             crop_scale: (0.08, 1.0),
             crop_ratio: (3.0 / 4.0, 4.0 / 3.0),
             flip_p: 0.5,
@@ -360,6 +365,44 @@ pub fn random_resized_crop(
     }
 }
 
+/// torchvision's `RandomCrop.get_params` on the image padded by `pad`: a `size x size` window
+/// of the padded `(h + 2 pad) x (w + 2 pad)` image, its corner drawn uniformly (in padded
+/// coordinates).
+pub fn padded_crop(h: usize, w: usize, size: usize, pad: usize, rng: &mut CounterRng) -> Crop {
+    let room = |side: usize| ((side + 2 * pad).saturating_sub(size) + 1) as u64;
+    let top = rng.below(room(h)) as usize;
+    let left = rng.below(room(w)) as usize;
+    Crop {
+        top,
+        left,
+        height: size,
+        width: size,
+    }
+}
+
+/// The window `crop` (padded coordinates) of `image` zero-padded by `pad`, as values in [0, 1]
+/// (`out`: `[crop.height, crop.width, c]`).
+fn copy_padded(image: &[u8], shape: ImageShape, crop: Crop, pad: usize, out: &mut [f32]) {
+    let ImageShape {
+        height: h,
+        width: w,
+        channels: c,
+    } = shape;
+    for y in 0..crop.height {
+        let row = &mut out[y * crop.width * c..(y + 1) * crop.width * c];
+        let sy = (crop.top + y).checked_sub(pad).filter(|&sy| sy < h);
+        for x in 0..crop.width {
+            let sx = (crop.left + x).checked_sub(pad).filter(|&sx| sx < w);
+            for ch in 0..c {
+                row[x * c + ch] = match (sy, sx) {
+                    (Some(sy), Some(sx)) => image[(sy * w + sx) * c + ch] as f32 / 255.0,
+                    _ => 0.0,
+                };
+            }
+        }
+    }
+}
+
 /// What was drawn for one view (for tests, statistics and debugging).
 #[derive(Clone, Debug, PartialEq)]
 pub struct ViewParams {
@@ -420,18 +463,28 @@ pub fn augment_view<T: Element>(
     } = shape;
     let s = cfg.size;
     let mut rng = key.rng();
-    let crop = random_resized_crop(h, w, cfg.crop_scale, cfg.crop_ratio, &mut rng);
     let work = &mut scratch.work;
     work.resize(s * s * c, 0.0);
-    resize_crop(
-        image,
-        w,
-        c,
-        (crop.top, crop.left, crop.height, crop.width),
-        (s, s),
-        work,
-        &mut scratch.tmp,
-    );
+    let crop = match cfg.pad_crop {
+        Some(pad) => {
+            let crop = padded_crop(h, w, s, pad, &mut rng);
+            copy_padded(image, shape, crop, pad, work);
+            crop
+        }
+        None => {
+            let crop = random_resized_crop(h, w, cfg.crop_scale, cfg.crop_ratio, &mut rng);
+            resize_crop(
+                image,
+                w,
+                c,
+                (crop.top, crop.left, crop.height, crop.width),
+                (s, s),
+                work,
+                &mut scratch.tmp,
+            );
+            crop
+        }
+    };
     let flipped = rng.bernoulli(cfg.flip_p);
     if flipped {
         for row in work.chunks_exact_mut(s * c) {
@@ -716,6 +769,55 @@ mod tests {
         ] {
             assert_ne!(a, run(other), "{other:?}");
         }
+    }
+
+    #[test]
+    fn padded_crop_is_the_shifted_image_with_a_black_border() {
+        // RandomCrop(8, padding=2) on an 8 x 8 image: every corner of the 12 x 12 padded image
+        // that leaves room for the window comes up, and the view is the image shifted there.
+        let cfg = AugmentConfig {
+            pad_crop: Some(2),
+            flip_p: 0.0,
+            jitter_p: 0.0,
+            grayscale_p: 0.0,
+            ..AugmentConfig::simclr(8, 0.5, false, Normalization::identity())
+        };
+        let img = gradient_image(8);
+        let shape = ImageShape {
+            height: 8,
+            width: 8,
+            channels: 3,
+        };
+        let mut corners = std::collections::HashSet::new();
+        for i in 0..400 {
+            let mut out = vec![0.0f32; 3 * 64];
+            let p = augment_view(
+                &cfg,
+                &img,
+                shape,
+                key(i, 0),
+                Layout::Nhwc,
+                &mut out,
+                &mut Scratch::default(),
+            );
+            assert_eq!((p.crop.height, p.crop.width), (8, 8));
+            corners.insert((p.crop.top, p.crop.left));
+            for y in 0..8 {
+                for x in 0..8 {
+                    let (sy, sx) = (y + p.crop.top, x + p.crop.left);
+                    for ch in 0..3 {
+                        let want = if (2..10).contains(&sy) && (2..10).contains(&sx) {
+                            img[((sy - 2) * 8 + sx - 2) * 3 + ch] as f32 / 255.0
+                        } else {
+                            0.0
+                        };
+                        assert_eq!(out[(y * 8 + x) * 3 + ch], want, "view {i} at ({y}, {x})");
+                    }
+                }
+            }
+        }
+        assert_eq!(corners.len(), 25, "corners drawn: {corners:?}");
+        assert!(corners.iter().all(|&(t, l)| t <= 4 && l <= 4));
     }
 
     #[test]

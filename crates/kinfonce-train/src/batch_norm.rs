@@ -96,8 +96,8 @@ pub(crate) fn synchronised_forward(bn: &BatchNorm, x: &Tensor) -> Option<Tensor>
 }
 
 thread_local! {
-    /// The number of splits while [`split`] runs.
-    static SPLITS: std::cell::Cell<usize> = const { std::cell::Cell::new(1) };
+    /// The number of splits while [`split`] runs; 0 outside it.
+    static SPLITS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
 /// Runs `f` (training forwards) with every 4-D batch-norm layer (the encoders'; the projection
@@ -112,11 +112,16 @@ pub fn split<R>(splits: usize, f: impl FnOnce() -> R) -> R {
     out
 }
 
-/// The training forward of `bn` by splits, when inside [`split`] with more than one split and
-/// `x` is 4-D.
+/// Whether `x` meets a batch-norm layer under [`split`]: a 4-D input inside it. Such a layer
+/// keeps this process's statistics even inside [`synchronised`] (and with one split).
+pub(crate) fn is_split(x: &Tensor) -> bool {
+    SPLITS.with(|s| s.get()) > 0 && x.dim() == 4
+}
+
+/// The training forward of `bn` by splits, when [`is_split`] and there is more than one split.
 pub(crate) fn split_forward(bn: &BatchNorm, x: &Tensor) -> Option<Tensor> {
     let splits = SPLITS.with(|s| s.get()) as i64;
-    if splits <= 1 || x.dim() != 4 {
+    if splits <= 1 || !is_split(x) {
         return None;
     }
     let [n, c, h, w] = x.size()[..] else {

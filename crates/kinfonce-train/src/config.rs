@@ -671,12 +671,16 @@ impl TrainConfig {
 
     /// Whether a job of `processes` processes can train this configuration.
     pub fn check_processes(&self, processes: usize) -> Result<()> {
-        if self.method.method == Method::Moco && processes > 1 {
-            return Err(TrainError::Config(
-                "MoCo runs on one process for now (keys gathered from every rank into one queue \
-                 are not implemented yet): drop --nproc-per-node / the launcher"
-                    .into(),
-            ));
+        let splits = self.method.bn_splits;
+        if self.method.method == Method::Moco && processes > 1 && !splits.is_multiple_of(processes)
+        {
+            // Each process normalises whole split groups, so the statistics (and the trajectory)
+            // are those of one process; an encoder's statistics across processes would undo
+            // the shuffle of the keys.
+            return Err(TrainError::Config(format!(
+                "MoCo on {processes} processes needs `bn_splits` ({splits}) to be a multiple of \
+                 the processes: each normalises whole split groups of the global batch"
+            )));
         }
         Ok(())
     }
@@ -721,8 +725,14 @@ impl TrainConfig {
             if !(0.0..1.0).contains(&mo.moco_momentum) {
                 return bad("moco_momentum", mo.moco_momentum.to_string(), "0 <= m < 1");
             }
-            if mo.queue_size == 0 {
-                return bad("queue_size", "0".into(), "at least 1 key");
+            if mo.queue_size == 0 || !mo.queue_size.is_multiple_of(o.batch) {
+                // Whole batches of keys: each step overwrites the oldest batch, as the official
+                // queue (its enqueue asserts it).
+                return bad(
+                    "queue_size",
+                    mo.queue_size.to_string(),
+                    &format!("a multiple of the global batch ({})", o.batch),
+                );
             }
             if mo.bn_splits == 0 || o.batch % mo.bn_splits != 0 || o.batch / mo.bn_splits < 2 {
                 return bad(

@@ -80,16 +80,22 @@ impl Distributed {
     /// all-reduce). Every rank runs the same graph, so the same parameters have a gradient on
     /// every rank; those without one are left out everywhere.
     pub fn average_gradients(&self, params: &[Tensor]) -> Result<()> {
-        let mut grads: Vec<Tensor> = params
+        let grads: Vec<Tensor> = params
             .iter()
             .map(Tensor::grad)
             .filter(Tensor::defined)
             .collect();
-        timed(|| self.group.all_reduce_sum(&mut grads)).map_err(dist_err)?;
+        self.average(&grads)
+    }
+
+    /// Replaces every tensor by its mean over the ranks, in place (one coalesced all-reduce).
+    pub fn average(&self, tensors: &[Tensor]) -> Result<()> {
+        let mut tensors: Vec<Tensor> = tensors.iter().map(Tensor::shallow_clone).collect();
+        timed(|| self.group.all_reduce_sum(&mut tensors)).map_err(dist_err)?;
         let scale = 1.0 / self.world() as f64;
         tch::no_grad(|| {
-            for g in &mut grads {
-                let _ = g.g_mul_scalar_(scale);
+            for t in &mut tensors {
+                let _ = t.g_mul_scalar_(scale);
             }
         });
         Ok(())

@@ -87,12 +87,14 @@ impl BatchNorm {
 
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
         if train {
-            // Statistics over every rank's rows inside `batch_norm::synchronised`.
-            if let Some(y) = crate::batch_norm::synchronised_forward(self, x) {
-                return y;
-            }
-            // MoCo's split statistics inside `batch_norm::split`.
-            if let Some(y) = crate::batch_norm::split_forward(self, x) {
+            // MoCo's split statistics inside `batch_norm::split` (the encoders' layers, never
+            // over several ranks); elsewhere the statistics over every rank's rows inside
+            // `batch_norm::synchronised`.
+            if crate::batch_norm::is_split(x) {
+                if let Some(y) = crate::batch_norm::split_forward(self, x) {
+                    return y;
+                }
+            } else if let Some(y) = crate::batch_norm::synchronised_forward(self, x) {
                 return y;
             }
         }

@@ -204,6 +204,11 @@ pub enum LinearProtocol {
     /// Random resized crop + horizontal flip for training, whole test images; the run's own
     /// validation split held out.
     CropFlip,
+    /// The official MoCo code's classifier (lightly's): RandomCrop(side, padding 4) + flip for
+    /// training, whole test images, ImageNet normalisation throughout; SGD lr 30 without
+    /// momentum or weight decay, batch 512 ([`LinearProtocol::probe_defaults`]); the run's
+    /// own validation split held out.
+    MocoOfficial,
 }
 
 impl LinearProtocol {
@@ -211,6 +216,30 @@ impl LinearProtocol {
         match self {
             LinearProtocol::Official => "official",
             LinearProtocol::CropFlip => "crop-flip",
+            LinearProtocol::MocoOfficial => "moco-official",
+        }
+    }
+
+    /// The classifier's training settings the protocol prescribes (flags may override them).
+    pub fn probe_defaults(self) -> ProbeConfig {
+        match self {
+            LinearProtocol::MocoOfficial => ProbeConfig {
+                batch: 512,
+                lr: 30.0,
+                momentum: 0.0,
+                weight_decay: 0.0,
+                ..ProbeConfig::default()
+            },
+            _ => ProbeConfig::default(),
+        }
+    }
+
+    /// The normalisation of every image the probe sees: ImageNet's for moco-official, else
+    /// `run` (the run's own).
+    pub fn normalization(self, run: &Normalization) -> Normalization {
+        match self {
+            LinearProtocol::MocoOfficial => Normalization::imagenet(),
+            _ => run.clone(),
         }
     }
 
@@ -220,10 +249,14 @@ impl LinearProtocol {
             LinearProtocol::Official => {
                 AugmentConfig::simclr(side, 1.0, false, normalization.clone())
             }
-            LinearProtocol::CropFlip => {
-                let mut crop_flip = AugmentConfig::simclr(side, 0.0, false, normalization.clone());
+            LinearProtocol::CropFlip | LinearProtocol::MocoOfficial => {
+                let mut crop_flip =
+                    AugmentConfig::simclr(side, 0.0, false, self.normalization(normalization));
                 crop_flip.jitter_p = 0.0;
                 crop_flip.grayscale_p = 0.0;
+                if self == LinearProtocol::MocoOfficial {
+                    crop_flip.pad_crop = Some(4);
+                }
                 crop_flip
             }
         }
@@ -239,7 +272,7 @@ impl LinearProtocol {
     pub fn val_fraction(self) -> Option<f64> {
         match self {
             LinearProtocol::Official => Some(0.2),
-            LinearProtocol::CropFlip => None,
+            LinearProtocol::CropFlip | LinearProtocol::MocoOfficial => None,
         }
     }
 
@@ -251,6 +284,24 @@ impl LinearProtocol {
             LinearProtocol::CropFlip => {
                 "train images augmented afresh every epoch (random resized crop scale 0.08-1, ratio 3/4-4/3, bilinear, + horizontal flip p 0.5), test images not augmented"
             }
+            LinearProtocol::MocoOfficial => {
+                "train images augmented afresh every epoch as the official MoCo code's classifier (RandomCrop with padding 4 + horizontal flip p 0.5), test images not augmented, ImageNet normalisation"
+            }
+        }
+    }
+
+    /// The record's protocol name and a short description.
+    fn what(self) -> (&'static str, &'static str) {
+        match self {
+            LinearProtocol::Official => (
+                "linear-official",
+                "official linear protocol (simclr_finetune.py)",
+            ),
+            LinearProtocol::CropFlip => ("linear-crop-flip", "crop-flip linear protocol"),
+            LinearProtocol::MocoOfficial => (
+                "linear-moco-official",
+                "official MoCo linear protocol (lightly's classifier)",
+            ),
         }
     }
 }
@@ -267,8 +318,9 @@ impl std::str::FromStr for LinearProtocol {
         match s {
             "official" => Ok(LinearProtocol::Official),
             "crop-flip" => Ok(LinearProtocol::CropFlip),
+            "moco-official" => Ok(LinearProtocol::MocoOfficial),
             other => Err(format!(
-                "unknown protocol `{other}`: expected official or crop-flip"
+                "unknown protocol `{other}`: expected official, crop-flip or moco-official"
             )),
         }
     }
@@ -330,8 +382,9 @@ pub fn linear_augmented_record(
         }
         progress(epoch + 1, last);
     }
+    let normalization = protocol.normalization(&data.normalization);
     let features_of = |set: &std::sync::Arc<kinfonce_data::Dataset>| -> Result<(Tensor, Tensor)> {
-        let features = encoder.features(set, &data.normalization, &feature_options, &mut |_| {})?;
+        let features = encoder.features(set, &normalization, &feature_options, &mut |_| {})?;
         Ok((features, labels_tensor(set)))
     };
     let val_top1 = match protocol.val_fraction() {
@@ -342,17 +395,10 @@ pub fn linear_augmented_record(
         _ => None,
     };
     let (test_features, test_labels) = features_of(&data.test)?;
+    let (name, what) = protocol.what();
     let mut record = ProbeRun {
-        protocol: if protocol == LinearProtocol::Official {
-            "linear-official"
-        } else {
-            "linear-crop-flip"
-        },
-        what: if protocol == LinearProtocol::Official {
-            "official linear protocol (simclr_finetune.py)"
-        } else {
-            "crop-flip linear protocol"
-        },
+        protocol: name,
+        what,
         how: protocol.how(),
         n_train: data.train.len(),
         final_loss: last,
@@ -416,6 +462,40 @@ impl ProbeRun {
 mod tests {
     use super::*;
     use kinfonce_data::{augment_view, ColorJitter, ImageShape, Layout, Scratch, ViewKey};
+
+    #[test]
+    fn the_moco_protocol_is_the_official_moco_classifier() {
+        let moco = LinearProtocol::MocoOfficial;
+        let augment = moco.train_augment(32, &Normalization::cifar10());
+        assert_eq!(
+            (augment.pad_crop, augment.size, augment.flip_p),
+            (Some(4), 32, 0.5)
+        );
+        assert_eq!((augment.jitter_p, augment.grayscale_p), (0.0, 0.0));
+        assert!(augment.blur.is_none());
+        assert_eq!(augment.normalization, Normalization::imagenet());
+        assert_eq!(
+            moco.normalization(&Normalization::cifar10()),
+            Normalization::imagenet()
+        );
+        let probe = moco.probe_defaults();
+        assert_eq!(
+            (
+                probe.lr,
+                probe.momentum,
+                probe.weight_decay,
+                probe.batch,
+                probe.epochs
+            ),
+            (30.0, 0.0, 0.0, 512, 100)
+        );
+        assert!(!moco.center_crop() && moco.val_fraction().is_none());
+        assert_eq!("moco-official".parse(), Ok(moco));
+        assert_eq!(
+            LinearProtocol::Official.probe_defaults(),
+            ProbeConfig::default()
+        );
+    }
 
     #[test]
     fn the_official_protocol_is_simclr_finetune_transform() {

@@ -124,8 +124,9 @@ impl Trainer {
         Ok(path)
     }
 
-    /// In a data-parallel job, gives every rank rank 0's networks, optimiser state and training
-    /// state (fresh or restored from the newest checkpoint, which only rank 0 reads).
+    /// In a data-parallel job, gives every rank rank 0's networks (MoCo's momentum networks and
+    /// queue too), optimiser state and training state (fresh or restored from the newest
+    /// checkpoint, which only rank 0 reads).
     pub(super) fn start_from_main(&mut self) -> Result<()> {
         let Some(dist) = self.dist.clone() else {
             return Ok(());
@@ -140,6 +141,9 @@ impl Trainer {
                 named.into_iter().map(|(_, t)| t)
             })
             .collect();
+        if let Some(moco) = &self.moco {
+            tensors.extend(moco.tensors().into_iter().map(|(_, t)| t));
+        }
         tensors.extend(self.opt.state_slots());
         tensors.extend(self.probe_opt.state_slots());
         dist.broadcast_from_main(&tensors)?;

@@ -9,6 +9,7 @@
 use super::step::{host_f32, PendingBackward, StepOutcome};
 use super::Trainer;
 use crate::batch_norm;
+use crate::distributed::{dist_err, timed, Distributed};
 use crate::error::{Result, TrainError};
 use crate::projection::{normalize_p, Projection};
 use crate::resnet::ResNet;
@@ -69,33 +70,41 @@ impl Moco {
         momentum_update(&self.vs, model_vs, self.momentum);
     }
 
-    /// The keys of `x` (`[B, ...]`, the second views) in training mode without gradient: the
-    /// batch permuted by a permutation drawn from (seed, step), through the momentum networks
-    /// with split batch norm, and put back in order.
-    pub fn keys(&self, x: &Tensor, seed: u64, step: u64) -> Tensor {
-        let b = x.size()[0];
-        let mut perm: Vec<i64> = (0..b).collect();
+    /// The keys of `x` (`[N, ...]`, the second views of the global batch) in training mode
+    /// without gradient, in the order of `x`: the batch permuted by a permutation drawn from
+    /// (seed, step), this process's rows of it ([`Placement`]) through the momentum networks
+    /// with split batch norm, every process's keys gathered by `gather` and put back in order.
+    pub fn keys(
+        &self,
+        x: &Tensor,
+        seed: u64,
+        step: u64,
+        place: &Placement,
+        gather: impl Fn(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
+        let n = x.size()[0];
+        let mut perm: Vec<i64> = (0..n).collect();
         // A stream of its own ("MoCo" in ASCII), apart from the augmentations' words.
         CounterRng::new(&[seed, 0x4D6F_436F, step]).shuffle(&mut perm);
-        let mut inverse = vec![0i64; b as usize];
-        for (i, &p) in perm.iter().enumerate() {
-            inverse[p as usize] = i as i64;
-        }
-        let device = x.device();
-        let index = |v: &[i64]| Tensor::from_slice(v).to_device(device);
-        tch::no_grad(|| {
-            let shuffled = x.index_select(0, &index(&perm));
-            let shuffled = if x.is_contiguous() {
-                shuffled
-            } else {
-                crate::layers::to_channels_last(&shuffled)
-            };
-            let k = batch_norm::split(self.splits, || {
+        let of_rank = |rank| -> Vec<i64> {
+            let rows = Placement { rank, ..*place }.rows(n);
+            rows.iter().map(|&r| perm[r as usize]).collect()
+        };
+        let mine = tch::no_grad(|| {
+            let shuffled = select_rows(x, &of_rank(place.rank));
+            place.normalise(|| {
                 self.head
                     .forward(&self.encoder.forward(&shuffled, true), true)
-            });
-            k.index_select(0, &index(&inverse))
-        })
+            })
+        })?;
+        let all = gather(&mine)?;
+        // Row j of `all` is the key of sample order[j].
+        let order: Vec<i64> = (0..place.world).flat_map(of_rank).collect();
+        let mut at = vec![0i64; n as usize];
+        for (j, &sample) in order.iter().enumerate() {
+            at[sample as usize] = j as i64;
+        }
+        Ok(all.index_select(0, &Tensor::from_slice(&at).to_device(x.device())))
     }
 
     /// The keys into the queue ([`enqueue`]); returns the new `ptr`.
@@ -117,6 +126,22 @@ impl Moco {
     }
 }
 
+/// The batch-norm running statistics of `stores`, in a fixed order.
+fn running_statistics(stores: &[&nn::VarStore]) -> Vec<Tensor> {
+    stores
+        .iter()
+        .flat_map(|vs| {
+            let mut named: Vec<(String, Tensor)> = vs
+                .variables()
+                .into_iter()
+                .filter(|(name, _)| name.contains("running_"))
+                .collect();
+            named.sort_by(|a, b| a.0.cmp(&b.0));
+            named.into_iter().map(|(_, t)| t)
+        })
+        .collect()
+}
+
 /// target <- m * target + (1 - m) * source for every parameter `source` trains (same names);
 /// the batch-norm running statistics of `target` follow its own forwards, as lightly's
 /// `update_momentum` leaves buffers alone.
@@ -132,6 +157,71 @@ fn momentum_update(target: &nn::VarStore, source: &nn::VarStore, m: f64) {
             }
         }
     });
+}
+
+/// This process's share of a MoCo step. The encoders' split batch norm puts sample i of the
+/// global batch in split i mod s; each process forwards whole splits (s / P of them), so the
+/// statistics, and the trajectory, do not depend on the number of processes P. The projection
+/// head's batch norm (1-D, not split) takes its statistics over every process, as one process
+/// would over the whole batch.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Placement<'a> {
+    pub rank: usize,
+    pub world: usize,
+    /// The splits of the global batch.
+    pub splits: usize,
+    pub dist: Option<&'a Distributed>,
+}
+
+impl Placement<'_> {
+    /// The rows of a global batch of `n` samples this process forwards: the splits
+    /// rank * s / P .. (rank + 1) * s / P, ordered so that its own s / P interleaved splits are
+    /// exactly those. One process: 0..n.
+    fn rows(&self, n: i64) -> Vec<i64> {
+        let (s, per) = (self.splits as i64, (self.splits / self.world) as i64);
+        let first = self.rank as i64 * per;
+        (0..n / s)
+            .flat_map(|m| (0..per).map(move |t| m * s + first + t))
+            .collect()
+    }
+
+    /// Runs the training forward `f` with this process's split batch norm, and the head's
+    /// statistics over every process.
+    fn normalise<R>(&self, f: impl FnOnce() -> R) -> Result<R> {
+        let local = || batch_norm::split(self.splits / self.world, f);
+        match self.dist {
+            Some(d) if self.world > 1 => {
+                batch_norm::synchronised(&d.group, local).map_err(dist_err)
+            }
+            _ => Ok(local()),
+        }
+    }
+
+    /// Every process's `t` (`[b, ...]`) concatenated in rank order, in `t`'s kind and layout.
+    fn gather(&self, t: &Tensor) -> Result<Tensor> {
+        let Some(d) = self.dist.filter(|_| self.world > 1) else {
+            return Ok(t.shallow_clone());
+        };
+        let sent = t.to_kind(Kind::Float).contiguous();
+        let all = timed(|| d.group.all_gather(&sent))
+            .map_err(dist_err)?
+            .to_kind(t.kind());
+        Ok(if t.is_contiguous() {
+            all
+        } else {
+            crate::layers::to_channels_last(&all)
+        })
+    }
+}
+
+/// Rows `rows` of `x`, in `x`'s memory layout (channels-last stays channels-last).
+fn select_rows(x: &Tensor, rows: &[i64]) -> Tensor {
+    let picked = x.index_select(0, &Tensor::from_slice(rows).to_device(x.device()));
+    if x.is_contiguous() {
+        picked
+    } else {
+        crate::layers::to_channels_last(&picked)
+    }
 }
 
 /// Writes `keys` (`[B, d]`) into `queue` (`[K, d]`) from row `ptr` on, wrapping around (with
@@ -151,8 +241,9 @@ fn enqueue(queue: &mut Tensor, keys: &Tensor, ptr: u64) -> u64 {
 }
 
 impl Trainer {
-    /// One MoCo step: the momentum update, queries and keys, the loss against the queue, the
-    /// update, the keys into the queue, then the online probe.
+    /// One MoCo step: the momentum update, queries and keys (each process forwarding its
+    /// [`Placement`] of the global batch), the loss against the queue, the update (gradients
+    /// averaged over the processes), every process's keys into the queue, then the online probe.
     pub(super) fn moco_step(&mut self, batch: &Batch, lr: f64) -> Result<StepOutcome> {
         let x = self.input_tensor(
             batch.as_f32().expect("f32 batches"),
@@ -164,17 +255,42 @@ impl Trainer {
             .moco
             .as_ref()
             .expect("a MoCo run has its momentum networks");
+        let place = Placement {
+            rank: self.dist.as_ref().map_or(0, Distributed::rank),
+            world: self.dist.as_ref().map_or(1, Distributed::world),
+            splits: moco.splits,
+            dist: self.dist.as_ref(),
+        };
         moco.update(&self.model_vs);
         self.opt.zero_grad();
         self.probe_opt.zero_grad();
-        let splits = moco.splits;
-        let q = batch_norm::split(splits, || {
-            self.head
-                .forward(&self.encoder.forward(&x.narrow(0, 0, b), true), true)
-        });
-        let k = moco.keys(&x.narrow(0, b, b), self.state.seed, self.state.step);
-        let (loss, pending) = self.moco_loss(&q, &k)?;
-        let stop = stop_requested();
+        let (x1, x2) = (
+            place.gather(&x.narrow(0, 0, b))?,
+            place.gather(&x.narrow(0, b, b))?,
+        );
+        let rows = place.rows(x1.size()[0]);
+        let x1 = if place.world > 1 {
+            select_rows(&x1, &rows)
+        } else {
+            x1
+        };
+        let q = place.normalise(|| self.head.forward(&self.encoder.forward(&x1, true), true))?;
+        let all_keys = moco.keys(&x2, self.state.seed, self.state.step, &place, |k| {
+            place.gather(k)
+        })?;
+        let k = if place.world > 1 {
+            all_keys.index_select(0, &Tensor::from_slice(&rows).to_device(self.device))
+        } else {
+            all_keys.shallow_clone()
+        };
+        let (local_loss, pending) = self.moco_loss(&q, &k)?;
+        let (loss, stop) = match &self.dist {
+            Some(d) => {
+                let sums = d.sum(&[local_loss, f64::from(u8::from(stop_requested()))])?;
+                (sums[0] / d.world() as f64, sums[1] > 0.0)
+            }
+            None => (local_loss, stop_requested()),
+        };
         let outcome = |correct, total| StepOutcome {
             loss,
             correct,
@@ -186,13 +302,19 @@ impl Trainer {
         if !loss.is_finite() {
             return Ok(outcome(0, 0));
         }
-        self.backward(pending, b)?;
+        self.backward(pending, q.size()[0])?;
+        if let Some(d) = &self.dist {
+            d.average_gradients(&self.model_vs.trainable_variables())?;
+            // Each process moved its running statistics towards the mean of its own splits;
+            // their mean over the processes is what one process would hold.
+            d.average(&running_statistics(&[&self.model_vs, &moco.vs]))?;
+        }
         self.opt.step(lr);
         let moco = self
             .moco
             .as_mut()
             .expect("a MoCo run has its momentum networks");
-        self.state.queue_ptr = moco.enqueue(&k, self.state.queue_ptr);
+        self.state.queue_ptr = moco.enqueue(&all_keys, self.state.queue_ptr);
         let (correct, total) = self.online_probe_step(batch, &x)?;
         Ok(outcome(correct, total))
     }
