@@ -130,6 +130,12 @@ pub struct SharedRunFlags {
     /// MoCo: batch-norm splits of both encoders.
     #[arg(long, value_name = "S")]
     pub bn_splits: Option<usize>,
+    /// The views' augmentation: auto or moco-v2.
+    #[arg(long, value_name = "auto|moco-v2")]
+    pub augment: Option<String>,
+    /// Batch norm in the projection head: `--head-bn` on, `--head-bn=false` off.
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pub head_bn: Option<bool>,
     /// The recipe under every run whose entry in --kernels is a loss preset (e.g. moco-origin:
     /// MoCo runs that differ only in their loss). [default: none]
     #[serde(skip)]

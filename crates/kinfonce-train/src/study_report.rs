@@ -4,8 +4,10 @@
 use crate::compare::{
     exceeds_spread, kernel_stats, runs_of, stats, PcaRecord, Stats, StudyInfo, StudyRun,
 };
+use crate::config::{Augment, Method};
 use crate::error::{io_err, Result};
 use crate::plots::{self, Series};
+use crate::TrainConfig;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
@@ -290,6 +292,19 @@ fn figures_section(md: &mut String, pca_figures: &[(String, u64, String)]) {
     }
 }
 
+/// The method in words: SimCLR, or MoCo with its momentum, queue and splits.
+fn method_words(c: &TrainConfig) -> String {
+    let m = &c.method;
+    match m.method {
+        Method::Simclr => "SimCLR (the two views of the batch as positives and negatives).".into(),
+        Method::Moco => format!(
+            "MoCo: keys from a momentum encoder and head (m {}) with shuffled batch norm, \
+             negatives from a queue of {} keys, {} batch-norm splits.",
+            m.moco_momentum, m.queue_size, m.bn_splits
+        ),
+    }
+}
+
 /// How the runs were trained and evaluated, from the first run's configuration.
 fn protocol(md: &mut String, runs: &[StudyRun], kernels: &[&str]) {
     let of = |k: &str| runs_of(runs, k);
@@ -304,8 +319,8 @@ fn protocol(md: &mut String, runs: &[StudyRun], kernels: &[&str]) {
              {} width {} (stem {}), projection head {} -> {} (concat-sum doubles the output), \
              batch {} pairs, {} epochs{}, optimiser {} (lr {}, weight decay {}), linear warmup \
              min(10 epochs, 10%) then cosine per step, precision {}, device {}, {} threads. \
-             SimCLR augmentations of the data set's preset. The k-NN monitor (k {}, t {}) uses at \
-             most {} train images as the bank and {} val images as queries.\n",
+             {} {} The k-NN monitor (k {}, t {}) uses at most {} train images as the bank and {} \
+             val images as queries.\n",
             c.data.data.display(),
             c.data.format.map(|f| format!(" ({f})")).unwrap_or_default(),
             100.0 * c.data.val_fraction,
@@ -324,6 +339,11 @@ fn protocol(md: &mut String, runs: &[StudyRun], kernels: &[&str]) {
             c.compute_label(),
             c.compute.device,
             c.compute.threads,
+            method_words(c),
+            match c.data.augment {
+                Augment::Auto => "SimCLR augmentations of the data set's preset.",
+                Augment::MocoV2 => "lightly's MoCo v2 augmentation (ImageNet normalisation).",
+            },
             c.monitor.knn_k,
             c.monitor.knn_t,
             c.monitor.knn_bank,
