@@ -162,6 +162,9 @@ impl TwoViewLoader {
     }
 }
 
+/// A batch for Python: its pixels, their shape in memory, the labels.
+type PyBatch = (BatchBuffer, [usize; 4], Vec<i64>);
+
 /// The batches of one epoch; dropping it stops the loader's producer.
 #[pyclass(frozen, module = "kinfonce._native")]
 pub struct Epoch {
@@ -176,7 +179,7 @@ impl Epoch {
 
     /// `(buffer, memory_shape, labels)`, or the end of the epoch. `buffer` holds the
     /// `[2B, ...]` views in `memory_shape`; `labels` the B labels.
-    fn __next__(&self, py: Python<'_>) -> PyResult<Option<(BatchBuffer, [usize; 4], Vec<i64>)>> {
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<PyBatch>> {
         // The wait (the producer is usually ahead) and any panic of the producer, re-raised
         // by `Batches`, happen without the GIL.
         let next: Option<Batch> = guarded(py, FUNCTION, || {
