@@ -13,8 +13,9 @@ both views as one batch, `kinfonce.KernelInfoNCE`, Adam) the same batches of CIF
 Each feed runs in a fresh process; the rounds alternate the two so that drift in the machine's
 load hits both. A step is timed from the end of the previous one, so it includes the wait for
 its batch; after --warmup steps the median step gives views/s, and the share of the timed
-steps' wall time spent inside `next(batches)` is the data wait. Prints one JSON line per run
-and a Markdown table.
+steps' wall time spent inside `next(batches)` is the data wait. Each round also times each
+feed alone (5 x --steps batches, no model), what it can deliver at most. Prints one JSON line
+per run and a Markdown table.
 
     .venv/bin/python bench/python_loader.py --data cifar-10-binary.tar.gz \\
         [--batch 128] [--steps 8] [--warmup 2] [--rounds 2] [--threads 2] [--workers 2] \\
@@ -81,10 +82,19 @@ def run_feed(args):
                                              persistent_workers=args.workers > 0)
         batches = endless(lambda epoch: iter(loader))
         workers = args.workers
-    model = example.SimCLR(args.arch, 3, 32, args.stem)
-    step = example.Step(model, kinfonce.KernelInfoNCE("laplacian"), channels_last=False, bf16=False)
-    records = example.train(batches, step, args.warmup + args.steps)
-    result = {"feed": args.feed, "round": args.round, "arch": args.arch, "stem": args.stem,
+    if args.data_only:
+        # The feed alone: how fast it delivers batches when nothing else runs.
+        def step(view1, view2):
+            return 0.0
+
+        steps = 5 * args.steps
+    else:
+        model = example.SimCLR(args.arch, 3, 32, args.stem)
+        step = example.Step(model, kinfonce.KernelInfoNCE("laplacian"), channels_last=False, bf16=False)
+        steps = args.steps
+    records = example.train(batches, step, args.warmup + steps)
+    result = {"feed": args.feed, "round": args.round, "data_only": args.data_only,
+              "arch": args.arch, "stem": args.stem,
               "batch": args.batch, "threads": args.threads, "workers": workers,
               "loader_threads": args.loader_threads if args.feed == "kinfonce.data" else 0,
               **example.summary(records, 2 * args.batch, args.warmup)}
@@ -106,6 +116,7 @@ def parse_args():
                     help="the example's --stem (default imagenet: torchvision's ResNet unchanged)")
     ap.add_argument("--feed", choices=FEEDS, help=argparse.SUPPRESS)
     ap.add_argument("--round", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--data-only", action="store_true", help=argparse.SUPPRESS)
     return ap.parse_args()
 
 
@@ -115,29 +126,33 @@ def main():
         run_feed(args)
         return
     results = []
-    for r in range(args.rounds):
-        for feed in FEEDS:
-            argv = [sys.executable, __file__, "--feed", feed, "--round", str(r)] + [
-                f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
-                if k not in ("feed", "round", "rounds")]
-            done = subprocess.run(argv, capture_output=True, text=True)
-            if done.returncode != 0:
-                raise SystemExit(f"{feed} failed:\n{done.stderr}")
-            line = done.stdout.strip().splitlines()[-1]
-            print(line, flush=True)
-            results.append(json.loads(line))
+    runs = [(r, feed, data_only) for r in range(args.rounds) for data_only in (False, True) for feed in FEEDS]
+    for r, feed, data_only in runs:
+        argv = [sys.executable, __file__, "--feed", feed, "--round", str(r)] + [
+            f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
+            if k not in ("feed", "round", "rounds", "data_only")] + (["--data-only"] if data_only else [])
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"{feed} failed:\n{done.stderr}")
+        line = done.stdout.strip().splitlines()[-1]
+        print(line, flush=True)
+        results.append(json.loads(line))
     print(f"\n{args.arch} ({args.stem} stem), batch {args.batch} (x2 views), {args.threads} torch threads, "
           f"median of {args.steps} steps per run, {args.rounds} alternating rounds\n")
-    print("| feed | views/s (per round) | median views/s | data wait share (per round) |")
-    print("|---|---|---|---|")
-    medians = {}
+    print("| feed | training views/s (per round) | median | data wait share (per round) | feed alone, views/s (per round) | median |")
+    print("|---|---|---|---|---|---|")
+    medians, alone = {}, {}
     for feed in FEEDS:
-        runs = [r for r in results if r["feed"] == feed]
-        medians[feed] = statistics.median(r["views_per_s"] for r in runs)
-        vps = ", ".join(f"{r['views_per_s']:.1f}" for r in runs)
-        wait = ", ".join(f"{100 * r['wait_share']:.1f}%" for r in runs)
-        print(f"| {feed} | {vps} | {medians[feed]:.1f} | {wait} |")
-    print(f"\nkinfonce.data / torchvision: {medians['kinfonce.data'] / medians['torchvision']:.2f}x views/s")
+        train = [r for r in results if r["feed"] == feed and not r["data_only"]]
+        only = [r for r in results if r["feed"] == feed and r["data_only"]]
+        medians[feed] = statistics.median(r["views_per_s"] for r in train)
+        alone[feed] = statistics.median(r["views_per_s"] for r in only)
+        vps = ", ".join(f"{r['views_per_s']:.1f}" for r in train)
+        wait = ", ".join(f"{100 * r['wait_share']:.1f}%" for r in train)
+        only_vps = ", ".join(f"{r['views_per_s']:.0f}" for r in only)
+        print(f"| {feed} | {vps} | {medians[feed]:.1f} | {wait} | {only_vps} | {alone[feed]:.0f} |")
+    print(f"\nkinfonce.data / torchvision: {medians['kinfonce.data'] / medians['torchvision']:.2f}x views/s "
+          f"training, {alone['kinfonce.data'] / alone['torchvision']:.1f}x views/s from the feed alone")
 
 
 if __name__ == "__main__":
