@@ -18,6 +18,9 @@ go through the network as one batch of 2B. Adam, learning rate 1e-3, weight deca
 Under torchrun the loader gives each rank its slice of the global batch and the loss gathers
 both views from every rank (``gather=True``), wrapped in DistributedDataParallel.
 
+On few cores run it with OMP_WAIT_POLICY=PASSIVE in the environment (scripts/env.sh sets it):
+libtorch's idle OpenMP threads otherwise spin against the loader's threads.
+
 Every step prints (or, with --json, records) how long it waited for its batch: the share of the
 step spent waiting for data, which torchvision transforms in DataLoader workers make large on a
 few cores (bench/python_loader.py measures both side by side).
