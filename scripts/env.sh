@@ -42,10 +42,11 @@ if [ ! -f "$VENV/lib/python3"*/site-packages/nvidia/cu13/include/crt/host_config
   "$VENV/bin/pip" install --no-cache-dir --quiet --no-deps "nvidia-cuda-crt==13.0.88" "nvidia-cuda-cccl==13.0.85"
 fi
 
-# The Python package's build and test tools (scripts/test.sh builds `kinfonce` with maturin).
-if ! "$VENV/bin/python" -c "import maturin, pytest" 2>/dev/null; then
-  echo "kinfonce: installing maturin and pytest into $VENV" >&2
-  "$VENV/bin/pip" install --no-cache-dir --quiet "maturin>=1.9,<2" "pytest>=8"
+# The Python package's build and test tools (scripts/test.sh builds `kinfonce` with maturin;
+# the loader's tests read `kinfonce data views` files with safetensors).
+if ! "$VENV/bin/python" -c "import maturin, pytest, safetensors" 2>/dev/null; then
+  echo "kinfonce: installing maturin, pytest and safetensors into $VENV" >&2
+  "$VENV/bin/pip" install --no-cache-dir --quiet "maturin>=1.9,<2" "pytest>=8" "safetensors>=0.4"
 fi
 
 # torch-sys finds Python as `python` when VIRTUAL_ENV is set.

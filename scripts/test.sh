@@ -37,9 +37,10 @@ cargo test --locked --workspace
 stage "the NCCL build (kinfonce-dist --features cuda)"
 cargo test --locked --workspace --features kinfonce-dist/cuda --test two_ranks
 # The Python package: built by maturin into the project environment (sharing target/, release
-# profile), then its tests (golden values, a PyTorch reference, gradcheck, two processes).
+# profile), then its tests (golden values, a PyTorch reference, gradcheck, two processes; the
+# two-view loader against `kinfonce data views` of the CLI built above).
 stage "the Python package (maturin build, pytest)"
 MATURIN_PEP517_ARGS="--locked" pip install --quiet --no-build-isolation --no-deps ./crates/kinfonce-py
-python -m pytest -q crates/kinfonce-py/tests
+KINFONCE_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/kinfonce" python -m pytest -q crates/kinfonce-py/tests
 stage ""
 echo "== all stages: $((SECONDS - START)) s" >&2

@@ -9,8 +9,8 @@ use kinfonce_data::fetch::{
     default_cache_dir, fetch_dataset, known_dataset, locate, FetchOptions, KNOWN_DATASETS,
 };
 use kinfonce_data::{
-    sha256_file, AugmentConfig, ContrastiveLoader, DataConfig, DataFormat, Dataset, Dtype, Layout,
-    LoaderConfig,
+    augment_view, sha256_file, AugmentConfig, ContrastiveLoader, DataConfig, DataFormat, Dataset,
+    Dtype, Element, ImageShape, Layout, LoaderConfig, Scratch, Split, ViewKey,
 };
 use serde_json::json;
 
@@ -37,6 +37,20 @@ Example:
     List(ListArgs),
     /// Measure the augmentation pipeline: two-view batches per second on N threads.
     BenchAugment(BenchArgs),
+    /// Write the two augmented views of chosen training images to a safetensors file: the
+    /// views the trainer and the Python loader (`kinfonce.data`) draw for the same seed, epoch
+    /// and image indices.
+    #[command(after_help = "\
+Each view is a pure function of (seed, epoch, index, view): `--seed` seeds both the validation
+split (so the indices are those of the same train split) and the augmentations, as in
+`kinfonce pretrain --seed` and `kinfonce.data.TwoViewLoader(seed=...)`.
+
+The file holds `view1` and `view2` ([N, C, S, S], or [N, S, S, C] with --channels-last; F32 or
+BF16), `labels` and `indices` (I64, [N]).
+
+Example:
+  kinfonce data views cifar-10-binary.tar.gz --seed 3 --epoch 1 --indices 0,17,42 --out views.safetensors")]
+    Views(ViewsArgs),
 }
 
 #[derive(clap::Args)]
@@ -141,6 +155,33 @@ pub struct BenchArgs {
     json: bool,
 }
 
+#[derive(clap::Args)]
+pub struct ViewsArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// The epoch of the views.
+    #[arg(long, default_value_t = 0)]
+    epoch: u64,
+    /// Indices of images in the train split, comma-separated (e.g. 0,17,42).
+    #[arg(long, value_delimiter = ',', required = true, num_args = 1.., value_name = "I,J,...")]
+    indices: Vec<usize>,
+    /// The views' augmentation: `auto` (the data set's SimCLR preset) or `moco-v2`.
+    #[arg(long, default_value = "auto")]
+    augment: String,
+    /// Side of the views in pixels; default: the images' larger side (as the trainer).
+    #[arg(long, value_name = "PIXELS")]
+    size: Option<usize>,
+    /// Write channels-last ([N, S, S, C]) views.
+    #[arg(long)]
+    channels_last: bool,
+    /// Write bf16 views.
+    #[arg(long)]
+    bf16: bool,
+    /// The safetensors file to write.
+    #[arg(long, value_name = "FILE.safetensors")]
+    out: PathBuf,
+}
+
 fn parse_format(s: &str) -> Result<DataFormat, String> {
     s.parse()
         .map_err(|e: kinfonce_data::DataError| e.to_string())
@@ -165,6 +206,7 @@ pub fn run(cmd: DataCommand) -> anyhow::Result<()> {
         DataCommand::Info(a) => info(a),
         DataCommand::List(a) => list(a),
         DataCommand::BenchAugment(a) => bench(a),
+        DataCommand::Views(a) => views(a),
     }
 }
 
@@ -318,7 +360,7 @@ fn info(a: InfoArgs) -> anyhow::Result<()> {
 fn bench(a: BenchArgs) -> anyhow::Result<()> {
     let cfg = a.data.config();
     let format = cfg.resolved_format()?;
-    let data = cfg.load(kinfonce_data::Split::Train)?;
+    let data = cfg.load(Split::Train)?;
     let size = data.height();
     let loader_cfg = LoaderConfig {
         batch_size: a.batch,
@@ -365,5 +407,131 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
             secs * 1e6 * a.threads as f64 / views as f64
         );
     }
+    Ok(())
+}
+
+fn views(a: ViewsArgs) -> anyhow::Result<()> {
+    let cfg = a.data.config();
+    let format = cfg.resolved_format()?;
+    let data = cfg
+        .load(Split::Train)
+        .with_context(|| format!("reading {}", cfg.path.display()))?;
+    if let Some(&bad) = a.indices.iter().find(|&&i| i >= data.len()) {
+        anyhow::bail!(
+            "--indices: {bad} is out of range: the train split has {} images",
+            data.len()
+        );
+    }
+    if a.size == Some(0) {
+        anyhow::bail!("--size: 0 is not a positive side");
+    }
+    let size = a.size.unwrap_or(data.height().max(data.width()));
+    let augment = AugmentConfig::named(&a.augment, format, size)?;
+    augment.validate(data.channels())?;
+    let layout = if a.channels_last {
+        Layout::Nhwc
+    } else {
+        Layout::Nchw
+    };
+    let channels = data.channels();
+    let shape = ImageShape {
+        height: data.height(),
+        width: data.width(),
+        channels,
+    };
+    let n = a.indices.len();
+    let view_shape = match layout {
+        Layout::Nchw => vec![n, channels, size, size],
+        Layout::Nhwc => vec![n, size, size, channels],
+    };
+    // View v of every listed image, exactly as the loader draws it.
+    fn draw<T: Element>(
+        a: &ViewsArgs,
+        data: &Dataset,
+        augment: &AugmentConfig,
+        shape: ImageShape,
+        layout: Layout,
+        view: u64,
+    ) -> Vec<T> {
+        let item = shape.channels * augment.size * augment.size;
+        let mut out = vec![T::default(); a.indices.len() * item];
+        let mut scratch = Scratch::default();
+        for (&index, row) in a.indices.iter().zip(out.chunks_mut(item)) {
+            let key = ViewKey {
+                seed: a.data.seed,
+                epoch: a.epoch,
+                index: index as u64,
+                view,
+            };
+            augment_view(
+                augment,
+                data.image(index),
+                shape,
+                key,
+                layout,
+                row,
+                &mut scratch,
+            );
+        }
+        out
+    }
+    let (dtype, view_bytes): (safetensors::Dtype, Vec<Vec<u8>>) = if a.bf16 {
+        let bytes = (0..2)
+            .map(|v| {
+                draw::<half::bf16>(&a, &data, &augment, shape, layout, v)
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect()
+            })
+            .collect();
+        (safetensors::Dtype::BF16, bytes)
+    } else {
+        let bytes = (0..2)
+            .map(|v| {
+                draw::<f32>(&a, &data, &augment, shape, layout, v)
+                    .iter()
+                    .flat_map(|x| x.to_le_bytes())
+                    .collect()
+            })
+            .collect();
+        (safetensors::Dtype::F32, bytes)
+    };
+    let labels: Vec<u8> = a
+        .indices
+        .iter()
+        .flat_map(|&i| (data.labels()[i] as i64).to_le_bytes())
+        .collect();
+    let indices: Vec<u8> = a
+        .indices
+        .iter()
+        .flat_map(|&i| (i as i64).to_le_bytes())
+        .collect();
+    let tensor = |dtype, shape: Vec<usize>, bytes| {
+        safetensors::tensor::TensorView::new(dtype, shape, bytes)
+            .map_err(|e| anyhow::anyhow!("building the safetensors header: {e:?}"))
+    };
+    let tensors = vec![
+        ("view1", tensor(dtype, view_shape.clone(), &view_bytes[0])?),
+        ("view2", tensor(dtype, view_shape, &view_bytes[1])?),
+        ("labels", tensor(safetensors::Dtype::I64, vec![n], &labels)?),
+        (
+            "indices",
+            tensor(safetensors::Dtype::I64, vec![n], &indices)?,
+        ),
+    ];
+    let metadata = std::collections::HashMap::from([
+        ("format".to_string(), format.name().to_string()),
+        ("seed".to_string(), a.data.seed.to_string()),
+        ("epoch".to_string(), a.epoch.to_string()),
+        ("augment".to_string(), a.augment.clone()),
+    ]);
+    safetensors::tensor::serialize_to_file(tensors, &Some(metadata), &a.out)
+        .map_err(|e| anyhow::anyhow!("{}: cannot write: {e:?}", a.out.display()))?;
+    println!(
+        "{}: views of {n} images ({format}, seed {}, epoch {}, {size}x{size})",
+        a.out.display(),
+        a.data.seed,
+        a.epoch
+    );
     Ok(())
 }

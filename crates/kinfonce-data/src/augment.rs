@@ -165,6 +165,9 @@ impl Normalization {
     }
 }
 
+/// The names of [`AugmentConfig::named`].
+pub const AUGMENT_PRESETS: [&str; 2] = ["auto", "moco-v2"];
+
 /// The augmentation pipeline's settings. Defaults: [`AugmentConfig::simclr`]`(32, 0.5, false,
 /// Normalization::cifar10())`, the official CIFAR-10 pipeline.
 #[derive(Clone, Debug, PartialEq)]
@@ -228,6 +231,27 @@ impl AugmentConfig {
             DataFormat::Stl10 | DataFormat::TinyImageNet | DataFormat::ImageFolder => {
                 Self::simclr(size, 1.0, true, norm)
             }
+        }
+    }
+
+    /// lightly's MoCo v2 views as the official MoCo runs use them: the SimCLR pipeline at jitter
+    /// strength 1.0, no blur, ImageNet normalisation whatever the data set.
+    pub fn moco_v2(size: usize) -> Self {
+        Self::simclr(size, 1.0, false, Normalization::imagenet())
+    }
+
+    /// A pipeline by its name in [`AUGMENT_PRESETS`]: `auto` ([`AugmentConfig::preset`] of
+    /// `format`) or `moco-v2` ([`AugmentConfig::moco_v2`]). The CLI and the Python loader choose
+    /// their views by these names.
+    pub fn named(name: &str, format: DataFormat, size: usize) -> Result<Self> {
+        match name {
+            "auto" => Ok(Self::preset(format, size)),
+            "moco-v2" => Ok(Self::moco_v2(size)),
+            other => Err(DataError::param(
+                "augment",
+                other,
+                AUGMENT_PRESETS.join(" or "),
+            )),
         }
     }
 
@@ -664,6 +688,17 @@ fn write_normalized<T: Element>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn named_pipelines_are_the_presets_and_unknown_names_are_refused() {
+        let auto = AugmentConfig::named("auto", DataFormat::Stl10, 64).unwrap();
+        assert_eq!(auto, AugmentConfig::preset(DataFormat::Stl10, 64));
+        let moco = AugmentConfig::named("moco-v2", DataFormat::Cifar10, 32).unwrap();
+        assert_eq!(moco.normalization, Normalization::imagenet());
+        assert!(moco.blur.is_none());
+        let err = AugmentConfig::named("byol", DataFormat::Cifar10, 32).unwrap_err();
+        assert!(err.to_string().contains("augment = byol"), "{err}");
+    }
 
     fn key(index: u64, view: u64) -> ViewKey {
         ViewKey {

@@ -34,7 +34,7 @@ mod tensor;
 pub use augment::{
     augment_view, center_crop_resize, center_crop_view, eval_view, random_resized_crop,
     AugmentConfig, BlurConfig, ColorJitter, Crop, ImageShape, Normalization, Scratch, ViewKey,
-    ViewParams,
+    ViewParams, AUGMENT_PRESETS,
 };
 pub use checksum::{md5_file, sha256_file, Checksum};
 pub use cifar::CIFAR10_CLASSES;

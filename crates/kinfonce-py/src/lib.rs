@@ -6,8 +6,12 @@
 //! the GIL released. Inputs and gradient buffers are C-contiguous 2-D arrays exposing the buffer
 //! protocol (`tensor.numpy()` of a CPU tensor), all f32 or all f64.
 //!
+//! [`loader`] adds `kinfonce-data`'s two-view loader (`kinfonce.data` on the Python side).
+//!
 //! Every rule (presets, parameter ranges, pairings) lives in `kinfonce-loss`; errors from it
 //! become `ValueError`, and a panic a `RuntimeError` naming the function, never an abort.
+
+mod loader;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -271,6 +275,17 @@ fn _panic_for_test(py: Python<'_>) -> PyResult<()> {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Loss>()?;
+    m.add_class::<loader::TwoViewLoader>()?;
+    m.add_class::<loader::Epoch>()?;
+    m.add_class::<loader::BatchBuffer>()?;
+    m.add("AUGMENT_PRESETS", kinfonce_data::AUGMENT_PRESETS.to_vec())?;
+    m.add(
+        "DATA_FORMATS",
+        kinfonce_data::DataFormat::ALL
+            .iter()
+            .map(|f| f.name())
+            .collect::<Vec<_>>(),
+    )?;
     m.add_function(wrap_pyfunction!(_panic_for_test, m)?)?;
     m.add("PRESETS", PRESETS.to_vec())?;
     Ok(())

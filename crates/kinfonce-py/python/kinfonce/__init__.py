@@ -7,9 +7,13 @@ Clustering On Similarity Graph", ICLR 2024) for PyTorch, on kinfonce's fused Rus
     loss.backward()
 
 K(x, y) = exp(-||x - y||_p^gamma / tau); see :class:`KernelInfoNCE` and docs/python.md.
+
+:mod:`kinfonce.data` feeds a training loop two augmented views per image from the Rust loader
+(:class:`kinfonce.data.TwoViewLoader`), in place of torchvision transforms in DataLoader workers.
 """
 
+from . import data
 from ._loss import PAIRINGS, PRESETS, KernelInfoNCE, kernel_infonce
 
-__all__ = ["KernelInfoNCE", "kernel_infonce", "PRESETS", "PAIRINGS"]
+__all__ = ["KernelInfoNCE", "kernel_infonce", "PRESETS", "PAIRINGS", "data"]
 __version__ = "0.1.0"

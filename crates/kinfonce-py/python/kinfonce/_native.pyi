@@ -45,3 +45,58 @@ class Loss:
         """
 
 def _panic_for_test() -> None: ...
+
+# --- the two-view loader (kinfonce.data) -------------------------------------------------------
+
+AUGMENT_PRESETS: List[str]
+DATA_FORMATS: List[str]
+
+class BatchBuffer:
+    """One batch's pixels, lent through the buffer protocol (1-D float32, or bfloat16 as
+    uint16); ``torch.frombuffer(buffer, dtype=...)`` wraps it without a copy."""
+
+    dtype: str
+    def __len__(self) -> int: ...
+
+class Epoch:
+    """The batches of one epoch, built ahead; dropping it stops the producer."""
+
+    def __iter__(self) -> "Epoch": ...
+    def __next__(self) -> Tuple[BatchBuffer, Tuple[int, int, int, int], List[int]]:
+        """(buffer, memory shape [2B, C, S, S] or [2B, S, S, C], labels of the B images)."""
+    def __len__(self) -> int: ...
+
+class TwoViewLoader:
+    """kinfonce-data's ContrastiveLoader over the train split (see kinfonce.data.TwoViewLoader,
+    which checks the arguments' types; this raises ValueError naming a bad value)."""
+
+    images: int
+    num_classes: int
+    channels: int
+    size: int
+    format: str
+    def __init__(
+        self,
+        path: str,
+        *,
+        format: Optional[str],
+        val_fraction: float,
+        subset: Optional[int],
+        image_size: Optional[Tuple[int, int]],
+        resize: bool,
+        augment: str,
+        size: Optional[int],
+        batch_size: int,
+        seed: int,
+        shuffle: bool,
+        drop_last: bool,
+        threads: int,
+        prefetch: int,
+        channels_last: bool,
+        bf16: bool,
+        rank: int,
+        world_size: int,
+    ) -> None: ...
+    def __len__(self) -> int: ...
+    def epoch(self, epoch: int, start: int = 0) -> Epoch: ...
+    def batch_indices(self, epoch: int, batch: int) -> List[int]: ...
