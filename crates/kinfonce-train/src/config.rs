@@ -665,7 +665,7 @@ impl TrainConfig {
     pub fn augmentation(&self, format: DataFormat, side: usize) -> AugmentConfig {
         match self.data.augment {
             Augment::Auto => AugmentConfig::preset(format, side),
-            Augment::MocoV2 => AugmentConfig::simclr(side, 1.0, false, self.normalization(format)),
+            Augment::MocoV2 => AugmentConfig::moco_v2(side),
         }
     }
 
