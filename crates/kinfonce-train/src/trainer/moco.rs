@@ -13,7 +13,6 @@ use crate::distributed::{dist_err, timed, Distributed};
 use crate::error::{Result, TrainError};
 use crate::projection::{normalize_p, Projection};
 use crate::resnet::ResNet;
-use crate::signal::stop_requested;
 use kinfonce_data::rng::CounterRng;
 use kinfonce_data::Batch;
 use kinfonce_loss::{MatRef, Pairing};
@@ -279,18 +278,12 @@ impl Trainer {
             place.gather(k)
         })?;
         let k = if place.world > 1 {
-            all_keys.index_select(0, &Tensor::from_slice(&rows).to_device(self.device))
+            select_rows(&all_keys, &rows)
         } else {
             all_keys.shallow_clone()
         };
         let (local_loss, pending) = self.moco_loss(&q, &k)?;
-        let (loss, stop) = match &self.dist {
-            Some(d) => {
-                let sums = d.sum(&[local_loss, f64::from(u8::from(stop_requested()))])?;
-                (sums[0] / d.world() as f64, sums[1] > 0.0)
-            }
-            None => (local_loss, stop_requested()),
-        };
+        let (loss, stop) = self.agree(local_loss)?;
         let outcome = |correct, total| StepOutcome {
             loss,
             correct,

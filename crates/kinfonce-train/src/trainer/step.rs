@@ -56,14 +56,7 @@ impl Trainer {
         let z = self.forward_pair(&x.narrow(0, 0, 2 * b))?;
         let (z1, z2) = (z.narrow(0, 0, b), z.narrow(0, b, b));
         let (local_loss, pending) = self.loss(&z, b)?;
-        // Every rank takes the same decisions: the global loss and whether to stop.
-        let (loss, stop) = match &self.dist {
-            Some(d) => {
-                let sums = d.sum(&[local_loss, f64::from(u8::from(stop_requested()))])?;
-                (sums[0] / d.world() as f64, sums[1] > 0.0)
-            }
-            None => (local_loss, stop_requested()),
-        };
+        let (loss, stop) = self.agree(local_loss)?;
         let outcome = |correct, total| StepOutcome {
             loss,
             correct,
@@ -82,6 +75,18 @@ impl Trainer {
         self.opt.step(lr);
         let (correct, total) = self.online_probe_step(batch, &x)?;
         Ok(outcome(correct, total))
+    }
+
+    /// The global batch's loss from this rank's and whether some rank was asked to stop: every
+    /// rank takes the same decisions.
+    pub(super) fn agree(&self, local_loss: f64) -> Result<(f64, bool)> {
+        Ok(match &self.dist {
+            Some(d) => {
+                let sums = d.sum(&[local_loss, f64::from(u8::from(stop_requested()))])?;
+                (sums[0] / d.world() as f64, sums[1] > 0.0)
+            }
+            None => (local_loss, stop_requested()),
+        })
     }
 
     /// Projections of the pair `[2B, ...]` in training mode, batch norm grouped as configured.
