@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -338,7 +339,7 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
         );
     }
     if let Some(t) = a.timeout {
-        if !(t > 0.0) {
+        if t.is_nan() || t <= 0.0 {
             bail!("--timeout must be a positive number of seconds, got {t}");
         }
     }
@@ -421,17 +422,23 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
         a.parallel,
         a.max_epochs
     );
-    let status = Command::new(&python)
-        .arg("-c")
-        .arg(DRIVER)
-        .arg(&spec_path)
-        .status()
-        .with_context(|| {
-            format!(
-                "cannot run {} (give the Python with Optuna by --python or $KINFONCE_PYTHON)",
-                python.display()
-            )
-        })?;
+    let mut driver = Command::new(&python);
+    driver.arg("-c").arg(DRIVER).arg(&spec_path);
+    // Killed, this command takes the driver with it: SIGTERM makes the driver stop its trials
+    // after their current step, with a checkpoint, for the next search to resume.
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        driver.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
+    let status = driver.status().with_context(|| {
+        format!(
+            "cannot run {} (give the Python with Optuna by --python or $KINFONCE_PYTHON)",
+            python.display()
+        )
+    })?;
     match status.code() {
         Some(0) => {}
         // The driver already said why on one line.
