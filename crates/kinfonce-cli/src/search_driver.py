@@ -184,8 +184,10 @@ class Search:
     def command(self, trial, folder):
         binary = self.spec["binary"]
         threads = ["--threads", str(self.spec["threads_per_trial"])]
-        if os.path.isdir(os.path.join(folder, "checkpoints")) and os.listdir(
-            os.path.join(folder, "checkpoints")
+        checkpoints = os.path.join(folder, "checkpoints")
+        # Finished checkpoints only (one being written is a hidden temporary folder).
+        if os.path.isdir(checkpoints) and any(
+            name.startswith("step-") for name in os.listdir(checkpoints)
         ):
             return [binary, "pretrain", "--resume", folder] + threads
         if os.path.isdir(folder):

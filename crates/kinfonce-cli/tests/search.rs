@@ -67,13 +67,12 @@ fn search(data: &Path, out: &Path, trials: usize, extra: &[&str]) -> Command {
     cmd
 }
 
-fn run_ok(mut cmd: Command) {
+/// Runs a search to the end; its stderr.
+fn run_ok(mut cmd: Command) -> String {
     let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "search failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "search failed: {stderr}");
+    stderr
 }
 
 /// trial number -> its row of DIR/trials.json.
@@ -158,6 +157,30 @@ fn outcome(out: &Path) -> BTreeMap<u64, (String, String)> {
         .collect()
 }
 
+/// Starts the search in `out`, SIGKILLs its process group (the search, its driver and the
+/// running trial) once `ready` holds, and starts it again to the end; the restart's stderr.
+fn kill_when_then_restart(data: &Path, out: &Path, ready: impl Fn() -> bool) -> String {
+    let mut cmd = search(data, out, 5, &[]);
+    cmd.stderr(Stdio::null()).process_group(0);
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(150);
+    while !ready() {
+        assert!(Instant::now() < deadline, "the kill point never came");
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the search ended early"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let group = child.id() as i32;
+    Command::new("kill")
+        .args(["-KILL", "--", &format!("-{group}")])
+        .status()
+        .unwrap();
+    child.wait().unwrap();
+    run_ok(search(data, out, 5, &[]))
+}
+
 #[test]
 fn a_killed_search_restarted_ends_as_one_run_straight_through() {
     let scratch = tempfile::tempdir().unwrap();
@@ -165,30 +188,34 @@ fn a_killed_search_restarted_ends_as_one_run_straight_through() {
     let straight = scratch.path().join("straight");
     run_ok(search(&data, &straight, 5, &[]));
 
-    let killed = scratch.path().join("killed");
-    let mut cmd = search(&data, &killed, 5, &[]);
-    cmd.stderr(Stdio::null()).process_group(0);
-    let mut child = cmd.spawn().unwrap();
-    let trial3 = killed.join("trials/003/metrics.jsonl");
-    let deadline = Instant::now() + Duration::from_secs(150);
-    while std::fs::read_to_string(&trial3).map_or(true, |t| !t.contains('\n')) {
-        assert!(Instant::now() < deadline, "trial 3 never logged");
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the search ended early"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    // SIGKILL to the whole group: the search, its driver and the running trial.
-    let group = child.id() as i32;
-    Command::new("kill")
-        .args(["-KILL", "--", &format!("-{group}")])
-        .status()
-        .unwrap();
-    child.wait().unwrap();
+    // Killed at trial 3's first metrics line: the trial had no checkpoint and starts again.
+    let early = scratch.path().join("early");
+    let first_line = early.join("trials/003/metrics.jsonl");
+    let restart = kill_when_then_restart(&data, &early, || {
+        std::fs::read_to_string(&first_line).is_ok_and(|t| t.contains('\n'))
+    });
+    assert!(
+        restart.contains("taking over trial 3") && !restart.contains("--resume"),
+        "trial 3 was not started again: {restart}"
+    );
+    assert_eq!(outcome(&early), outcome(&straight));
 
-    run_ok(search(&data, &killed, 5, &[]));
-    assert_eq!(outcome(&killed), outcome(&straight));
+    // Killed after trial 3's first finished checkpoint: the trial resumes from it.
+    let late = scratch.path().join("late");
+    let checkpoints = late.join("trials/003/checkpoints");
+    let restart = kill_when_then_restart(&data, &late, || {
+        std::fs::read_dir(&checkpoints).is_ok_and(|d| {
+            d.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("step-"))
+        })
+    });
+    let resumed = format!("pretrain --resume {}", late.join("trials/003").display());
+    assert!(
+        restart.contains(&resumed),
+        "trial 3 did not resume: {restart}"
+    );
+    let log = std::fs::read_to_string(late.join("trials/003/pretrain.log")).unwrap_or_default();
+    assert_eq!(outcome(&late), outcome(&straight), "trial 3: {log}");
 }
 
 #[test]
