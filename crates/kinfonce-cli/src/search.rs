@@ -426,13 +426,7 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
     driver.arg("-c").arg(DRIVER).arg(&spec_path);
     // Killed, this command takes the driver with it: SIGTERM makes the driver stop its trials
     // after their current step, with a checkpoint, for the next search to resume.
-    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        driver.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            Ok(())
-        });
-    }
+    dies_with_this_process(&mut driver);
     let status = driver.status().with_context(|| {
         format!(
             "cannot run {} (give the Python with Optuna by --python or $KINFONCE_PYTHON)",
@@ -446,6 +440,18 @@ pub fn run(a: SearchArgs) -> anyhow::Result<()> {
         None => bail!("the search driver ({}) was killed", python.display()),
     }
     write_report(&out, &a, &space)
+}
+
+/// The child gets SIGTERM when this process dies (Linux's parent-death signal), so a killed
+/// search leaves nothing running.
+fn dies_with_this_process(child: &mut Command) {
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        child.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+            Ok(())
+        });
+    }
 }
 
 /// One row of the driver's DIR/trials.json.
@@ -509,13 +515,13 @@ fn test_score(out: &Path, best: &TrialRow, threads: usize) -> anyhow::Result<Val
         "search: evaluating the best trial {} on the test split",
         best.number
     );
-    let output = Command::new(std::env::current_exe()?)
-        .args(["eval", "knn", "--json", "--threads", &threads.to_string()])
+    let mut eval = Command::new(std::env::current_exe()?);
+    eval.args(["eval", "knn", "--json", "--threads", &threads.to_string()])
         .arg("--run")
         .arg(&folder)
-        .stderr(std::process::Stdio::inherit())
-        .output()
-        .context("cannot run kinfonce eval knn")?;
+        .stderr(std::process::Stdio::inherit());
+    dies_with_this_process(&mut eval);
+    let output = eval.output().context("cannot run kinfonce eval knn")?;
     if !output.status.success() {
         bail!(
             "kinfonce eval knn --run {} failed (exit {:?})",
