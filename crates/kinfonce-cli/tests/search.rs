@@ -22,6 +22,11 @@ fn synthetic(dir: &Path) -> PathBuf {
 /// before the trials' pretrain flags.
 fn search(data: &Path, out: &Path, trials: usize, extra: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kinfonce"));
+    // The project's environment (with Optuna), wherever the target folder is.
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python");
+    if venv.exists() {
+        cmd.env("KINFONCE_PYTHON", venv);
+    }
     cmd.args([
         "search",
         "--trials",
