@@ -49,6 +49,13 @@ if ! "$VENV/bin/python" -c "import maturin, pytest, safetensors" 2>/dev/null; th
   "$VENV/bin/pip" install --no-cache-dir --quiet "maturin>=1.9,<2" "pytest>=8" "safetensors>=0.4"
 fi
 
+# The search engine of `kinfonce search` (its driver runs in this environment; SQLite and the
+# journal file need nothing more).
+if ! "$VENV/bin/python" -c "import optuna, sys; sys.exit(optuna.__version__ != '4.6.0')" 2>/dev/null; then
+  echo "kinfonce: installing optuna into $VENV" >&2
+  "$VENV/bin/pip" install --no-cache-dir --quiet "optuna==4.6.0"
+fi
+
 # torch-sys finds Python as `python` when VIRTUAL_ENV is set.
 export VIRTUAL_ENV="$VENV"
 export PATH="$VENV/bin:$PATH"

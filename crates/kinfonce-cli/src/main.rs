@@ -25,6 +25,8 @@ mod loss_options;
 mod overlay;
 #[cfg(feature = "torch")]
 mod pretrain;
+#[cfg(feature = "torch")]
+mod search;
 mod theory;
 
 /// Kernel-InfoNCE: contrastive learning as spectral clustering on a similarity graph.
@@ -67,6 +69,9 @@ enum Command {
     /// Compare kernels over seeds: pretrain, evaluate, write a report.
     #[cfg(feature = "torch")]
     Compare(Box<compare::CompareArgs>),
+    /// Search kernel hyperparameters on Optuna: random search with early stopping.
+    #[cfg(feature = "torch")]
+    Search(Box<search::SearchArgs>),
 }
 
 /// The commands that run networks reuse freed activation memory instead of faulting in fresh
@@ -173,6 +178,8 @@ fn main() {
         Command::Compare(args) => {
             rank_zero_only("compare", || network_command(compare::run, *args))
         }
+        #[cfg(feature = "torch")]
+        Command::Search(args) => search::run(*args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");
