@@ -31,6 +31,16 @@ stage "build the tests"
 cargo test --locked --workspace --no-run
 stage "run the tests (pure crates, engine, CLI)"
 cargo test --locked --workspace
+# oneDNN takes other kernels on CPUs without AVX-512 (docs/onednn-avx2.md): on a machine with
+# AVX-512, the narrow-network training tests run a second time with libtorch held to AVX2, so a
+# difference between the kinds of CPU CI lands on shows here first.
+if grep -qw avx512f /proc/cpuinfo 2>/dev/null; then
+  stage "the narrow-network training tests again, libtorch held to AVX2 (this CPU has AVX-512)"
+  ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 \
+    cargo test --locked --workspace --test default_data --test eval_cli --test pretrain_errors --test resume
+else
+  stage "the narrow-network training tests under AVX2: already run above (this CPU has no AVX-512)"
+fi
 # NCCL is compiled only with the cuda feature; on this CPU machine its tests check that it links
 # and fails in one line (on a GPU machine they run a world of one on NCCL). `--workspace` with
 # one test target keeps the dependencies' features, so only kinfonce-dist is compiled again.

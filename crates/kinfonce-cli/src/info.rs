@@ -15,9 +15,19 @@ pub struct InfoArgs {
     pub json: bool,
 }
 
+/// What `auto` picks for networks of width 8 and more; narrower ones may differ (`narrow`).
 fn choice_json(target: &Target) -> Value {
-    let c = hardware::choose(target);
-    json!({"precision": c.precision, "channels_last": c.channels_last, "reason": c.reason})
+    let wide = hardware::ONEDNN_AVX2_MIN_SHORTCUT_CHANNELS;
+    let c = hardware::choose(target, wide);
+    let narrow = hardware::choose(target, 1);
+    json!({
+        "precision": c.precision,
+        "channels_last": c.channels_last,
+        "reason": c.reason,
+        "narrow": (narrow != c).then(|| {
+            json!({"below_width": wide, "channels_last": narrow.channels_last, "reason": narrow.reason})
+        }),
+    })
 }
 
 /// Everything `info` reports, as one JSON object.
@@ -126,6 +136,13 @@ pub fn run(args: InfoArgs) -> anyhow::Result<()> {
         )
     };
     println!("auto     cpu: {}", auto(&v["auto"]["cpu"]));
+    if let Some(narrow) = v["auto"]["cpu"]["narrow"].as_object() {
+        println!(
+            "         cpu, width below {}: {}",
+            narrow["below_width"],
+            auto(&v["auto"]["cpu"]["narrow"])
+        );
+    }
     match v["cuda"].as_array() {
         Some(devices) if !devices.is_empty() => {
             for d in devices {

@@ -8,7 +8,7 @@
 #![cfg(feature = "torch")]
 
 mod common;
-use common::cifar;
+use common::{cifar, wait_within, WithDeadline};
 use kinfonce_train::checkpoint;
 use std::collections::BTreeMap;
 use std::net::TcpListener;
@@ -83,7 +83,7 @@ fn pretrain(data: &Path, out: &Path, batch: usize, extra: &[&str]) -> Command {
 }
 
 fn run(mut cmd: Command) -> Output {
-    let out = cmd.output().unwrap();
+    let out = cmd.output_within();
     if !out.status.success() {
         panic!(
             "{:?} failed ({}):\n{}",
@@ -96,7 +96,7 @@ fn run(mut cmd: Command) -> Output {
 }
 
 fn failure(mut cmd: Command) -> String {
-    let out = cmd.output().unwrap();
+    let out = cmd.output_within();
     assert!(!out.status.success(), "{cmd:?} should have failed");
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -264,12 +264,11 @@ fn torchrun_and_two_nodes_run_the_same_job() {
                 "--master-port",
                 &port,
             ]);
-            cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-            cmd.spawn().unwrap()
+            cmd.spawn_in_group()
         })
         .collect();
     for node in nodes {
-        let out = node.wait_with_output().unwrap();
+        let out = wait_within(node, "a kinfonce process");
         assert!(
             out.status.success(),
             "{}",
@@ -310,8 +309,7 @@ fn a_killed_rank_is_named_and_the_run_resumes_on_one_process_or_two() {
             let mut cmd = pretrain(&data, &run_dir, 8, &steps);
             rank_process(&mut cmd, rank, 2, port);
             cmd.args(["--dist-timeout", "30"]);
-            cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-            cmd.spawn().unwrap()
+            cmd.spawn_in_group()
         })
         .collect();
     // Once the step-2 checkpoint is complete (polled, no fixed sleep), kill rank 1.
@@ -327,7 +325,7 @@ fn a_killed_rank_is_named_and_the_run_resumes_on_one_process_or_two() {
     ranks[1].kill().unwrap();
     ranks[1].wait().unwrap();
     let killed_at = Instant::now();
-    let rank0 = ranks.remove(0).wait_with_output().unwrap();
+    let rank0 = wait_within(ranks.remove(0), "rank 0");
     let stderr = String::from_utf8_lossy(&rank0.stderr);
     assert!(!rank0.status.success(), "rank 0 must fail: {stderr}");
     assert!(
@@ -465,13 +463,12 @@ fn bad_launches_fail_in_one_line() {
         .map(|(mu, rank)| {
             let mut cmd = pretrain(&data, &out, 8, &["--mu", mu, "--threads", "1"]);
             rank_process(&mut cmd, *rank, 2, port);
-            cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-            cmd.spawn().unwrap()
+            cmd.spawn_in_group()
         })
         .collect();
     let stderr: Vec<String> = jobs
         .into_iter()
-        .map(|j| String::from_utf8_lossy(&j.wait_with_output().unwrap().stderr).into_owned())
+        .map(|j| String::from_utf8_lossy(&wait_within(j, "a kinfonce process").stderr).into_owned())
         .collect();
     assert!(
         stderr[1].contains("rank 1 was started with other settings than rank 0")

@@ -4,7 +4,7 @@
 #![cfg(feature = "torch")]
 
 mod common;
-use common::cifar;
+use common::{cifar, WithDeadline};
 use kinfonce_train::tch::Tensor;
 use serde_json::Value;
 use std::path::Path;
@@ -15,8 +15,7 @@ fn kinfonce(args: &[&str]) -> (bool, String, String) {
         .args(args)
         .env("OMP_WAIT_POLICY", "PASSIVE")
         .env_remove("KINFONCE_DATA")
-        .output()
-        .expect("the binary runs");
+        .output_within();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

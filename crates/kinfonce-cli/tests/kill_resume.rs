@@ -4,7 +4,7 @@
 #![cfg(feature = "torch")]
 
 mod common;
-use common::cifar;
+use common::{cifar, WithDeadline};
 use kinfonce_train::checkpoint;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -84,7 +84,7 @@ fn kill_then_resume(extra: &[&str]) {
     let whole = scratch.path().join("whole");
     let killed = scratch.path().join("killed");
 
-    let status = pretrain(&data, &whole, extra).status().unwrap();
+    let status = pretrain(&data, &whole, extra).output_within().status;
     assert!(status.success(), "the uninterrupted run failed");
     let reference = step_losses(&whole);
     assert_eq!(reference.len(), 12);
@@ -118,10 +118,8 @@ fn kill_then_resume(extra: &[&str]) {
         .arg("pretrain")
         .arg("--resume")
         .arg(&killed)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
+        .output_within()
+        .status;
     assert!(status.success(), "the resumed run failed");
     let resumed = step_losses(&killed);
     assert_eq!(

@@ -5,6 +5,8 @@
 //! one line before any trial.
 #![cfg(feature = "torch")]
 
+mod common;
+use common::{wait_within, WithDeadline};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt;
@@ -74,7 +76,7 @@ fn search(data: &Path, out: &Path, trials: usize, extra: &[&str]) -> Command {
 
 /// Runs a search to the end; its stderr.
 fn run_ok(mut cmd: Command) -> String {
-    let out = cmd.output().unwrap();
+    let out = cmd.output_within();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "search failed: {stderr}");
     stderr
@@ -229,14 +231,10 @@ fn two_searches_on_one_study_give_each_trial_one_folder_and_one_state() {
     let data = synthetic(scratch.path());
     let storage = format!("journal:{}", scratch.path().join("study.log").display());
     let (a, b) = (scratch.path().join("a"), scratch.path().join("b"));
-    let first = search(&data, &a, 4, &["--storage", &storage])
-        .spawn()
-        .unwrap();
-    let second = search(&data, &b, 4, &["--storage", &storage])
-        .spawn()
-        .unwrap();
+    let first = search(&data, &a, 4, &["--storage", &storage]).spawn_in_group();
+    let second = search(&data, &b, 4, &["--storage", &storage]).spawn_in_group();
     for child in [first, second] {
-        let out = child.wait_with_output().unwrap();
+        let out = wait_within(child, "a kinfonce process");
         assert!(
             out.status.success(),
             "{}",
@@ -323,7 +321,7 @@ fn bad_inputs_are_one_line_before_any_trial() {
             2,
             &flags.iter().map(String::as_str).collect::<Vec<_>>(),
         );
-        let out = cmd.output().unwrap();
+        let out = cmd.output_within();
         let stderr = String::from_utf8_lossy(&out.stderr);
         let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
         assert_eq!(out.status.code(), Some(1), "{stderr}");

@@ -38,7 +38,10 @@ pub fn run_dir(out: &Path, preset: &str, seed: u64) -> PathBuf {
 pub fn trajectory_differences(existing: &TrainConfig, wanted: &TrainConfig) -> Result<Vec<String>> {
     // `auto` asks for what this machine picks; the existing run stores what was picked.
     let mut wanted = wanted.clone();
-    wanted.resolve_compute(&hardware::target_of(parse_device(&wanted.compute.device)?));
+    wanted.resolve_compute(
+        &hardware::target_of(parse_device(&wanted.compute.device)?),
+        false,
+    )?;
     Ok(existing
         .trajectory_changes(&wanted)?
         .iter()

@@ -3,7 +3,7 @@
 
 use crate::batch_norm::BnViews;
 use crate::error::{io_err, Result, TrainError};
-use crate::hardware::{self, ComputeChoice, Precision, Target};
+use crate::hardware::{self, ComputeChoice, LayoutAsk, Precision, Target};
 use crate::optim::OptimizerKind;
 use crate::resnet::{Arch, Stem};
 use kinfonce_data::{AugmentConfig, DataFormat, Normalization};
@@ -544,12 +544,20 @@ impl TrainConfig {
     }
 
     /// Replaces `auto` precision and an unset layout by the choice for `target`, and says why.
-    pub fn resolve_compute(&mut self, target: &Target) -> ComputeChoice {
+    /// A channels-last layout that cannot run on `target` ([`hardware::channels_last_defect`])
+    /// is an error when asked for, and switched to contiguous when `resumed` from a stored run.
+    pub fn resolve_compute(&mut self, target: &Target, resumed: bool) -> Result<ComputeChoice> {
         let c = &mut self.compute;
-        let choice = hardware::resolve(c.precision, c.channels_last, target);
+        let choice = hardware::resolve(
+            c.precision,
+            LayoutAsk::of(c.channels_last, resumed),
+            target,
+            self.model.arch.strided_shortcut_channels(self.model.width),
+        )
+        .map_err(TrainError::Config)?;
         c.precision = choice.precision;
         c.channels_last = Some(choice.channels_last);
-        choice
+        Ok(choice)
     }
 
     /// `bf16 + channels-last`, `f32`, ... for messages and reports.

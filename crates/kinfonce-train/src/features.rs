@@ -180,9 +180,14 @@ impl FrozenEncoder {
         })?;
         let compute = hardware::resolve(
             options.precision,
-            options.channels_last,
+            hardware::LayoutAsk::of(options.channels_last, false),
             &hardware::target_of(device),
-        );
+            config
+                .model
+                .arch
+                .strided_shortcut_channels(config.model.width),
+        )
+        .map_err(TrainError::Config)?;
         let ck_dir = source.checkpoint_dir()?;
         let ck = ck_dir.as_deref().map(checkpoint::load).transpose()?;
         let configured = config.stem_for(image_side, config.run_format());

@@ -15,6 +15,13 @@
 //! precisions on both kinds of CPU (oneDNN's convolutions are NHWC-native), and on GPUs it is
 //! the layout tensor cores read, so it follows the precision there. The rule is fixed, never a
 //! timing at start-up: the same machine always makes the same choice.
+//!
+//! One exception overrides the table: where oneDNN runs its AVX2 code (a CPU without AVX-512, or
+//! libtorch held to AVX2 by `ONEDNN_MAX_CPU_ISA`), the backward of a 1x1 stride-2 convolution
+//! with fewer than 8 input channels on a channels-last input corrupts the heap or hangs
+//! (oneDNN 3.10.2 in libtorch 2.11.0; `docs/onednn-avx2.md` has the reproducer). A network with
+//! such a convolution (a ResNet narrower than 8 channels) runs contiguous there: `auto` picks
+//! it, an explicit channels-last is refused, and a resumed channels-last run switches.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -105,9 +112,16 @@ impl CpuFeatures {
         if isa.is_empty() || isa == "ALL" || isa == "DEFAULT" {
             return;
         }
+        let avx512 = isa.contains("AVX512") || isa.contains("AVX10") || isa.contains("AMX");
         self.amx_bf16 &= isa.contains("AMX");
         self.avx512_bf16 &= isa.contains("BF16") || isa.contains("AMX");
-        self.avx512f &= isa.contains("AVX512") || isa.contains("AVX10");
+        self.avx512f &= avx512;
+        self.avx2 &= avx512 || isa.contains("AVX2");
+    }
+
+    /// oneDNN takes its AVX2 kernels: AVX2 without AVX-512 (or held there).
+    pub fn onednn_runs_avx2(&self) -> bool {
+        self.avx2 && !self.avx512f
     }
 
     /// Parses the first processor of a `/proc/cpuinfo` text.
@@ -191,8 +205,68 @@ pub struct ComputeChoice {
     pub reason: String,
 }
 
-/// The precision and layout `auto` picks for `target` (the table in the module docs).
-pub fn choose(target: &Target) -> ComputeChoice {
+/// Below this many input channels, a 1x1 stride-2 convolution's backward on a channels-last
+/// input breaks in oneDNN's AVX2 code (the module docs).
+pub const ONEDNN_AVX2_MIN_SHORTCUT_CHANNELS: i64 = 8;
+
+/// Why channels-last cannot run on `target` for a network whose narrowest 1x1 stride-2
+/// convolution has `shortcut_channels` inputs, or `None` where it can.
+pub fn channels_last_defect(target: &Target, shortcut_channels: i64) -> Option<String> {
+    match target {
+        Target::Cpu(cpu)
+            if cpu.onednn_runs_avx2() && shortcut_channels < ONEDNN_AVX2_MIN_SHORTCUT_CHANNELS =>
+        {
+            Some(format!(
+                "oneDNN 3.10.2's AVX2 code ({}) corrupts the heap in the backward of a 1x1 \
+                 stride-2 convolution with fewer than {ONEDNN_AVX2_MIN_SHORTCUT_CHANNELS} input \
+                 channels in channels-last, and this network's first stage-2 shortcut has \
+                 {shortcut_channels}",
+                cpu.summary()
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Where the layout setting comes from, which decides what happens where channels-last cannot
+/// run ([`channels_last_defect`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayoutAsk {
+    /// Unset: chosen with the precision, contiguous where channels-last cannot run.
+    Auto,
+    /// Asked for this run: channels-last where it cannot run is refused.
+    Explicit(bool),
+    /// Recorded by a run being resumed: the layout does not change what the run computes, so
+    /// channels-last where it cannot run switches to contiguous, with a note.
+    Stored(bool),
+}
+
+impl LayoutAsk {
+    /// A configuration's `channels_last`, resumed or not.
+    pub fn of(channels_last: Option<bool>, resumed: bool) -> LayoutAsk {
+        match channels_last {
+            None => LayoutAsk::Auto,
+            Some(on) if resumed => LayoutAsk::Stored(on),
+            Some(on) => LayoutAsk::Explicit(on),
+        }
+    }
+}
+
+/// The precision and layout `auto` picks for `target` (the table in the module docs), for a
+/// network whose narrowest 1x1 stride-2 convolution has `shortcut_channels` inputs.
+pub fn choose(target: &Target, shortcut_channels: i64) -> ComputeChoice {
+    let mut choice = choose_by_table(target);
+    if let (true, Some(defect)) = (
+        choice.channels_last,
+        channels_last_defect(target, shortcut_channels),
+    ) {
+        choice.channels_last = false;
+        choice.reason = format!("{}; contiguous layout, since {defect}", choice.reason);
+    }
+    choice
+}
+
+fn choose_by_table(target: &Target) -> ComputeChoice {
     match target {
         Target::Cpu(cpu) if cpu.native_bf16() => ComputeChoice {
             precision: Precision::Bf16,
@@ -220,35 +294,61 @@ pub fn choose(target: &Target) -> ComputeChoice {
     }
 }
 
-/// `precision` and `channels_last` as asked, with `auto` (and an unset layout) resolved for
-/// `target`. Explicit settings win; the reason says which were chosen.
+/// `precision` and the layout as asked, with `auto` (and an unset layout) resolved for
+/// `target` and a network whose narrowest 1x1 stride-2 convolution has `shortcut_channels`
+/// inputs. Explicit settings win, except a channels-last that cannot run there: asked for, it is
+/// an error (the message names the defect); stored by a resumed run, it switches to contiguous.
+/// The reason says what was chosen and why.
 pub fn resolve(
     precision: Precision,
-    channels_last: Option<bool>,
+    layout: LayoutAsk,
     target: &Target,
-) -> ComputeChoice {
-    let auto = choose(target);
+    shortcut_channels: i64,
+) -> Result<ComputeChoice, String> {
+    let auto = choose(target, shortcut_channels);
+    let defect = channels_last_defect(target, shortcut_channels);
+    let (channels_last, switched) = match (layout, defect) {
+        (LayoutAsk::Auto, _) => (auto.channels_last, None),
+        (LayoutAsk::Explicit(true), Some(defect)) => {
+            return Err(format!(
+                "--channels-last refused: {defect}; drop it (the contiguous layout is chosen \
+                 here) or widen the network (--width 8, or 2 for resnet50)"
+            ))
+        }
+        (LayoutAsk::Stored(true), Some(defect)) => (
+            false,
+            Some(format!(
+                "the run was stored in channels-last; switched to the contiguous layout (same \
+                 trajectory), since {defect}"
+            )),
+        ),
+        (LayoutAsk::Explicit(on) | LayoutAsk::Stored(on), _) => (on, None),
+    };
     let chosen: Vec<&str> = [
         (precision == Precision::Auto, "precision"),
-        (channels_last.is_none(), "layout"),
+        (layout == LayoutAsk::Auto, "layout"),
     ]
     .iter()
     .filter(|(a, _)| *a)
     .map(|(_, n)| *n)
     .collect();
-    ComputeChoice {
+    let reason = if chosen.is_empty() {
+        "set explicitly".into()
+    } else {
+        format!("auto chose the {}: {}", chosen.join(" and "), auto.reason)
+    };
+    Ok(ComputeChoice {
         precision: if precision == Precision::Auto {
             auto.precision
         } else {
             precision
         },
-        channels_last: channels_last.unwrap_or(auto.channels_last),
-        reason: if chosen.is_empty() {
-            "set explicitly".into()
-        } else {
-            format!("auto chose the {}: {}", chosen.join(" and "), auto.reason)
+        channels_last,
+        reason: match switched {
+            Some(note) => format!("{reason}; {note}"),
+            None => reason,
         },
-    }
+    })
 }
 
 /// A CUDA device as libtorch sees it.
@@ -367,7 +467,7 @@ mod tests {
             (Target::Cuda { bf16: false }, Precision::F32, false),
         ];
         for (target, precision, channels_last) in cases {
-            let c = choose(&target);
+            let c = choose(&target, 16);
             assert_eq!(
                 (c.precision, c.channels_last),
                 (precision, channels_last),
@@ -380,19 +480,89 @@ mod tests {
     #[test]
     fn explicit_settings_win_and_the_reason_names_what_auto_chose() {
         let avx2 = cpu(true, false, false, false);
-        let c = resolve(Precision::Bf16, Some(false), &avx2);
+        let c = resolve(Precision::Bf16, LayoutAsk::Explicit(false), &avx2, 16).unwrap();
         assert_eq!((c.precision, c.channels_last), (Precision::Bf16, false));
         assert_eq!(c.reason, "set explicitly");
-        let c = resolve(Precision::Auto, Some(false), &avx2);
+        let c = resolve(Precision::Auto, LayoutAsk::Explicit(false), &avx2, 16).unwrap();
         assert_eq!((c.precision, c.channels_last), (Precision::F32, false));
         assert!(
             c.reason.starts_with("auto chose the precision:"),
             "{}",
             c.reason
         );
-        let c = resolve(Precision::F32, None, &avx2);
+        let c = resolve(Precision::F32, LayoutAsk::Auto, &avx2, 16).unwrap();
         assert_eq!((c.precision, c.channels_last), (Precision::F32, true));
         assert!(c.reason.contains("the layout"), "{}", c.reason);
+    }
+
+    /// The oneDNN AVX2 rule over the capability table and the widths around its edge: where
+    /// oneDNN runs AVX2 code and the narrowest shortcut has fewer than 8 inputs, `auto` is
+    /// contiguous, an explicit channels-last is refused naming the defect, and a resumed one
+    /// switches; everywhere else nothing changes.
+    #[test]
+    fn channels_last_is_never_chosen_where_onednn_avx2_breaks_the_narrow_shortcut() {
+        let Target::Cpu(avx512) = cpu(true, true, false, false) else {
+            unreachable!()
+        };
+        let mut held = avx512.clone();
+        held.cap_to_onednn_isa("AVX2");
+        let kinds = [
+            ("AVX2 only", cpu(true, false, false, false), true),
+            ("AVX-512 held to AVX2", Target::Cpu(held), true),
+            ("AVX-512", Target::Cpu(avx512), false),
+            ("avx512_bf16", cpu(true, true, true, false), false),
+            ("AMX", cpu(true, true, true, true), false),
+            ("CUDA", Target::Cuda { bf16: true }, false),
+        ];
+        for (name, target, avx2_code) in &kinds {
+            for width in [2, 4, 6, 8, 16] {
+                let broken = *avx2_code && width < 8;
+                let by_table = choose_by_table(target).channels_last;
+                let auto = choose(target, width);
+                assert_eq!(
+                    auto.channels_last,
+                    by_table && !broken,
+                    "{name}, width {width}"
+                );
+                assert_eq!(
+                    auto.reason.contains("oneDNN"),
+                    broken,
+                    "{name}, width {width}: {}",
+                    auto.reason
+                );
+                let explicit = resolve(Precision::F32, LayoutAsk::Explicit(true), target, width);
+                match (broken, explicit) {
+                    (true, Err(e)) => assert!(
+                        e.starts_with("--channels-last refused")
+                            && e.contains("oneDNN 3.10.2")
+                            && e.contains(&format!("has {width}")),
+                        "{e}"
+                    ),
+                    (false, Ok(c)) => assert!(c.channels_last, "{name}, width {width}"),
+                    (_, other) => panic!("{name}, width {width}: {other:?}"),
+                }
+                let stored =
+                    resolve(Precision::F32, LayoutAsk::Stored(true), target, width).unwrap();
+                assert_eq!(stored.channels_last, !broken, "{name}, width {width}");
+                assert_eq!(
+                    stored.reason.contains("switched to the contiguous layout"),
+                    broken,
+                    "{}",
+                    stored.reason
+                );
+                for ask in [LayoutAsk::Explicit(false), LayoutAsk::Stored(false)] {
+                    let c = resolve(Precision::F32, ask, target, width).unwrap();
+                    assert!(!c.channels_last, "{name}, width {width}, {ask:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_resumed_layout_is_stored_and_a_configured_one_explicit() {
+        assert_eq!(LayoutAsk::of(None, true), LayoutAsk::Auto);
+        assert_eq!(LayoutAsk::of(Some(true), true), LayoutAsk::Stored(true));
+        assert_eq!(LayoutAsk::of(Some(true), false), LayoutAsk::Explicit(true));
     }
 
     #[test]
@@ -407,7 +577,7 @@ mod tests {
         let f = CpuFeatures::from_cpuinfo(xeon);
         assert!(f.avx512f && f.avx512_bf16 && f.amx_bf16);
         assert_eq!(f.summary(), "AVX2, AVX-512, avx512_bf16, AMX-BF16");
-        assert_eq!(choose(&Target::Cpu(f)).precision, Precision::Bf16);
+        assert_eq!(choose(&Target::Cpu(f), 16).precision, Precision::Bf16);
     }
 
     #[test]
@@ -418,10 +588,17 @@ mod tests {
         let mut capped = xeon.clone();
         capped.cap_to_onednn_isa("avx2");
         assert!(!capped.native_bf16() && !capped.avx512f && capped.avx2);
-        assert_eq!(choose(&Target::Cpu(capped)).precision, Precision::F32);
+        assert_eq!(
+            choose(&Target::Cpu(capped.clone()), 16).precision,
+            Precision::F32
+        );
+        assert!(capped.onednn_runs_avx2());
+        let mut sse = capped.clone();
+        sse.cap_to_onednn_isa("SSE41");
+        assert!(!sse.avx2 && !sse.onednn_runs_avx2());
         xeon.cap_to_onednn_isa("AVX512_CORE_BF16");
-        assert!(xeon.avx512_bf16 && !xeon.amx_bf16);
-        assert_eq!(choose(&Target::Cpu(xeon)).precision, Precision::Bf16);
+        assert!(xeon.avx512_bf16 && !xeon.amx_bf16 && !xeon.onednn_runs_avx2());
+        assert_eq!(choose(&Target::Cpu(xeon), 16).precision, Precision::Bf16);
     }
 
     #[test]

@@ -39,6 +39,12 @@ impl Arch {
             _ => 1,
         }
     }
+
+    /// Input channels of the narrowest 1x1 stride-2 convolution at `width`: the first shortcut
+    /// of stage 2 (`layer2.0.downsample.0`), fed by stage 1's output.
+    pub fn strided_shortcut_channels(self, width: i64) -> i64 {
+        width * self.expansion()
+    }
 }
 
 impl std::fmt::Display for Arch {

@@ -30,14 +30,15 @@ pub struct RunOptions {
 
 /// Resolves `auto` precision and layout for `device`, says what was chosen (and warns when a
 /// resumed bf16 run lands on a CPU that emulates bf16), and records it in the provenance.
+/// A layout that cannot run on `device` is refused, or switched for a resumed run.
 pub(super) fn announce_compute(
     config: &mut TrainConfig,
     device: Device,
     resume: bool,
     options: &mut RunOptions,
-) {
+) -> Result<()> {
     let target = hardware::target_of(device);
-    let choice = config.resolve_compute(&target);
+    let choice = config.resolve_compute(&target, resume)?;
     if !options.quiet {
         eprintln!("compute: {} ({})", config.compute_label(), choice.reason);
     }
@@ -55,6 +56,7 @@ pub(super) fn announce_compute(
             );
         }
     }
+    Ok(())
 }
 
 /// Reads the data sets of `config`.

@@ -95,7 +95,7 @@ impl Trainer {
         if config.compute.deterministic && device != Device::Cpu {
             tch::Cuda::cudnn_set_benchmark(false);
         }
-        announce_compute(&mut config, device, resume, &mut options);
+        announce_compute(&mut config, device, resume, &mut options)?;
         let shard = match &dist {
             Some(d) => d.join_run(&config)?,
             None => (0, 1),
