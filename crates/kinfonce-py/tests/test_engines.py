@@ -17,6 +17,10 @@ from test_loss import make_inputs, value_and_grads
 # Small tiles, so that these sizes cross tile edges in both directions.
 SMALL = (5, 7)
 
+
+def small_tiles(monkeypatch, block=SMALL):
+    monkeypatch.setattr(_tiled, "BLOCK", {"cpu": block, "other": block})
+
 EXP = [(2.0, 0.4, 2), (1.0, 0.2, 2), (0.5, 0.15, 2), (1.5, 0.3, 2), (0.7, 0.5, 1), (1.0, 0.5, "inf")]
 SPECS = [
     {"loss": "info_nce", "kernel": {"type": "mixture", "components": [
@@ -111,7 +115,7 @@ def test_triton_refuses_what_its_kernels_do_not_cover():
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_every_golden_case_matches_on_the_tiled_path(golden_cases, dtype, monkeypatch):
-    monkeypatch.setattr(_tiled, "BLOCK", SMALL)
+    small_tiles(monkeypatch)
     for case in golden_cases:
         err, engine = run_case(case, dtype, DEVICE, engine="torch")
         assert engine == "torch"
@@ -121,7 +125,7 @@ def test_every_golden_case_matches_on_the_tiled_path(golden_cases, dtype, monkey
 @pytest.mark.parametrize("pairing", ["simclr", "moco", "clip"])
 def test_the_tiled_path_equals_the_native_engine(pairing, monkeypatch):
     """Values and gradients in f64, with 2B = 22 rows, d = 9 and a queue of 13 in 5 x 7 tiles."""
-    monkeypatch.setattr(_tiled, "BLOCK", SMALL)
+    small_tiles(monkeypatch)
     inputs = make_inputs(pairing, b=11, d=9, k=13)
     for kwargs in losses(pairing):
         native = value_and_grads(kinfonce.KernelInfoNCE(pairing=pairing, engine="native", **kwargs), inputs)
@@ -158,7 +162,7 @@ def test_the_spectral_loss_on_the_tiled_path_equals_the_native_engine():
 
 @pytest.mark.parametrize("pairing", ["simclr", "moco", "clip"])
 def test_gradcheck_on_the_tiled_path(pairing, monkeypatch):
-    monkeypatch.setattr(_tiled, "BLOCK", (3, 4))
+    small_tiles(monkeypatch, (3, 4))
     inputs = [t.clone().to(DEVICE).requires_grad_(True) for t in make_inputs(pairing, b=4, d=5, k=6)]
     for kwargs in [{"gamma": 1.0, "tau": 0.3}, {"gamma": 0.5, "tau": 0.2, "p": 1}, {"preset": "simple-sum"},
                    {"spec": {"loss": "info_nce", "kernel": {"type": "arc_cos", "order": 3, "tau": 0.3}}}]:
@@ -178,7 +182,7 @@ def edge_cases(b=6, d=7):
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_edge_cases_are_finite_and_equal_the_native_engine(dtype, monkeypatch):
-    monkeypatch.setattr(_tiled, "BLOCK", SMALL)
+    small_tiles(monkeypatch)
     for name, inputs, kwargs in edge_cases():
         inputs = [t.to(dtype) for t in inputs]
         native = value_and_grads(kinfonce.KernelInfoNCE(**kwargs), inputs)
@@ -226,7 +230,7 @@ def test_bad_inputs_get_the_native_engines_messages_on_the_tiled_path():
 
 
 def test_collapsed_embeddings_give_ln_of_the_candidate_count_on_the_tiled_path(monkeypatch):
-    monkeypatch.setattr(_tiled, "BLOCK", SMALL)
+    small_tiles(monkeypatch)
     b, d, k = 5, 4, 7
     z = torch.full((b, d), 0.5, dtype=torch.float64, device=DEVICE)
     queue = torch.full((k, d), 0.5, dtype=torch.float64, device=DEVICE)

@@ -56,7 +56,7 @@ class Kernel:
         if self.geometry == DOT or len(self.parts) > 1:
             return self.log_k_slope(t)[0]
         lw, e, it = self.parts[0]
-        return lw - _power(t, e) * it
+        return _power(t, e) * -it if lw == 0 else lw - _power(t, e) * it
 
     def log_k_slope(self, t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         """(ln K(t), d ln K / dt), elementwise."""
@@ -66,8 +66,8 @@ class Kernel:
         for lw, e, it in self.parts:
             te = _power(t, e)
             # d t^e / dt at t = 0: 1 when e = 1, else taken as 0 (the subgradient).
-            d = torch.where(t > 0, -e * it * te / t, torch.full_like(t, -it if e == 1.0 else 0.0))
-            terms.append((lw - te * it, d))
+            d = (te / t).mul_(-e * it).masked_fill_(t <= 0, -it if e == 1.0 else 0.0)
+            terms.append((te * -it if lw == 0 else lw - te * it, d))
         if len(terms) == 1:
             return terms[0]
         logits = torch.stack([s for s, _ in terms])

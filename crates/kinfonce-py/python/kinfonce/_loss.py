@@ -180,14 +180,14 @@ def _triton_covers(spec: Dict[str, Any], dtype: torch.dtype) -> bool:
     return dtype == torch.float32 and bool(kernels) and all(k.geometry == _infonce.SQ for k in kernels)
 
 
-def _sweep(engine: str, half: bool):
+def _sweep(engine: str, device: torch.device, half: bool):
     if engine == "triton":
         from . import _triton  # imported only here: importing triton reads TRITON_INTERPRET
 
         return _triton.TritonSweep(half_inputs=half)
     from . import _tiled
 
-    return _tiled.TiledSweep()
+    return _tiled.TiledSweep(device=device.type)
 
 
 _last = threading.local()
@@ -351,7 +351,7 @@ class KernelInfoNCE(torch.nn.Module):
         # float16 and bfloat16 are computed in float32 (autograd casts the gradients back).
         half = inputs[0].dtype in (torch.float16, torch.bfloat16)
         inputs = [t.to(dtype) for t in inputs]
-        sweep = _sweep(engine, half)
+        sweep = _sweep(engine, inputs[0].device, half)
         if group is None:
             return _infonce.loss(sweep, spec, self.pairing, inputs)
         _check_batch_sizes(names, inputs[0], inputs[1], group)
