@@ -13,6 +13,7 @@ The same source runs on the CPU under ``TRITON_INTERPRET=1`` (numpy), which the 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Dict
 
 import torch
@@ -199,9 +200,10 @@ class TritonSweep:
         bm, bn, bk, _ = self._sizes(a)
         neg_max = torch.empty(n, dtype=torch.float32, device=a.device)
         neg_sum = torch.empty_like(neg_max)
-        _negatives_kernel[(triton.cdiv(n, bm),)](
-            a, c, a_sq, c_sq, pos, excl, kp, neg_max, neg_sum, n, m, d,
-            PARTS=len(kernel.parts), BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, DOT=self.dot)
+        with _on(a):
+            _negatives_kernel[(triton.cdiv(n, bm),)](
+                a, c, a_sq, c_sq, pos, excl, kp, neg_max, neg_sum, n, m, d,
+                PARTS=len(kernel.parts), BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, DOT=self.dot)
         return neg_max, neg_sum
 
     def gradients(self, kernel: Kernel, a, c, pos, excl, lse):
@@ -213,6 +215,12 @@ class TritonSweep:
         args = (a, c, a_sq, c_sq, pos, excl, kp, lse)
         meta = dict(PARTS=len(kernel.parts), BLOCK_M=bm, BLOCK_N=bn, BLOCK_K=bk, BLOCK_D=bd,
                     DOT=self.dot, DOT_W=self.dot_w)
-        _anchor_grad_kernel[(triton.cdiv(n, bm), triton.cdiv(d, bd))](*args, da, n, m, d, **meta)
-        _candidate_grad_kernel[(triton.cdiv(m, bn), triton.cdiv(d, bd))](*args, dc, n, m, d, **meta)
+        with _on(a):
+            _anchor_grad_kernel[(triton.cdiv(n, bm), triton.cdiv(d, bd))](*args, da, n, m, d, **meta)
+            _candidate_grad_kernel[(triton.cdiv(m, bn), triton.cdiv(d, bd))](*args, dc, n, m, d, **meta)
         return da, dc
+
+
+def _on(t: torch.Tensor):
+    """Kernels launch on the current CUDA device: make it the tensors' one."""
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
