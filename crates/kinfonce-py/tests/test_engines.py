@@ -11,7 +11,7 @@ import torch
 import kinfonce
 from conftest import DEVICE
 from golden import TOL, run_case
-from kinfonce import _engine, _infonce, _native, _tiled
+from kinfonce import _engine, _infonce, _tiled
 from test_loss import make_inputs, value_and_grads
 
 # Small tiles, so that these sizes cross tile edges in both directions.

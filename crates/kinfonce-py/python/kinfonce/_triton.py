@@ -135,7 +135,8 @@ def _anchor_grad_kernel(a_ptr, c_ptr, a_sq_ptr, c_sq_ptr, pos_ptr, excl_ptr, kp_
         w = _weights(a_ptr, c_ptr, a_sq_ptr, c_sq_ptr, pos_ptr, excl_ptr, kp_ptr, lse_ptr, rows, cols,
                      n, m, d, PARTS, BLOCK_K, DOT)
         w_sum += tl.sum(w, 1)
-        c = tl.load(c_ptr + cols[:, None] * d + ds[None, :], mask=(cols[:, None] < m) & (ds[None, :] < d), other=0.0)
+        c = tl.load(c_ptr + cols[:, None] * d + ds[None, :],
+                    mask=(cols[:, None] < m) & (ds[None, :] < d), other=0.0)
         acc = tl.dot(w, c, acc, input_precision=DOT_W)
     inside = (rows[:, None] < n) & (ds[None, :] < d)
     a = tl.load(a_ptr + rows[:, None] * d + ds[None, :], mask=inside, other=0.0)
@@ -157,7 +158,8 @@ def _candidate_grad_kernel(a_ptr, c_ptr, a_sq_ptr, c_sq_ptr, pos_ptr, excl_ptr, 
         w = _weights(a_ptr, c_ptr, a_sq_ptr, c_sq_ptr, pos_ptr, excl_ptr, kp_ptr, lse_ptr, rows, cols,
                      n, m, d, PARTS, BLOCK_K, DOT)
         w_sum += tl.sum(w, 0)
-        a = tl.load(a_ptr + rows[:, None] * d + ds[None, :], mask=(rows[:, None] < n) & (ds[None, :] < d), other=0.0)
+        a = tl.load(a_ptr + rows[:, None] * d + ds[None, :],
+                    mask=(rows[:, None] < n) & (ds[None, :] < d), other=0.0)
         acc = tl.dot(tl.trans(w), a, acc, input_precision=DOT_W)
     inside = (cols[:, None] < m) & (ds[None, :] < d)
     c = tl.load(c_ptr + cols[:, None] * d + ds[None, :], mask=inside, other=0.0)
