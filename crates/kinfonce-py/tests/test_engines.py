@@ -103,7 +103,7 @@ def test_the_engine_that_ran_is_readable_after_the_call(monkeypatch):
 
 
 def test_triton_refuses_what_its_kernels_do_not_cover():
-    z1, z2 = make_inputs("simclr")
+    z1, z2 = (t.to(DEVICE) for t in make_inputs("simclr"))
     for kwargs in ({"gamma": 1.0, "tau": 0.5, "p": 1}, {"spec": {"loss": "spectral"}}, {"preset": "laplacian"}):
         dtype = torch.float64 if "preset" in kwargs else torch.float32
         with pytest.raises(ValueError, match="engine: 'triton' covers exponential kernels with p = 2"):
