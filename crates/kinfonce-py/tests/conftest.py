@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -15,6 +16,10 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 # The device the engines in torch operations and Triton are tested on.
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# Whether the Triton kernels can run here: on a GPU, or in the interpreter.
+TRITON_RUNS = importlib.util.find_spec("triton") is not None and (
+    DEVICE == "cuda" or os.environ.get("TRITON_INTERPRET") == "1"
+)
 
 # The golden vectors live beside the checkout (../shared/golden from the repository root), or
 # wherever KINFONCE_GOLDEN points.

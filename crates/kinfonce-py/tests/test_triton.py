@@ -3,23 +3,19 @@ set by conftest.py): the golden vectors in float32 and the native engine on inpu
 are not multiples of the tiles, values and gradients, every pairing."""
 
 import math
-import os
 
 import pytest
 import torch
 
 import kinfonce
-from conftest import DEVICE
+from conftest import DEVICE, TRITON_RUNS
 from golden import TOL, run_case, triton_covers
-from kinfonce import _engine, _infonce
+from kinfonce import _infonce
 from test_engines import close, edge_cases
 from test_loss import make_inputs, value_and_grads
 
 pytestmark = [
-    pytest.mark.skipif(
-        not _engine.triton_available() or (DEVICE == "cpu" and os.environ.get("TRITON_INTERPRET") != "1"),
-        reason="Triton runs here neither on a GPU nor in its interpreter",
-    ),
+    pytest.mark.skipif(not TRITON_RUNS, reason="Triton runs here neither on a GPU nor in its interpreter"),
     # The interpreter's own int() of one-element arrays (numpy 1.25 deprecated it).
     pytest.mark.filterwarnings("ignore:Conversion of an array with ndim:DeprecationWarning"),
 ]
