@@ -3,6 +3,9 @@ set by conftest.py): the golden vectors in float32 and the native engine on inpu
 are not multiples of the tiles, values and gradients, every pairing."""
 
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -97,3 +100,33 @@ def test_half_inputs_are_computed_in_float32(dtype, small_tiles):
     assert loss.dtype == torch.float32 and grads[0].dtype == dtype
     ok, err = close((loss, [g.float() for g in grads]), (want, want_grads), 1e-2 if dtype == torch.bfloat16 else 1e-3)
     assert ok, err
+
+
+# Compiles the kernels to a Hopper binary (Triton's whole pipeline, ptxas included): a GPU build
+# fails on what the interpreter lets pass (types, constexprs, layouts), and needs no GPU.
+COMPILE = """
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from kinfonce import _triton as T
+
+ptrs = {name: "*fp32" for name in ("a_ptr", "c_ptr", "a_sq_ptr", "c_sq_ptr", "kp_ptr")}
+ptrs.update(pos_ptr="*i32", excl_ptr="*i32", n="i32", m="i32", d="i32")
+blocks = {"BLOCK_M": 64, "BLOCK_N": 64, "BLOCK_K": 64}
+grads = dict(blocks, BLOCK_D=128, DOT_W="ieee")
+for kernel, extra, consts in [
+    (T._negatives_kernel, ("max_ptr", "sum_ptr"), dict(blocks, PARTS=1, DOT="ieee")),
+    (T._anchor_grad_kernel, ("lse_ptr", "out_ptr"), dict(grads, PARTS=2, DOT="tf32")),
+    (T._candidate_grad_kernel, ("lse_ptr", "out_ptr"), dict(grads, PARTS=1, DOT="ieee")),
+]:
+    signature = dict(ptrs, **{name: "*fp32" for name in extra}, **{name: "constexpr" for name in consts})
+    triton.compile(ASTSource(kernel, signature, constexprs=consts), target=GPUTarget("cuda", 90, 32))
+print("compiled")
+"""
+
+
+def test_the_kernels_compile_for_a_gpu(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    env["TRITON_CACHE_DIR"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-c", COMPILE], env=env, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0 and "compiled" in out.stdout, out.stderr[-3000:]
