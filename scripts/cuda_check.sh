@@ -11,7 +11,10 @@
 #   1. `kinfonce info` and nvidia-smi: what the binary sees;
 #   2. the loss cases (CASES.json, e.g. the golden vectors) through the tensor path on CUDA in
 #      f64 and f32, against the values the file holds (else the fused CPU engine), by the golden
-#      rule: every value within tol x the case's largest magnitude (1e-9 f64, 1e-4 f32);
+#      rule: every value within tol x the case's largest magnitude (1e-9 f64, 1e-4 f32); and the
+#      golden cases through the Python package's engines on CUDA (`engine="torch"` in f64 and f32,
+#      `engine="triton"` in f32 on the cases its kernels cover), when $PYTHON imports `kinfonce`
+#      (pip install the wheel built by maturin from crates/kinfonce-py);
 #   3. SimCLR training steps at widths 16 and 64, in f32 and bf16 + channels-last, each beside
 #      the PyTorch reference pipeline (bench/reference/torch_simclr_pipeline.py) on the same GPU
 #      with the same batch (needs the CIFAR-10 argument; without it kinfonce runs alone);
@@ -53,6 +56,14 @@ if [ -n "$CASES" ]; then
   for dtype in f64 f32; do
     "$BIN" loss --cases "$CASES" --dtype "$dtype" --engine tensor --device "$DEVICE" >"$OUT/loss-$dtype.json"
   done
+  if "$PYTHON" -c 'import kinfonce' 2>/dev/null; then
+    # Without a GPU (DEVICE=cpu) the Triton kernels run in Triton's interpreter.
+    TRITON_INTERPRET="$([ "$DEVICE" = cpu ] && echo 1 || echo 0)" "$PYTHON" \
+      "$ROOT/crates/kinfonce-py/tests/golden.py" "$CASES" --device "$DEVICE" 2>"$OUT/python-golden.err" |
+      tail -1 >"$OUT/python-golden.json" || { tail -5 "$OUT/python-golden.err" >&2; echo '{"failed": true}' >"$OUT/python-golden.json"; }
+  else
+    echo '{"skipped": "kinfonce is not installed for '"$PYTHON"'"}' >"$OUT/python-golden.json"
+  fi
 fi
 
 # A short pretraining run with kinfonce; extra arguments go to `kinfonce pretrain`.
@@ -149,6 +160,8 @@ if fused is not None:
                          "skipped": [s["name"] for s in got.get("skipped", [])],
                          "pass": not failed and len(got["cases"]) > 0}
     summary["loss_cases"] = losses
+    # The same cases through the Python package's tiled and Triton engines.
+    summary["python_loss_cases"] = read("python-golden.json")
 
 # 3. Throughput, kinfonce beside the reference.
 runs = []

@@ -31,7 +31,13 @@ if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split(
     exit 1
   fi
   echo "kinfonce: installing torch==$TORCH_VERSION into $VENV (about 5 GB, once)" >&2
-  "$VENV/bin/pip" install --no-cache-dir --quiet "torch==$TORCH_VERSION" numpy
+  "$VENV/bin/pip" install --no-cache-dir --quiet "torch==$TORCH_VERSION" "numpy<2.4"
+fi
+# Triton 3.6's interpreter (the Triton kernels' tests without a GPU) calls int() on one-element
+# arrays, which numpy 2.4 refuses (triton-lang/triton#9171, fixed after 3.6).
+if ! "$VENV/bin/python" -c "import numpy, sys; sys.exit(tuple(map(int, numpy.__version__.split('.')[:2])) >= (2, 4))" 2>/dev/null; then
+  echo "kinfonce: installing numpy<2.4 for Triton's interpreter" >&2
+  "$VENV/bin/pip" install --no-cache-dir --quiet "numpy<2.4"
 fi
 
 # The CUDA headers the wheel leaves out, for building NCCL into kinfonce-dist (`--features

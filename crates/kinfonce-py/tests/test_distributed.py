@@ -1,11 +1,14 @@
 """gather=True across 2 processes (torch.distributed, gloo): after DDP averages the gradients,
-one SGD step equals the single-process step on the concatenated batch; gather=False does not."""
+one SGD step equals the single-process step on the concatenated batch, on the native engine
+and on the tiled path (whose all-gather and gradient all-reduce stay on the tensors' device);
+gather=False does not."""
 
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 import kinfonce
@@ -42,12 +45,12 @@ def free_port():
         return s.getsockname()[1]
 
 
-def two_ranks(tmp_path, gather):
+def two_ranks(tmp_path, gather, engine="native"):
     port = free_port()
     outs = [tmp_path / f"rank{r}-{gather}.pt" for r in range(2)]
     procs = [
         subprocess.Popen(
-            [sys.executable, str(WORKER), str(r), "2", str(port), "1" if gather else "0", str(outs[r])],
+            [sys.executable, str(WORKER), str(r), "2", str(port), "1" if gather else "0", engine, str(outs[r])],
             cwd=WORKER.parent,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -66,9 +69,10 @@ def single_process():
     return loss, [p.detach() for p in net.parameters()]
 
 
-def test_gathered_ddp_step_equals_the_single_process_step(tmp_path):
+@pytest.mark.parametrize("engine", ["native", "torch"])
+def test_gathered_ddp_step_equals_the_single_process_step(tmp_path, engine):
     loss, params = single_process()
-    ranks = two_ranks(tmp_path, gather=True)
+    ranks = two_ranks(tmp_path, gather=True, engine=engine)
     # Each rank's loss is the mean over its own anchors; their mean is the whole batch's loss.
     assert abs(sum(r["loss"] for r in ranks) / 2 - loss) < 1e-12
     for r in ranks:

@@ -1,5 +1,6 @@
 """kinfonce: the exact Kernel-InfoNCE losses (Tan et al., "Contrastive Learning Is Spectral
-Clustering On Similarity Graph", ICLR 2024) for PyTorch, on kinfonce's fused Rust CPU engine.
+Clustering On Similarity Graph", ICLR 2024) for PyTorch: kinfonce's fused Rust engine on the CPU,
+fused Triton kernels and an exact tiled path in torch operations on GPUs.
 
     import kinfonce
     loss_fn = kinfonce.KernelInfoNCE("laplacian")       # or gamma=1.0, tau=0.2, p=2
@@ -13,7 +14,8 @@ K(x, y) = exp(-||x - y||_p^gamma / tau); see :class:`KernelInfoNCE` and docs/pyt
 """
 
 from . import data
-from ._loss import PAIRINGS, PRESETS, KernelInfoNCE, kernel_infonce
+from ._engine import ENGINES
+from ._loss import PAIRINGS, PRESETS, KernelInfoNCE, kernel_infonce, last_engine
 
-__all__ = ["KernelInfoNCE", "kernel_infonce", "PRESETS", "PAIRINGS", "data"]
+__all__ = ["KernelInfoNCE", "kernel_infonce", "last_engine", "PRESETS", "PAIRINGS", "ENGINES", "data"]
 __version__ = "0.1.0"

@@ -1,19 +1,21 @@
-"""The Kernel-InfoNCE losses as a torch.autograd.Function, a functional form and a Module.
-
-The loss and the analytic gradient of every input come from one call into the fused Rust
-engine (kinfonce-loss); backward only scales the saved gradients by the incoming one.
+"""The Kernel-InfoNCE losses as a functional form and a Module, on three engines (see
+:func:`kinfonce._engine.choose_engine`): the fused Rust engine for CPU tensors (loss and analytic
+gradients from one call; backward only scales them), the exact tiled path in torch operations
+(any device) and fused Triton kernels (CUDA).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import threading
 from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.distributed as dist
 
-from . import _native
+from . import _engine, _infonce, _native
+from ._engine import ENGINES
 
 PAIRINGS = ("simclr", "moco", "clip")
 PRESETS: Tuple[str, ...] = tuple(_native.PRESETS)
@@ -66,9 +68,32 @@ def _check_inputs(names: Sequence[str], inputs: Sequence[Any]) -> torch.dtype:
             raise ValueError(f"{name} is on {t.device}, {names[0]} on {first.device}")
         if t.dim() != 2:
             raise ValueError(f"{name}: expected a 2-D tensor (batch x dim), got shape {tuple(t.shape)}")
-    if first.device.type not in ("cpu", "cuda"):
-        raise ValueError(f"{names[0]}: device {first.device} is not supported (cpu or cuda)")
     return dtype
+
+
+def _check_values(names: Sequence[str], inputs: Sequence[torch.Tensor]) -> None:
+    """The native engine's checks, with its messages, for the engines in torch operations."""
+    d = inputs[0].shape[1]
+    for name, t in zip(names, inputs):
+        if t.shape[0] == 0 or t.shape[1] == 0:
+            raise ValueError(
+                f"{name} is {t.shape[0]} x {t.shape[1]}: every input needs at least one row and one column"
+            )
+        if t.shape[1] != d:
+            raise ValueError(f"{name} has {t.shape[1]} columns, {names[0]} has {d}")
+    if inputs[0].shape[0] != inputs[1].shape[0]:
+        raise ValueError(
+            f"{names[0]} and {names[1]} must have the same number of rows (paired views), "
+            f"got {inputs[0].shape[0]} and {inputs[1].shape[0]}"
+        )
+    # One synchronisation for all inputs; the slow search only when one is bad.
+    if not bool(torch.stack([torch.isfinite(t).all() for t in inputs]).all()):
+        for name, t in zip(names, inputs):
+            bad = (~torch.isfinite(t)).nonzero()
+            if len(bad):
+                r, c = bad[0].tolist()
+                value = {math.inf: "inf", -math.inf: "-inf"}.get(t[r, c].item(), "NaN")
+                raise ValueError(f"input `{name}` has a non-finite value {value} at row {r}, column {c}")
 
 
 def _host(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -89,7 +114,7 @@ class _KernelInfoNCEFunction(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, loss, pairing, names, group, *inputs):  # type: ignore[override]
-        dtype = _check_inputs(names, inputs)
+        dtype = _compute_dtype(names[0], inputs[0])
         device = inputs[0].device
         if group is None:
             value, grads = _run(loss, pairing, names, [_host(t, dtype) for t in inputs])
@@ -116,15 +141,7 @@ def _gathered_forward(loss, names, inputs, dtype, group):
     """Gathers both views from every rank; this rank's anchors are its own rows."""
     rank, world = dist.get_rank(group), dist.get_world_size(group)
     z1, z2 = (t.detach().to(dtype) for t in inputs)
-    if z1.shape != z2.shape:
-        raise ValueError(f"{names[1]}: shape {tuple(z2.shape)} differs from {names[0]}'s {tuple(z1.shape)}")
-    # Every rank must bring the same batch size: the positives are offset by rank * B.
-    sizes = [torch.zeros(1, dtype=torch.int64, device=z1.device) for _ in range(world)]
-    dist.all_gather(sizes, torch.tensor([z1.shape[0]], dtype=torch.int64, device=z1.device), group=group)
-    sizes = [int(s.item()) for s in sizes]
-    if len(set(sizes)) != 1:
-        raise ValueError(f"{names[0]}: gather=True needs the same batch size on every rank, got {sizes}")
-    b = sizes[0]
+    b = _check_batch_sizes(names, z1, z2, group)
     gathered = []
     for z in (z1, z2):
         parts = [torch.empty_like(z) for _ in range(world)]
@@ -134,6 +151,19 @@ def _gathered_forward(loss, names, inputs, dtype, group):
     return value, grads, (rank * b, b)
 
 
+def _check_batch_sizes(names, z1, z2, group) -> int:
+    """Every rank must bring the same batch size: the positives are offset by rank * B."""
+    if z1.shape != z2.shape:
+        raise ValueError(f"{names[1]}: shape {tuple(z2.shape)} differs from {names[0]}'s {tuple(z1.shape)}")
+    world = dist.get_world_size(group)
+    sizes = [torch.zeros(1, dtype=torch.int64, device=z1.device) for _ in range(world)]
+    dist.all_gather(sizes, torch.tensor([z1.shape[0]], dtype=torch.int64, device=z1.device), group=group)
+    sizes = [int(s.item()) for s in sizes]
+    if len(set(sizes)) != 1:
+        raise ValueError(f"{names[0]}: gather=True needs the same batch size on every rank, got {sizes}")
+    return sizes[0]
+
+
 def _gathered_backward(grads, local, group, device):
     """Every rank's loss depends on every rank's rows: sum the gathered gradients over ranks,
     keep this rank's rows. (DDP then averages, which gives the gradient of the mean loss.)"""
@@ -141,6 +171,31 @@ def _gathered_backward(grads, local, group, device):
     both = torch.stack(grads).to(device)
     dist.all_reduce(both, op=dist.ReduceOp.SUM, group=group)
     return [g[offset : offset + b].cpu() for g in both]
+
+
+def _triton_covers(spec: Dict[str, Any], dtype: torch.dtype) -> bool:
+    """The Triton kernels: exponential kernels with p = 2 and one-softmax mixtures of them (so
+    sums and Concatenation Sums of those), computed in float32."""
+    kernels = _infonce.kernels(spec)
+    return dtype == torch.float32 and bool(kernels) and all(k.geometry == _infonce.SQ for k in kernels)
+
+
+def _sweep(engine: str, device: torch.device, half: bool):
+    if engine == "triton":
+        from . import _triton  # imported only here: importing triton reads TRITON_INTERPRET
+
+        return _triton.TritonSweep(half_inputs=half)
+    from . import _tiled
+
+    return _tiled.TiledSweep(device=device.type)
+
+
+_last = threading.local()
+
+
+def last_engine() -> Optional[str]:
+    """The engine ("native", "torch" or "triton") of this thread's latest loss call."""
+    return getattr(_last, "engine", None)
 
 
 def kernel_infonce(
@@ -155,10 +210,12 @@ def kernel_infonce(
     spec: Optional[Spec] = None,
     pairing: str = "simclr",
     gather: bool = False,
+    engine: str = "auto",
 ) -> torch.Tensor:
-    """The Kernel-InfoNCE loss of two views (see :class:`KernelInfoNCE` for every argument)."""
+    """The Kernel-InfoNCE loss of two views (see :class:`KernelInfoNCE` for every argument;
+    :func:`kinfonce.last_engine` says which engine ran)."""
     return KernelInfoNCE(
-        preset, gamma=gamma, tau=tau, p=p, spec=spec, pairing=pairing, gather=gather
+        preset, gamma=gamma, tau=tau, p=p, spec=spec, pairing=pairing, gather=gather, engine=engine
     )(z1, z2, queue)
 
 
@@ -200,8 +257,14 @@ class KernelInfoNCE(torch.nn.Module):
     Dtypes: float32 and float64 run in their own precision; float16 and bfloat16 are upcast to
     float32 (the loss is then float32, the gradients come back in the input dtype).
 
-    Devices: CPU tensors are read in place by the fused engine (memory O(B d)); CUDA tensors
-    are copied to the host and back (see docs/python.md).
+    engine: ``"auto"`` (default): the fused Rust engine for CPU tensors, the Triton kernels for
+        CUDA tensors when they cover the loss, else the tiled path; ``"native"`` (CPU tensors
+        only), ``"torch"`` (the exact tiled path in torch operations, any device) or
+        ``"triton"`` (CUDA, or the CPU under ``TRITON_INTERPRET=1``). ``last_engine`` (and
+        :func:`kinfonce.last_engine`) says which one ran. See docs/python.md.
+
+    Devices: every engine computes where the tensors live, in memory linear in the batch; none
+    copies CUDA tensors to the host.
     """
 
     def __init__(
@@ -214,8 +277,11 @@ class KernelInfoNCE(torch.nn.Module):
         spec: Optional[Spec] = None,
         pairing: str = "simclr",
         gather: bool = False,
+        engine: str = "auto",
     ) -> None:
         super().__init__()
+        if engine not in ENGINES:
+            raise ValueError(f"engine: {engine!r} is not one of {', '.join(ENGINES)}")
         if pairing not in PAIRINGS:
             raise ValueError(f"pairing: {pairing!r} is not one of {', '.join(PAIRINGS)}")
         if not isinstance(gather, bool):
@@ -229,6 +295,8 @@ class KernelInfoNCE(torch.nn.Module):
         self.loss = _describe(*self._args)
         self.pairing = pairing
         self.gather = gather
+        self.engine = engine
+        self.last_engine: Optional[str] = None
 
     # The native description does not pickle; copies (deepcopy, torch.save) rebuild it.
     def __getstate__(self) -> Dict[str, Any]:
@@ -246,7 +314,7 @@ class KernelInfoNCE(torch.nn.Module):
         return json.loads(self.loss.spec_json(dim))
 
     def extra_repr(self) -> str:
-        return f"{self.loss!r}, pairing={self.pairing!r}, gather={self.gather}"
+        return f"{self.loss!r}, pairing={self.pairing!r}, gather={self.gather}, engine={self.engine!r}"
 
     def forward(
         self, z1: torch.Tensor, z2: torch.Tensor, queue: Optional[torch.Tensor] = None
@@ -267,4 +335,26 @@ class KernelInfoNCE(torch.nn.Module):
                     "(torch.distributed.init_process_group)"
                 )
             group = dist.group.WORLD
-        return _KernelInfoNCEFunction.apply(self.loss, self.pairing, names, group, *inputs)
+        dtype = _check_inputs(names, inputs)
+        spec = self.spec(inputs[0].shape[1])
+        engine = _engine.choose_engine(
+            self.engine,
+            inputs[0].device.type,
+            _triton_covers(spec, dtype),
+            _engine.triton_available(),
+            _engine.triton_interpreted(),
+        )
+        self.last_engine = _last.engine = engine
+        if engine == "native":
+            return _KernelInfoNCEFunction.apply(self.loss, self.pairing, names, group, *inputs)
+        _check_values(names, inputs)
+        # float16 and bfloat16 are computed in float32 (autograd casts the gradients back).
+        half = inputs[0].dtype in (torch.float16, torch.bfloat16)
+        inputs = [t.to(dtype) for t in inputs]
+        sweep = _sweep(engine, inputs[0].device, half)
+        if group is None:
+            return _infonce.loss(sweep, spec, self.pairing, inputs)
+        _check_batch_sizes(names, inputs[0], inputs[1], group)
+        rank, b = dist.get_rank(group), inputs[0].shape[0]
+        gathered = [_infonce.all_gather(t, group) for t in inputs]
+        return _infonce.loss(sweep, spec, "gathered", gathered, local=(rank * b, b))
