@@ -359,6 +359,7 @@ impl FrozenEncoder {
         let mut parts = Vec::with_capacity(loader.num_batches());
         let mut done = 0;
         for batch in loader.batches() {
+            let batch = batch.map_err(|e| TrainError::Data(e.to_string()))?;
             let x = self.input(
                 batch.as_f32().expect("f32 eval batches"),
                 batch.shape,
