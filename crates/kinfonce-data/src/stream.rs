@@ -296,7 +296,10 @@ pub(crate) fn decode_file(
         .and_then(|mut f| f.read_to_end(file))
         .map_err(|e| DataError::io(path, e))?;
     let dims = (shape.height, shape.width);
-    let d = cover.map_or(1, |(b, o)| dct_denominator(dims, b, o));
+    let d = match cover {
+        Some((b, o)) if !full_decode_forced() => dct_denominator(dims, b, o),
+        _ => 1,
+    };
     let got = match decode_jpeg_scaled(path, file, d, out)? {
         Some(got) => got,
         None => decode_full(path, file, out)?,
@@ -314,6 +317,14 @@ pub(crate) fn decode_file(
         ));
     }
     Ok(got)
+}
+
+/// `KINFONCE_FULL_DECODE=1` turns the DCT scaling off (every image decodes at full size): a
+/// switch for measuring what the scaling gains, read at every decode.
+pub const FULL_DECODE_ENV: &str = "KINFONCE_FULL_DECODE";
+
+fn full_decode_forced() -> bool {
+    std::env::var_os(FULL_DECODE_ENV).is_some_and(|v| v == "1")
 }
 
 /// Any JPEG or PNG at full size, as RGB (the `image` crate).
