@@ -26,7 +26,9 @@ fn jpegs(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn main() {
-    let dir = std::env::args().nth(1).expect("usage: jpeg_decoders FOLDER");
+    let dir = std::env::args()
+        .nth(1)
+        .expect("usage: jpeg_decoders FOLDER");
     let mut files = Vec::new();
     jpegs(Path::new(&dir), &mut files);
     let data: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(f).unwrap()).collect();

@@ -691,6 +691,16 @@ impl TrainConfig {
         }
     }
 
+    /// How image folders are read for this run: streamed per [`DataSection::stream`], at
+    /// [`DataSection::view_size`].
+    pub fn folder_options(&self) -> kinfonce_data::FolderOptions {
+        kinfonce_data::FolderOptions {
+            stream: self.data.stream.mode(),
+            view_size: self.data.view_size,
+            ..Default::default()
+        }
+    }
+
     /// The training views' augmentation for images of `side` pixels ([`DataSection::augment`]).
     pub fn augmentation(&self, format: DataFormat, side: usize) -> AugmentConfig {
         match self.data.augment {

@@ -489,6 +489,7 @@ pub fn load_eval_data(config: &TrainConfig, options: &EvalDataOptions) -> Result
     dc.format = format;
     dc.val_fraction = options.val_fraction.unwrap_or(config.data.val_fraction);
     dc.seed = config.compute.seed;
+    dc.folder = config.folder_options();
     let data_err = |e: kinfonce_data::DataError| TrainError::Data(e.to_string());
     let format = dc.resolved_format().map_err(data_err)?;
     let official = dc
