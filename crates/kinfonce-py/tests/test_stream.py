@@ -16,11 +16,12 @@ import torchvision.transforms.functional as F
 
 from kinfonce.data import TwoViewLoader, crop_at_decode
 
-# Tolerance of a scaled decode against torchvision's resized_crop of the full decode on the same
-# box, in [0, 1] units: mean |difference| below 0.012 (3 levels of 255) and every pixel within
-# 0.2. The DCT scaling averages 2x2 to 8x8 blocks where the full-size antialiased resize weighs
-# them with its triangle filter; the two differ a little on edges and noise.
-MEAN_TOL, MAX_TOL = 0.012, 0.2
+# Tolerance against torchvision's resized_crop of the full decode on the same box, in [0, 1]
+# units. A full decode (denominator 1) is the same to 1e-4. A scaled decode: mean |difference|
+# below 0.008 (2 levels of 255) and every pixel within 0.05; the DCT scaling averages 2x2 to 8x8
+# blocks where the full-size antialiased resize weighs them with its triangle filter, so the two
+# differ a little on edges and noise (measured: mean 0.002-0.005, max 0.011-0.033).
+MEAN_TOL, MAX_TOL, FULL_TOL = 0.008, 0.05, 1e-4
 
 
 def photo(w: int, h: int, seed: int, gray: bool = False) -> Image.Image:
@@ -52,7 +53,7 @@ def full_decode(path: Path) -> torch.Tensor:
 
 @pytest.mark.parametrize(
     "w,h,gray,ext",
-    [(1203, 901, False, "jpg"), (517, 389, False, "jpg"), (811, 1299, True, "jpg"), (401, 333, False, "png")],
+    [(1203, 901, False, "jpg"), (517, 389, False, "jpg"), (811, 1299, True, "jpg"), (401, 353, False, "png")],
 )
 def test_a_crop_at_decode_matches_torchvision_resized_crop_of_the_full_decode(tmp_path, w, h, gray, ext):
     path = save(photo(w, h, seed=w, gray=gray), tmp_path / f"img.{ext}")
@@ -65,7 +66,8 @@ def test_a_crop_at_decode_matches_torchvision_resized_crop_of_the_full_decode(tm
         denominators.append(d)
         want = F.resized_crop(full, top, left, bh, bw, [size, size], antialias=True)
         diff = (got - want).abs()
-        assert diff.mean() < MEAN_TOL and diff.max() < MAX_TOL, (
+        mean_tol, max_tol = (MEAN_TOL, MAX_TOL) if d > 1 else (FULL_TOL, FULL_TOL)
+        assert diff.mean() < mean_tol and diff.max() < max_tol, (
             f"{w}x{h} box {(top, left, bh, bw)} at 1/{d}: mean {diff.mean():.4f} max {diff.max():.4f}"
         )
     if ext == "png":
