@@ -55,6 +55,26 @@ if ! "$VENV/bin/python" -c "import maturin, pytest, safetensors" 2>/dev/null; th
   "$VENV/bin/pip" install --no-cache-dir --quiet "maturin>=1.9,<2" "pytest>=8" "safetensors>=0.4"
 fi
 
+# torchvision for the streamed loader's comparison tests and bench/streaming.py (its release
+# that matches torch 2.11.0; without dependencies, so pip never swaps the torch wheel).
+if ! "$VENV/bin/python" -c "import torchvision, sys; sys.exit(torchvision.__version__.split('+')[0] != '0.26.0')" 2>/dev/null; then
+  echo "kinfonce: installing torchvision==0.26.0 into $VENV" >&2
+  "$VENV/bin/pip" install --no-cache-dir --quiet --no-deps "torchvision==0.26.0" "pillow>=10"
+fi
+
+# libjpeg-turbo's TurboJPEG API: streamed JPEG folders decode at the scale their crop needs
+# (kinfonce-data's `turbojpeg` feature, found with pkg-config).
+if ! pkg-config --exists libturbojpeg 2>/dev/null; then
+  if command -v apt-get >/dev/null; then
+    echo "kinfonce: installing libturbojpeg0-dev and pkg-config" >&2
+    apt-get update -qq && apt-get install -y -qq libturbojpeg0-dev pkg-config >/dev/null
+  else
+    echo "kinfonce: libturbojpeg (libjpeg-turbo's TurboJPEG API, >= 2.0) and pkg-config are needed;" \
+      "install them, or build with --no-default-features" >&2
+    exit 1
+  fi
+fi
+
 # The search engine of `kinfonce search` (its driver runs in this environment; SQLite and the
 # journal file need nothing more).
 if ! "$VENV/bin/python" -c "import optuna, sys; sys.exit(optuna.__version__ != '4.6.0')" 2>/dev/null; then

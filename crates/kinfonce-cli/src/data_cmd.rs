@@ -379,12 +379,12 @@ fn bench(a: BenchArgs) -> anyhow::Result<()> {
         loader_cfg,
     )?;
     let per_epoch = loader.batches_per_epoch();
-    loader.batch(0, 0);
+    loader.batch(0, 0)?;
     let t0 = Instant::now();
     let (mut views, mut done, mut epoch) = (0usize, 0usize, 0u64);
     'outer: loop {
         for b in loader.epoch(epoch).take(per_epoch) {
-            views += b.rows();
+            views += b?.rows();
             done += 1;
             if done >= a.batches {
                 break 'outer;
@@ -416,6 +416,13 @@ fn views(a: ViewsArgs) -> anyhow::Result<()> {
     let data = cfg
         .load(Split::Train)
         .with_context(|| format!("reading {}", cfg.path.display()))?;
+    if data.is_streamed() {
+        anyhow::bail!(
+            "{}: a streamed folder (images of different sizes or too many to hold); `data views` \
+             draws views of images held in memory: pass --image-size H W --resize",
+            cfg.path.display()
+        );
+    }
     if let Some(&bad) = a.indices.iter().find(|&&i| i >= data.len()) {
         anyhow::bail!(
             "--indices: {bad} is out of range: the train split has {} images",

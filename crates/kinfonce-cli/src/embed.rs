@@ -96,6 +96,7 @@ pub fn run(a: EmbedArgs) -> anyhow::Result<()> {
     dc.format = format;
     dc.val_fraction = config.data.val_fraction;
     dc.seed = config.compute.seed;
+    dc.folder = config.folder_options();
     eprintln!("reading the {split} split of {}", path.display());
     let data = Arc::new(dc.load(split)?);
     let format = dc.resolved_format()?;

@@ -132,6 +132,13 @@ pub struct PretrainArgs {
     /// Fraction of training images held out for the k-NN monitor.
     #[arg(long)]
     pub val_fraction: Option<f64>,
+    /// Image folders: auto (stream a folder whose images differ in size or would take more
+    /// than 2 GiB decoded, the crop taken at decode), always or never.
+    #[arg(long, value_parser = ["auto", "always", "never"])]
+    pub stream: Option<String>,
+    /// Side of a streamed folder's views.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub view_size: Option<u64>,
     /// Seed of everything random.
     // Capped at i64::MAX: settings pass through TOML, whose integers are i64.
     #[arg(long, value_parser = clap::value_parser!(u64).range(..=i64::MAX as u64))]

@@ -51,13 +51,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             ContrastiveLoader::new(Arc::clone(&data), AugmentConfig::preset(format, size), cfg)?;
         let per_epoch = loader.batches_per_epoch();
         // Warm up, then time.
-        loader.batch(0, 0);
+        loader.batch(0, 0)?;
         let t0 = Instant::now();
         let mut views = 0;
         let mut epoch = 0;
         while views < batches * 256 {
             for b in loader.epoch(epoch).take(per_epoch) {
-                views += b.rows();
+                views += b?.rows();
                 if views >= batches * 256 {
                     break;
                 }

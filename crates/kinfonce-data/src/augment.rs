@@ -20,7 +20,7 @@ use crate::color::{
 };
 use crate::error::{DataError, Result};
 use crate::format::DataFormat;
-use crate::resize::resize_crop;
+use crate::resize::{resize_box, resize_crop};
 use crate::rng::CounterRng;
 use crate::tensor::{Element, Layout};
 
@@ -449,6 +449,10 @@ pub struct Scratch {
     work: Vec<f32>,
     tmp: Vec<f32>,
     resized: Vec<f32>,
+    /// A decoded image (streamed sets).
+    decoded: Vec<u8>,
+    /// A file's bytes (streamed sets).
+    pub(crate) file: Vec<u8>,
 }
 
 /// The image geometry that a view reads: `[height, width, channels]` `u8` HWC.
@@ -480,35 +484,125 @@ pub fn augment_view<T: Element>(
     out: &mut [T],
     scratch: &mut Scratch,
 ) -> ViewParams {
+    let decoded = |_: Option<Crop>, _: &mut Vec<u8>| Ok(shape);
+    let mut rng = key.rng();
+    let crop = crop_into_work(cfg, Some(image), shape, &mut rng, scratch, decoded)
+        .expect("an image in memory always reads");
+    finish_view(cfg, rng, crop, layout, out, scratch)
+}
+
+/// [`augment_view`] of an image that is decoded only once its crop is known: `decode(crop,
+/// buf)` fills `buf` with the image (HWC `u8`, `shape.channels` channels) at any size that
+/// keeps its aspect and covers the crop at the output side (a scaled JPEG decode), and returns
+/// that size; `crop` is `None` when the whole image is needed. The crop is drawn on `shape`,
+/// the original size, so the view is the same whatever the decode's scale, up to resampling.
+pub(crate) fn augment_view_decoded<T: Element>(
+    cfg: &AugmentConfig,
+    shape: ImageShape,
+    key: ViewKey,
+    layout: Layout,
+    out: &mut [T],
+    scratch: &mut Scratch,
+    decode: impl FnOnce(Option<Crop>, &mut Vec<u8>) -> Result<ImageShape>,
+) -> Result<ViewParams> {
+    let mut rng = key.rng();
+    let crop = crop_into_work(cfg, None, shape, &mut rng, scratch, decode)?;
+    Ok(finish_view(cfg, rng, crop, layout, out, scratch))
+}
+
+/// Draws the crop of a view on `shape` and writes it, resized to `size x size`, to
+/// `scratch.work`. The pixels are `image` when given, else what `decode` writes to
+/// `scratch.decoded`.
+fn crop_into_work(
+    cfg: &AugmentConfig,
+    image: Option<&[u8]>,
+    shape: ImageShape,
+    rng: &mut CounterRng,
+    scratch: &mut Scratch,
+    decode: impl FnOnce(Option<Crop>, &mut Vec<u8>) -> Result<ImageShape>,
+) -> Result<Crop> {
     let ImageShape {
         height: h,
         width: w,
         channels: c,
     } = shape;
     let s = cfg.size;
-    let mut rng = key.rng();
-    let work = &mut scratch.work;
+    let Scratch {
+        work, tmp, decoded, ..
+    } = scratch;
     work.resize(s * s * c, 0.0);
     let crop = match cfg.pad_crop {
-        Some(pad) => {
-            let crop = padded_crop(h, w, s, pad, &mut rng);
-            copy_padded(image, shape, crop, pad, work);
-            crop
-        }
-        None => {
-            let crop = random_resized_crop(h, w, cfg.crop_scale, cfg.crop_ratio, &mut rng);
-            resize_crop(
-                image,
-                w,
-                c,
-                (crop.top, crop.left, crop.height, crop.width),
-                (s, s),
-                work,
-                &mut scratch.tmp,
-            );
-            crop
-        }
+        Some(pad) => padded_crop(h, w, s, pad, rng),
+        None => random_resized_crop(h, w, cfg.crop_scale, cfg.crop_ratio, rng),
     };
+    let got = decode(cfg.pad_crop.is_none().then_some(crop), decoded)?;
+    let pixels = image.unwrap_or(&decoded[..]);
+    match cfg.pad_crop {
+        Some(pad) => copy_padded(pixels, got, crop, pad, work),
+        None => resize_decoded(pixels, got, shape, crop, s, work, tmp),
+    }
+    Ok(crop)
+}
+
+/// The box `crop`, drawn on an image of `shape`, of `pixels`, that image decoded at size `got`
+/// (the same, or a scaled decode), resampled to `size x size` into `work` (f32 HWC in [0, 1]).
+pub(crate) fn resize_decoded(
+    pixels: &[u8],
+    got: ImageShape,
+    shape: ImageShape,
+    crop: Crop,
+    size: usize,
+    work: &mut [f32],
+    tmp: &mut Vec<f32>,
+) {
+    let c = shape.channels;
+    if got == shape {
+        let bx = (crop.top, crop.left, crop.height, crop.width);
+        return resize_crop(pixels, shape.width, c, bx, (size, size), work, tmp);
+    }
+    let d = decode_scale(shape, got);
+    let bx = (
+        crop.top as f64 / d,
+        crop.left as f64 / d,
+        crop.height as f64 / d,
+        crop.width as f64 / d,
+    );
+    resize_box(
+        pixels,
+        (got.height, got.width),
+        c,
+        bx,
+        (size, size),
+        work,
+        tmp,
+    )
+}
+
+/// How many original pixels one pixel of a decode of size `got` spans: `d` for a decode at
+/// 1/d (its last row and column may be partial, so `shape / got` would stretch boxes).
+fn decode_scale(shape: ImageShape, got: ImageShape) -> f64 {
+    [1.0, 2.0, 4.0, 8.0]
+        .into_iter()
+        .find(|&d: &f64| {
+            (shape.height as f64 / d).ceil() as usize == got.height
+                && (shape.width as f64 / d).ceil() as usize == got.width
+        })
+        .unwrap_or(shape.height as f64 / got.height as f64)
+}
+
+/// The steps after the crop (flip, jitter, grayscale, blur, normalisation), drawn from `rng`
+/// where the crop left it.
+fn finish_view<T: Element>(
+    cfg: &AugmentConfig,
+    mut rng: CounterRng,
+    crop: Crop,
+    layout: Layout,
+    out: &mut [T],
+    scratch: &mut Scratch,
+) -> ViewParams {
+    let s = cfg.size;
+    let c = scratch.work.len() / (s * s);
+    let work = &mut scratch.work;
     let flipped = rng.bernoulli(cfg.flip_p);
     if flipped {
         for row in work.chunks_exact_mut(s * c) {
@@ -627,20 +721,84 @@ pub fn center_crop_view<T: Element>(
     out: &mut [T],
     scratch: &mut Scratch,
 ) {
-    let ImageShape {
-        height: h,
-        width: w,
-        channels: c,
-    } = shape;
     let short = center_crop_resize(size);
-    let (rh, rw) = if h <= w {
+    let side = resized_sides(shape, short);
+    let whole = (shape.height as f64, shape.width as f64);
+    center_crop_of(image, shape, whole, side, size, scratch);
+    let c = shape.channels;
+    write_normalized(&scratch.work, size * size, c, normalization, layout, out);
+}
+
+/// The side that ImageNet's evaluation transform resizes to before its centre crop, scaled
+/// with the output side: `Resize(256)` for `CenterCrop(224)`, so `size * 8 / 7`.
+pub fn imagenet_resize(size: usize) -> usize {
+    size * 8 / 7
+}
+
+/// ImageNet's evaluation view, `Resize(size * 8 / 7)` of the shorter side then
+/// `CenterCrop(size)` and normalisation (the views of streamed sets), of an image decoded by
+/// `decode(buf)` at any size that keeps its aspect and covers the resized image (a scaled JPEG
+/// decode); `shape` is the original size, which sets the resized sides as torchvision does.
+pub(crate) fn imagenet_eval_view_decoded<T: Element>(
+    shape: ImageShape,
+    size: usize,
+    normalization: &Normalization,
+    layout: Layout,
+    out: &mut [T],
+    scratch: &mut Scratch,
+    decode: impl FnOnce((usize, usize), &mut Vec<u8>) -> Result<ImageShape>,
+) -> Result<()> {
+    let side = resized_sides(shape, imagenet_resize(size));
+    let mut decoded = std::mem::take(&mut scratch.decoded);
+    let got = decode(side, &mut decoded);
+    if let Ok(got) = got {
+        let d = decode_scale(shape, got);
+        let whole = (shape.height as f64 / d, shape.width as f64 / d);
+        center_crop_of(&decoded, got, whole, side, size, scratch);
+    }
+    scratch.decoded = decoded;
+    got?;
+    write_normalized(
+        &scratch.work,
+        size * size,
+        shape.channels,
+        normalization,
+        layout,
+        out,
+    );
+    Ok(())
+}
+
+/// torchvision's `Resize(short)` sides: the shorter side `short`, the longer one keeping the
+/// aspect, truncated. Returns `(height, width)`.
+pub(crate) fn resized_sides(shape: ImageShape, short: usize) -> (usize, usize) {
+    let (h, w) = (shape.height, shape.width);
+    if h <= w {
         (short, (short * w / h).max(short))
     } else {
         ((short * h / w).max(short), short)
-    };
-    resize_whole(
+    }
+}
+
+/// The `(height, width)` extent of `image` (of `shape`; the whole image, or less when a scaled
+/// decode's last row and column are partial) resized to `(rh, rw)`, then its centre
+/// `size x size` (offsets `round((side - size) / 2)`, ties to even as Python's `round`) into
+/// `scratch.work`.
+fn center_crop_of(
+    image: &[u8],
+    shape: ImageShape,
+    (eh, ew): (f64, f64),
+    (rh, rw): (usize, usize),
+    size: usize,
+    scratch: &mut Scratch,
+) {
+    let c = shape.channels;
+    scratch.resized.resize(rh * rw * c, 0.0);
+    resize_box(
         image,
-        shape,
+        (shape.height, shape.width),
+        c,
+        (0.0, 0.0, eh, ew),
         (rh, rw),
         &mut scratch.resized,
         &mut scratch.tmp,
@@ -654,7 +812,6 @@ pub fn center_crop_view<T: Element>(
             .work
             .extend_from_slice(&scratch.resized[row..row + size * c]);
     }
-    write_normalized(&scratch.work, size * size, c, normalization, layout, out);
 }
 
 fn write_normalized<T: Element>(

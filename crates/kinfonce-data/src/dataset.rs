@@ -1,12 +1,31 @@
-//! [`Dataset`]: images of one fixed size in memory, with labels and class names; and
-//! [`OfficialSplits`], the official train and test sets a reader returns.
+//! [`Dataset`]: images of one fixed size in memory, or a streamed folder's files, with labels
+//! and class names; and [`OfficialSplits`], the official train and test sets a reader returns.
+
+use std::path::PathBuf;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use crate::augment::ImageShape;
 use crate::error::{DataError, Result};
+use crate::stream::StreamIndex;
+
+/// Where a set's pixels are.
+#[derive(Clone, Debug, PartialEq)]
+enum Pixels {
+    /// `[len, height, width, channels]` in memory.
+    Memory(Vec<u8>),
+    /// Files of an index, decoded when a view is made: image `i` is entry `files[i]`.
+    Stream {
+        index: Arc<StreamIndex>,
+        files: Vec<u32>,
+    },
+}
 
 /// A set of images of one fixed size, held in memory as `u8`, **HWC** (row-major pixels with
-/// interleaved channels, as JPEG/PNG decode), one image after another.
+/// interleaved channels, as JPEG/PNG decode), one image after another; or a **streamed** set
+/// ([`Dataset::is_streamed`]): the files of a folder of images of any size, read by the loaders
+/// when they make a view, whose `height` and `width` are the side of its views.
 ///
 /// # Shapes
 /// - `pixels()`: `[len, height, width, channels]`, `u8`, C-contiguous.
@@ -14,7 +33,7 @@ use crate::error::{DataError, Result};
 ///   of images without class folders) has `num_classes() == 0` and all labels 0.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Dataset {
-    pixels: Vec<u8>,
+    pixels: Pixels,
     labels: Vec<u32>,
     height: usize,
     width: usize,
@@ -57,13 +76,55 @@ impl Dataset {
             ));
         }
         Ok(Dataset {
-            pixels,
+            pixels: Pixels::Memory(pixels),
             labels,
             height,
             width,
             channels,
             class_names,
         })
+    }
+
+    /// A streamed set: entries `files` of `index` with their labels, viewed at `side` pixels
+    /// (RGB). Labels follow the rule of [`Dataset::new`].
+    pub(crate) fn streamed(
+        index: Arc<StreamIndex>,
+        files: Vec<u32>,
+        labels: Vec<u32>,
+        side: usize,
+        class_names: Vec<String>,
+    ) -> Result<Self> {
+        if side == 0 {
+            return Err(DataError::param("view size", 0, "a positive side"));
+        }
+        assert_eq!(files.len(), labels.len(), "one label per file");
+        let probe = Dataset::new(Vec::new(), Vec::new(), side, side, 3, class_names)?;
+        let limit = probe.class_names.len().max(1) as u32;
+        if let Some(&l) = labels.iter().find(|&&l| l >= limit) {
+            return Err(DataError::param("label", l, format!("below {limit}")));
+        }
+        Ok(Dataset {
+            pixels: Pixels::Stream { index, files },
+            labels,
+            ..probe
+        })
+    }
+
+    /// True for a streamed set: its images are files read when a view is made.
+    pub fn is_streamed(&self) -> bool {
+        matches!(self.pixels, Pixels::Stream { .. })
+    }
+
+    /// The file of image `i` of a streamed set and its size from the header (`None` for a set
+    /// in memory; panics when `i >= len()`).
+    pub fn file(&self, i: usize) -> Option<(PathBuf, ImageShape)> {
+        match &self.pixels {
+            Pixels::Memory(_) => None,
+            Pixels::Stream { index, files } => {
+                let e = files[i] as usize;
+                Some((index.path(e), index.shape(e)))
+            }
+        }
     }
 
     /// Number of images.
@@ -90,14 +151,21 @@ impl Dataset {
     pub fn image_len(&self) -> usize {
         self.height * self.width * self.channels
     }
-    /// All pixels, `[len, height, width, channels]`.
+    /// All pixels, `[len, height, width, channels]` (empty for a streamed set).
     pub fn pixels(&self) -> &[u8] {
-        &self.pixels
+        match &self.pixels {
+            Pixels::Memory(p) => p,
+            Pixels::Stream { .. } => &[],
+        }
     }
-    /// Image `i` as `[height, width, channels]` (panics when `i >= len()`).
+    /// Image `i` as `[height, width, channels]` (panics when `i >= len()` or the set is
+    /// streamed: read its [`Dataset::file`]).
     pub fn image(&self, i: usize) -> &[u8] {
         let n = self.image_len();
-        &self.pixels[i * n..(i + 1) * n]
+        match &self.pixels {
+            Pixels::Memory(p) => &p[i * n..(i + 1) * n],
+            Pixels::Stream { .. } => panic!("a streamed set has no image in memory"),
+        }
     }
     /// Class index of every image.
     pub fn labels(&self) -> &[u32] {
@@ -127,20 +195,27 @@ impl Dataset {
 
     /// The images at `indices`, in that order (indices may repeat).
     pub fn select(&self, indices: &[usize]) -> Result<Dataset> {
-        let n = self.image_len();
-        let mut pixels = Vec::with_capacity(indices.len() * n);
-        let mut labels = Vec::with_capacity(indices.len());
-        for &i in indices {
-            if i >= self.len() {
-                return Err(DataError::param(
-                    "index",
-                    i,
-                    format!("below the set size {}", self.len()),
-                ));
-            }
-            pixels.extend_from_slice(self.image(i));
-            labels.push(self.labels[i]);
+        if let Some(&i) = indices.iter().find(|&&i| i >= self.len()) {
+            return Err(DataError::param(
+                "index",
+                i,
+                format!("below the set size {}", self.len()),
+            ));
         }
+        let labels = indices.iter().map(|&i| self.labels[i]).collect();
+        let pixels = match &self.pixels {
+            Pixels::Memory(_) => Pixels::Memory(
+                indices
+                    .iter()
+                    .flat_map(|&i| self.image(i))
+                    .copied()
+                    .collect(),
+            ),
+            Pixels::Stream { index, files } => Pixels::Stream {
+                index: Arc::clone(index),
+                files: indices.iter().map(|&i| files[i]).collect(),
+            },
+        };
         Ok(Dataset {
             pixels,
             labels,
@@ -156,35 +231,47 @@ impl Dataset {
         if self.channels == 3 {
             return self;
         }
-        let pixels = self.pixels.iter().flat_map(|&v| [v, v, v]).collect();
+        let pixels = self.pixels().iter().flat_map(|&v| [v, v, v]).collect();
         Dataset {
-            pixels,
+            pixels: Pixels::Memory(pixels),
             channels: 3,
             ..self
         }
     }
 
-    /// Mean of each channel over all pixels, in [0, 1].
+    /// Mean of each channel over all pixels, in [0, 1] (empty for a streamed set, whose pixels
+    /// are not in memory).
     pub fn channel_mean(&self) -> Vec<f64> {
+        if self.is_streamed() {
+            return Vec::new();
+        }
         let c = self.channels;
         let mut sums = vec![0u64; c];
-        for px in self.pixels.chunks_exact(c) {
+        for px in self.pixels().chunks_exact(c) {
             for (s, &v) in sums.iter_mut().zip(px) {
                 *s += v as u64;
             }
         }
-        let count = (self.pixels.len() / c).max(1) as f64;
+        let count = (self.pixels().len() / c).max(1) as f64;
         sums.iter().map(|&s| s as f64 / count / 255.0).collect()
     }
 
     /// Hex sha256 of the shape, pixels, labels and class names: a provenance fingerprint of
-    /// exactly what was trained on, independent of the file it came from.
+    /// exactly what was trained on, independent of the file it came from. A streamed set's
+    /// covers its files' names and sizes (from the index) instead of the pixels.
     pub fn fingerprint(&self) -> String {
         let mut h = Sha256::new();
         for d in [self.len(), self.height, self.width, self.channels] {
             h.update((d as u64).to_le_bytes());
         }
-        h.update(&self.pixels);
+        match &self.pixels {
+            Pixels::Memory(p) => h.update(p),
+            Pixels::Stream { index, files } => {
+                for &f in files {
+                    index.hash_entry(f as usize, &mut h);
+                }
+            }
+        }
         for &l in &self.labels {
             h.update(l.to_le_bytes());
         }

@@ -4,24 +4,63 @@
 //! else the size of the first file (in sorted order). A file of another size is an error that
 //! names it, unless [`FolderOptions::resize`] asks to resize (bilinear, aspect not kept).
 //! Grayscale and RGBA files are converted to RGB.
+//!
+//! A folder of images of different sizes, or one too large to decode into memory, is
+//! **streamed** instead ([`StreamMode`]): see [`crate::StreamIndex`].
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rayon::prelude::*;
 
 use crate::archive::find_in_dir;
 use crate::dataset::{Dataset, OfficialSplits};
 use crate::error::{DataError, Result};
+use crate::stream::StreamIndex;
 
 /// How to decode a folder of images.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct FolderOptions {
     /// Required `(height, width)`. Default `None`: the size of the first image.
     pub image_size: Option<(usize, usize)>,
     /// Resize images of another size instead of failing. Default `false`.
     pub resize: bool,
+    /// Whether to stream the images from their files. Default [`StreamMode::Auto`].
+    pub stream: StreamMode,
+    /// The side of a streamed set's views (its `height` and `width`). Default 224.
+    pub view_size: usize,
 }
+
+impl Default for FolderOptions {
+    fn default() -> Self {
+        FolderOptions {
+            image_size: None,
+            resize: false,
+            stream: StreamMode::Auto,
+            view_size: 224,
+        }
+    }
+}
+
+/// When an ImageFolder is streamed (read from its files view by view) rather than decoded
+/// into memory at start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StreamMode {
+    /// Stream when the images differ in size or their pixels would take more than
+    /// [`STREAM_MEMORY_LIMIT`] bytes, unless an image size or resizing is asked for (those
+    /// decode into memory). Default.
+    #[default]
+    Auto,
+    /// Always stream.
+    Always,
+    /// Never stream (images of different sizes are then an error, or resized).
+    Never,
+}
+
+/// The decoded size (bytes of pixels) above which [`StreamMode::Auto`] streams a folder:
+/// 2 GiB.
+pub const STREAM_MEMORY_LIMIT: u64 = 2 << 30;
 
 const EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
 
@@ -96,13 +135,31 @@ fn image_size_of(path: &Path) -> Result<(usize, usize)> {
     Ok((h as usize, w as usize))
 }
 
-/// Decodes `files` (with their labels) into a [`Dataset`].
+/// `files` (under `root`, with their labels) as a [`Dataset`]: streamed when `opts` say so,
+/// else decoded into memory.
 fn decode_all(
+    root: &Path,
     files: &[(PathBuf, u32)],
     names: Vec<String>,
     opts: &FolderOptions,
     size: Option<(usize, usize)>,
 ) -> Result<Dataset> {
+    let fixed = size.is_some() || opts.image_size.is_some() || opts.resize;
+    if !files.is_empty()
+        && (opts.stream == StreamMode::Always || opts.stream == StreamMode::Auto && !fixed)
+    {
+        let paths: Vec<PathBuf> = files.iter().map(|(p, _)| p.clone()).collect();
+        let index = StreamIndex::build(root, &paths)?;
+        let first = index.shape(0);
+        let same = (0..index.len()).all(|i| index.shape(i) == first);
+        let bytes = (first.height * first.width * 3) as u64 * index.len() as u64;
+        if opts.stream == StreamMode::Always || !same || bytes > STREAM_MEMORY_LIMIT {
+            index.save_cache();
+            let labels = files.iter().map(|(_, l)| *l).collect();
+            let entries = (0..index.len() as u32).collect();
+            return Dataset::streamed(Arc::new(index), entries, labels, opts.view_size, names);
+        }
+    }
     let size = match size.or(opts.image_size) {
         Some(s) => s,
         None => match files.first() {
@@ -159,7 +216,7 @@ fn read_split_dir(
                 ));
             }
             let files: Vec<(PathBuf, u32)> = files.into_iter().map(|p| (p, 0)).collect();
-            decode_all(&files, Vec::new(), opts, size)
+            decode_all(dir, &files, Vec::new(), opts, size)
         }
         Some(found) => {
             let names: Vec<String> = match classes {
@@ -181,7 +238,7 @@ fn read_split_dir(
                 })?;
                 files.extend(paths.iter().map(|p| (p.clone(), label)));
             }
-            decode_all(&files, names, opts, size)
+            decode_all(dir, &files, names, opts, size)
         }
     }
 }
@@ -208,12 +265,17 @@ pub(crate) fn read_image_folder(
         if test {
             if let Some(t) = split_test {
                 let classes = tr.is_labelled().then(|| tr.class_names().to_vec());
-                out.test = Some(read_split_dir(
-                    &t,
-                    classes.as_deref(),
-                    opts,
-                    Some((tr.height(), tr.width())),
-                )?);
+                // The test split is read as train was: streamed, or at train's size.
+                let (test_opts, size) = if tr.is_streamed() {
+                    let o = FolderOptions {
+                        stream: StreamMode::Always,
+                        ..opts.clone()
+                    };
+                    (o, None)
+                } else {
+                    (opts.clone(), Some((tr.height(), tr.width())))
+                };
+                out.test = Some(read_split_dir(&t, classes.as_deref(), &test_opts, size)?);
             }
         }
         out.train = train.then_some(tr);
@@ -296,7 +358,7 @@ pub(crate) fn read_tiny_imagenet(
             }
             files.extend(found.into_iter().map(|p| (p, label as u32)));
         }
-        out.train = Some(decode_all(&files, names.clone(), opts, size)?);
+        out.train = Some(decode_all(&root, &files, names.clone(), opts, size)?);
     }
     if test {
         let ann = root.join("val").join("val_annotations.txt");
@@ -325,7 +387,7 @@ pub(crate) fn read_tiny_imagenet(
             files.push((root.join("val").join("images").join(file.trim()), label));
         }
         files.sort();
-        out.test = Some(decode_all(&files, names, opts, size)?);
+        out.test = Some(decode_all(&root, &files, names, opts, size)?);
     }
     Ok(out)
 }
@@ -358,14 +420,26 @@ pub(crate) mod tests {
         assert_eq!(&d.image(1)[..3], &[11, 20, 30]);
 
         write_image(&root.join("dog/d.png"), 9, 6, [0, 0, 0]);
-        let err = read_image_folder(root, &FolderOptions::default(), true, false)
+        let never = FolderOptions {
+            stream: StreamMode::Never,
+            ..FolderOptions::default()
+        };
+        let err = read_image_folder(root, &never, true, false)
             .err()
             .unwrap()
             .to_string();
         assert!(err.contains("d.png") && err.contains("6x9"), "{err}");
+        // By default, images of different sizes stream.
+        let streamed = read_image_folder(root, &FolderOptions::default(), true, false)
+            .unwrap()
+            .train
+            .unwrap();
+        assert!(streamed.is_streamed());
+        assert_eq!((streamed.len(), streamed.height()), (4, 224));
         let opts = FolderOptions {
             image_size: Some((4, 4)),
             resize: true,
+            ..FolderOptions::default()
         };
         let d = read_image_folder(root, &opts, true, false)
             .unwrap()
@@ -459,7 +533,7 @@ pub(crate) mod tests {
         tiny_imagenet_fixture(dir.path());
         let opts = FolderOptions {
             image_size: Some((8, 8)),
-            resize: false,
+            ..FolderOptions::default()
         };
         let s = read_tiny_imagenet(dir.path(), &opts, true, true).unwrap();
         let tr = s.train.unwrap();

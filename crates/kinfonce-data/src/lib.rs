@@ -28,19 +28,20 @@ mod resize;
 pub mod rng;
 mod split;
 mod stl10;
+mod stream;
 mod synthetic;
 mod tensor;
 
 pub use augment::{
-    augment_view, center_crop_resize, center_crop_view, eval_view, random_resized_crop,
-    AugmentConfig, BlurConfig, ColorJitter, Crop, ImageShape, Normalization, Scratch, ViewKey,
-    ViewParams, AUGMENT_PRESETS,
+    augment_view, center_crop_resize, center_crop_view, eval_view, imagenet_resize,
+    random_resized_crop, AugmentConfig, BlurConfig, ColorJitter, Crop, ImageShape, Normalization,
+    Scratch, ViewKey, ViewParams, AUGMENT_PRESETS,
 };
 pub use checksum::{md5_file, sha256_file, Checksum};
 pub use cifar::CIFAR10_CLASSES;
 pub use dataset::{Dataset, OfficialSplits};
 pub use error::{DataError, Result};
-pub use folder::FolderOptions;
+pub use folder::{FolderOptions, StreamMode, STREAM_MEMORY_LIMIT};
 pub use format::DataFormat;
 pub use loader::{
     Batch, BatchData, Batches, ContrastiveLoader, EvalConfig, EvalLoader, LoaderConfig,
@@ -48,6 +49,7 @@ pub use loader::{
 pub use read::{DataConfig, Split, Splits};
 pub use split::{class_balanced_subset, class_balanced_val_split};
 pub use stl10::STL10_CLASSES;
+pub use stream::{crop_at_decode, dct_denominator, StreamIndex, INDEX_FILE};
 pub use synthetic::{synthetic_image, write_synthetic_cifar, SYNTHETIC_CLASSES};
 pub use tensor::{Dtype, Element, Layout};
 

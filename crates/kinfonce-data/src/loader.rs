@@ -6,6 +6,10 @@
 //! `prefetch` finished batches plus the one being built exist at once: memory is bounded and
 //! the model computes while the next batches are augmented. Batches are plain contiguous
 //! buffers: give `Batch::as_f32()` to `Tensor::from_slice(..).view(batch.memory_shape())`.
+//!
+//! A streamed set ([`Dataset::is_streamed`]) is read from its files by the same workers, one
+//! view at a time, so at most `threads` files and decoded images are held besides the batches.
+//! A file that fails to decode ends the epoch with one error naming it.
 
 use std::sync::mpsc::{sync_channel, Receiver};
 use std::sync::Arc;
@@ -14,12 +18,13 @@ use std::thread::JoinHandle;
 use rayon::prelude::*;
 
 use crate::augment::{
-    augment_view, center_crop_view, eval_view, AugmentConfig, ImageShape, Normalization, Scratch,
-    ViewKey,
+    augment_view, augment_view_decoded, center_crop_view, eval_view, imagenet_eval_view_decoded,
+    AugmentConfig, ImageShape, Normalization, Scratch, ViewKey,
 };
 use crate::dataset::Dataset;
 use crate::error::{DataError, Result};
 use crate::rng::CounterRng;
+use crate::stream::decode_file;
 use crate::tensor::{Dtype, Element, Layout};
 
 const SHUFFLE_STREAM: u64 = 0x5348_5546_464C_4545; // "SHUFFLEE"
@@ -154,22 +159,25 @@ fn build_pool(threads: usize) -> Result<Arc<rayon::ThreadPool>> {
         .map_err(|e| DataError::Loader(format!("cannot start {threads} worker threads: {e}")))
 }
 
+/// Writes one row of a batch; fails with an error that names the file at fault.
+type RowWrite<'a, T> = dyn Fn(usize, &mut [T], &mut Scratch) -> Result<()> + Sync + 'a;
+
 /// Fills a `[rows, item]` buffer in parallel; `write(row, out, scratch)` fills one row.
 fn fill<T: Element>(
     pool: &rayon::ThreadPool,
     rows: usize,
     item: usize,
-    write: &(dyn Fn(usize, &mut [T], &mut Scratch) + Sync),
-) -> Vec<T> {
+    write: &RowWrite<'_, T>,
+) -> Result<Vec<T>> {
     let mut data = vec![T::default(); rows * item];
     pool.install(|| {
         data.par_chunks_mut(item)
             .enumerate()
-            .for_each_init(Scratch::default, |scratch, (row, out)| {
+            .try_for_each_init(Scratch::default, |scratch, (row, out)| {
                 write(row, out, scratch)
-            });
-    });
-    data
+            })
+    })?;
+    Ok(data)
 }
 
 fn fill_any(
@@ -177,19 +185,87 @@ fn fill_any(
     dtype: Dtype,
     rows: usize,
     item: usize,
-    f32_write: &(dyn Fn(usize, &mut [f32], &mut Scratch) + Sync),
-    bf16_write: &(dyn Fn(usize, &mut [half::bf16], &mut Scratch) + Sync),
-) -> BatchData {
-    match dtype {
-        Dtype::F32 => BatchData::F32(fill(pool, rows, item, f32_write)),
-        Dtype::Bf16 => BatchData::Bf16(fill(pool, rows, item, bf16_write)),
-    }
+    f32_write: &RowWrite<'_, f32>,
+    bf16_write: &RowWrite<'_, half::bf16>,
+) -> Result<BatchData> {
+    Ok(match dtype {
+        Dtype::F32 => BatchData::F32(fill(pool, rows, item, f32_write)?),
+        Dtype::Bf16 => BatchData::Bf16(fill(pool, rows, item, bf16_write)?),
+    })
+}
+
+/// One augmented view of image `i` of `d` into `out`: from memory, or decoded from its file
+/// at the scale its crop needs.
+#[allow(clippy::too_many_arguments)]
+fn write_view<T: Element>(
+    d: &Dataset,
+    i: usize,
+    aug: &AugmentConfig,
+    key: ViewKey,
+    layout: Layout,
+    out: &mut [T],
+    sc: &mut Scratch,
+) -> Result<()> {
+    let Some((path, shape)) = d.file(i) else {
+        let shape = ImageShape {
+            height: d.height(),
+            width: d.width(),
+            channels: d.channels(),
+        };
+        augment_view(aug, d.image(i), shape, key, layout, out, sc);
+        return Ok(());
+    };
+    let mut file = std::mem::take(&mut sc.file);
+    let s = aug.size;
+    let done = augment_view_decoded(aug, shape, key, layout, out, sc, |crop, buf| {
+        let cover = crop.map(|c| ((c.height, c.width), (s, s)));
+        decode_file(&path, shape, cover, &mut file, buf)
+    });
+    sc.file = file;
+    done.map(|_| ())
+}
+
+/// The evaluation view of image `i` of `d` at side `s`: a streamed set's is ImageNet's
+/// (resize to `s * 8 / 7`, centre crop); a set in memory's is [`eval_view`], or
+/// [`center_crop_view`] when `center_crop`.
+#[allow(clippy::too_many_arguments)]
+fn write_eval_view<T: Element>(
+    d: &Dataset,
+    i: usize,
+    s: usize,
+    center_crop: bool,
+    norm: &Normalization,
+    layout: Layout,
+    out: &mut [T],
+    sc: &mut Scratch,
+) -> Result<()> {
+    let Some((path, shape)) = d.file(i) else {
+        let shape = ImageShape {
+            height: d.height(),
+            width: d.width(),
+            channels: d.channels(),
+        };
+        let view = if center_crop {
+            center_crop_view::<T>
+        } else {
+            eval_view::<T>
+        };
+        view(d.image(i), shape, s, norm, layout, out, sc);
+        return Ok(());
+    };
+    let mut file = std::mem::take(&mut sc.file);
+    let done = imagenet_eval_view_decoded(shape, s, norm, layout, out, sc, |side, buf| {
+        let whole = (shape.height, shape.width);
+        decode_file(&path, shape, Some((whole, side)), &mut file, buf)
+    });
+    sc.file = file;
+    done
 }
 
 /// An iterator over batches built ahead on a background thread. Dropping it stops the
 /// producer after the batch in progress.
 pub struct Batches {
-    rx: Option<Receiver<Batch>>,
+    rx: Option<Receiver<Result<Batch>>>,
     handle: Option<JoinHandle<()>>,
     remaining: usize,
 }
@@ -199,7 +275,7 @@ impl Batches {
         start: usize,
         end: usize,
         prefetch: usize,
-        make: impl Fn(usize) -> Batch + Send + 'static,
+        make: impl Fn(usize) -> Result<Batch> + Send + 'static,
     ) -> Batches {
         // The channel holds `prefetch` batches; one more may be in progress.
         let (tx, rx) = sync_channel(prefetch.max(1) - 1);
@@ -207,8 +283,10 @@ impl Batches {
             .name("kinfonce-data-producer".into())
             .spawn(move || {
                 for b in start..end {
-                    if tx.send(make(b)).is_err() {
-                        return; // the consumer is gone
+                    let batch = make(b);
+                    let failed = batch.is_err();
+                    if tx.send(batch).is_err() || failed {
+                        return; // the consumer is gone, or told of the error
                     }
                 }
             })
@@ -221,16 +299,21 @@ impl Batches {
     }
 }
 
+/// Batches in order; an error (a file that does not decode) is the last item.
 impl Iterator for Batches {
-    type Item = Batch;
-    fn next(&mut self) -> Option<Batch> {
+    type Item = Result<Batch>;
+    fn next(&mut self) -> Option<Result<Batch>> {
         if self.remaining == 0 {
             return None;
         }
         match self.rx.as_ref()?.recv() {
-            Ok(b) => {
+            Ok(Ok(b)) => {
                 self.remaining -= 1;
-                Some(b)
+                Some(Ok(b))
+            }
+            Ok(Err(e)) => {
+                self.remaining = 0;
+                Some(Err(e))
             }
             Err(_) => {
                 // The producer ended early: it panicked. Surface its panic here.
@@ -269,6 +352,7 @@ impl Drop for Batches {
 /// let aug = AugmentConfig::preset(DataFormat::Cifar10, 32);
 /// let loader = ContrastiveLoader::new(Arc::new(splits.train), aug, LoaderConfig::default())?;
 /// for batch in loader.epoch(0) {
+///     let batch = batch?; // a streamed file that does not decode is an error
 ///     let x: &[f32] = batch.as_f32().unwrap(); // [512, 3, 32, 32]
 /// #   let _ = x;
 /// }
@@ -385,7 +469,7 @@ impl ContrastiveLoader {
     }
 
     /// Batch `batch` of `epoch`, built now on the worker pool (no prefetching).
-    pub fn batch(&self, epoch: u64, batch: usize) -> Batch {
+    pub fn batch(&self, epoch: u64, batch: usize) -> Result<Batch> {
         self.batch_of(&self.epoch_order(epoch), epoch, batch)
     }
 
@@ -399,7 +483,7 @@ impl ContrastiveLoader {
         }
     }
 
-    fn batch_of(&self, order: &[usize], epoch: u64, batch: usize) -> Batch {
+    fn batch_of(&self, order: &[usize], epoch: u64, batch: usize) -> Result<Batch> {
         let b = self.cfg.batch_size;
         let global = &order[batch * b..((batch + 1) * b).min(order.len())];
         // This shard's slice of the global batch (the whole batch unsharded).
@@ -410,11 +494,6 @@ impl ContrastiveLoader {
         let n = indices.len();
         let d = &*self.dataset;
         let (c, s) = (d.channels(), self.augment.size);
-        let shape = ImageShape {
-            height: d.height(),
-            width: d.width(),
-            channels: c,
-        };
         let (seed, layout, views) = (self.cfg.seed, self.cfg.layout, self.cfg.views);
         let extra = self.extra_view.as_deref();
         // Rows are view-major: view `row / n` of image `row % n`.
@@ -429,26 +508,10 @@ impl ContrastiveLoader {
             view: (row / n) as u64,
         };
         let f32_write = |row: usize, out: &mut [f32], sc: &mut Scratch| {
-            augment_view(
-                aug_of(row),
-                d.image(indices[row % n]),
-                shape,
-                key(row),
-                layout,
-                out,
-                sc,
-            );
+            write_view(d, indices[row % n], aug_of(row), key(row), layout, out, sc)
         };
         let bf16_write = |row: usize, out: &mut [half::bf16], sc: &mut Scratch| {
-            augment_view(
-                aug_of(row),
-                d.image(indices[row % n]),
-                shape,
-                key(row),
-                layout,
-                out,
-                sc,
-            );
+            write_view(d, indices[row % n], aug_of(row), key(row), layout, out, sc)
         };
         let rows = (views + usize::from(extra.is_some())) * n;
         let data = fill_any(
@@ -458,8 +521,8 @@ impl ContrastiveLoader {
             c * s * s,
             &f32_write,
             &bf16_write,
-        );
-        Batch {
+        )?;
+        Ok(Batch {
             data,
             shape: [rows, c, s, s],
             layout,
@@ -467,12 +530,9 @@ impl ContrastiveLoader {
             indices,
             epoch,
             batch,
-        }
+        })
     }
 }
-
-/// [`eval_view`] or [`center_crop_view`] for one element type.
-type EvalViewFn<T> = fn(&[u8], ImageShape, usize, &Normalization, Layout, &mut [T], &mut Scratch);
 
 /// Settings of [`EvalLoader`].
 #[derive(Clone, Debug, PartialEq)]
@@ -487,7 +547,8 @@ pub struct EvalConfig {
     /// or are resized to their height).
     pub size: Option<usize>,
     /// Resize to `int(1.1 size)` then centre-crop to `size` ([`center_crop_view`], the official
-    /// evaluation transform) instead of resizing to `size`. Default false.
+    /// evaluation transform) instead of resizing to `size`. Default false. A streamed set
+    /// always takes ImageNet's view, `Resize(size * 8 / 7)` then `CenterCrop(size)`.
     pub center_crop: bool,
     /// Normalisation (use the pretraining one). Default CIFAR-10.
     pub normalization: Normalization,
@@ -559,32 +620,19 @@ impl EvalLoader {
     }
 
     /// Batch `batch`, built now.
-    pub fn batch(&self, batch: usize) -> Batch {
+    pub fn batch(&self, batch: usize) -> Result<Batch> {
         let d = &*self.dataset;
         let b = self.cfg.batch_size;
         let indices: Vec<usize> = (batch * b..((batch + 1) * b).min(d.len())).collect();
         let c = d.channels();
         let s = self.cfg.size.unwrap_or(d.height());
-        let shape = ImageShape {
-            height: d.height(),
-            width: d.width(),
-            channels: c,
-        };
         let (norm, layout) = (&self.cfg.normalization, self.cfg.layout);
         let center_crop = self.cfg.center_crop;
-        fn write<T: Element>(center_crop: bool) -> EvalViewFn<T> {
-            if center_crop {
-                center_crop_view::<T>
-            } else {
-                eval_view::<T>
-            }
-        }
-        let (view_f32, view_bf16) = (write::<f32>(center_crop), write::<half::bf16>(center_crop));
         let f32_write = |row: usize, out: &mut [f32], sc: &mut Scratch| {
-            view_f32(d.image(indices[row]), shape, s, norm, layout, out, sc);
+            write_eval_view(d, indices[row], s, center_crop, norm, layout, out, sc)
         };
         let bf16_write = |row: usize, out: &mut [half::bf16], sc: &mut Scratch| {
-            view_bf16(d.image(indices[row]), shape, s, norm, layout, out, sc);
+            write_eval_view(d, indices[row], s, center_crop, norm, layout, out, sc)
         };
         let data = fill_any(
             &self.pool,
@@ -593,8 +641,8 @@ impl EvalLoader {
             c * s * s,
             &f32_write,
             &bf16_write,
-        );
-        Batch {
+        )?;
+        Ok(Batch {
             data,
             shape: [indices.len(), c, s, s],
             layout,
@@ -602,7 +650,7 @@ impl EvalLoader {
             indices,
             epoch: 0,
             batch,
-        }
+        })
     }
 }
 
@@ -645,7 +693,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(loader.batches_per_epoch(), 2);
-        let batches: Vec<Batch> = loader.epoch(3).collect();
+        let batches: Vec<Batch> = loader.epoch(3).map(Result::unwrap).collect();
         assert_eq!(batches.len(), 2);
         let mut seen: Vec<usize> = batches.iter().flat_map(|b| b.indices.clone()).collect();
         assert_eq!(seen.len(), 8);
@@ -665,7 +713,7 @@ mod tests {
         assert_eq!(b.row_labels().len(), 8);
         // Different epochs shuffle differently; the same epoch repeats exactly.
         assert_ne!(loader.epoch_order(3), loader.epoch_order(4));
-        let again: Vec<Batch> = loader.epoch(3).collect();
+        let again: Vec<Batch> = loader.epoch(3).map(Result::unwrap).collect();
         assert_eq!(again, batches);
     }
 
@@ -676,7 +724,7 @@ mod tests {
         c.layout = Layout::Nhwc;
         let data = toy(6, 8);
         let loader = ContrastiveLoader::new(data.clone(), aug.clone(), c).unwrap();
-        let b = loader.batch(1, 1);
+        let b = loader.batch(1, 1).unwrap();
         let buf = b.as_f32().unwrap();
         let item = 3 * 64;
         let shape = ImageShape {
@@ -718,7 +766,7 @@ mod tests {
             .unwrap()
             .with_extra_view(crop_flip.clone())
             .unwrap();
-        let (p, t) = (plain.batch(2, 1), three.batch(2, 1));
+        let (p, t) = (plain.batch(2, 1).unwrap(), three.batch(2, 1).unwrap());
         assert_eq!(t.shape, [9, 3, 8, 8]);
         assert_eq!(t.row_labels().len(), 9);
         let item = 3 * 64;
@@ -730,7 +778,7 @@ mod tests {
             width: 8,
             channels: 3,
         };
-        let indices = three.batch(2, 1).indices;
+        let indices = three.batch(2, 1).unwrap().indices;
         for (k, &index) in indices.iter().enumerate() {
             let mut want = vec![0.0f32; item];
             let key = ViewKey {
@@ -765,7 +813,7 @@ mod tests {
     fn shards_are_disjoint_slices_whose_union_is_the_global_batch() {
         let aug = AugmentConfig::simclr(8, 0.5, false, Normalization::cifar10());
         let whole = ContrastiveLoader::new(toy(12, 8), aug.clone(), cfg(6)).unwrap();
-        let global = whole.batch(1, 1);
+        let global = whole.batch(1, 1).unwrap();
         let item = 3 * 64;
         let mut rows_of_shards = [Vec::new(), Vec::new()];
         let mut indices = Vec::new();
@@ -780,7 +828,7 @@ mod tests {
             )
             .unwrap();
             assert_eq!(shard.batches_per_epoch(), whole.batches_per_epoch());
-            let b = shard.batch(1, 1);
+            let b = shard.batch(1, 1).unwrap();
             assert_eq!(b.images(), 3);
             indices.extend(b.indices.clone());
             *rows = b.as_f32().unwrap().to_vec();
@@ -831,8 +879,8 @@ mod tests {
             },
         )
         .unwrap();
-        let full: Vec<Batch> = one.epoch(0).collect();
-        let tail: Vec<Batch> = three.epoch_from(0, 2).collect();
+        let full: Vec<Batch> = one.epoch(0).map(Result::unwrap).collect();
+        let tail: Vec<Batch> = three.epoch_from(0, 2).map(Result::unwrap).collect();
         assert_eq!(&full[2..], &tail[..]);
         let bf = ContrastiveLoader::new(
             toy(12, 8),
@@ -843,7 +891,7 @@ mod tests {
             },
         )
         .unwrap();
-        let b = bf.batch(0, 0);
+        let b = bf.batch(0, 0).unwrap();
         let f = full[0].as_f32().unwrap();
         for (x, y) in b.as_bf16().unwrap().iter().zip(f) {
             assert!((x.to_f32() - y).abs() <= y.abs() / 128.0 + 1e-6);
@@ -860,7 +908,7 @@ mod tests {
         .unwrap();
         let mut it = loader.epoch(0);
         assert_eq!(it.len(), 20);
-        it.next().unwrap();
+        it.next().unwrap().unwrap();
         drop(it); // must not hang
         let err = ContrastiveLoader::new(
             toy(4, 8),
@@ -885,7 +933,7 @@ mod tests {
             },
         )
         .unwrap();
-        let batches: Vec<Batch> = loader.batches().collect();
+        let batches: Vec<Batch> = loader.batches().map(Result::unwrap).collect();
         assert_eq!(batches.len(), 3);
         assert_eq!(batches[2].indices, vec![4]);
         assert_eq!(batches[2].shape, [1, 3, 4, 4]);

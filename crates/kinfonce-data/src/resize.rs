@@ -18,7 +18,19 @@ impl Taps {
     /// Taps resampling `[start, start + in_len)` of an axis to `out_len` samples; `gain`
     /// multiplies every weight (1/255 turns bytes into [0, 1]).
     pub(crate) fn new(start: usize, in_len: usize, out_len: usize, gain: f32) -> Taps {
-        let scale = in_len as f64 / out_len as f64;
+        let mut taps = Taps::span(0.0, in_len as f64, in_len, out_len, gain);
+        for f in &mut taps.first {
+            *f += start;
+        }
+        taps
+    }
+
+    /// Taps resampling the span `[offset, offset + len)` (fractional, in pixels) of a window of
+    /// `avail` pixels to `out_len` samples; taps stay inside the window, as a crop's edges clamp.
+    /// A scaled decode makes spans fractional: the box drawn on the original image lands between
+    /// the decoded pixels.
+    pub(crate) fn span(offset: f64, len: f64, avail: usize, out_len: usize, gain: f32) -> Taps {
+        let scale = len / out_len as f64;
         let filter_scale = scale.max(1.0);
         let support = filter_scale;
         let stride = (support.ceil() as usize) * 2 + 1;
@@ -29,9 +41,9 @@ impl Taps {
             weights: vec![0.0; out_len * stride],
         };
         for o in 0..out_len {
-            let center = (o as f64 + 0.5) * scale;
-            let lo = ((center - support + 0.5).floor().max(0.0) as usize).min(in_len - 1);
-            let hi = ((center + support + 0.5).floor() as usize).clamp(lo + 1, in_len);
+            let center = offset + (o as f64 + 0.5) * scale;
+            let lo = ((center - support + 0.5).floor().max(0.0) as usize).min(avail - 1);
+            let hi = ((center + support + 0.5).floor() as usize).clamp(lo + 1, avail);
             let n = (hi - lo).min(stride);
             let w = &mut taps.weights[o * stride..o * stride + n];
             let mut total = 0.0;
@@ -49,7 +61,7 @@ impl Taps {
             for wk in w.iter_mut() {
                 *wk = (*wk as f64 * norm) as f32;
             }
-            taps.first.push(start + lo);
+            taps.first.push(lo);
             taps.count.push(n);
         }
         taps
@@ -73,10 +85,63 @@ pub(crate) fn resize_crop(
 ) {
     let tx = Taps::new(left, crop_w, out_w, 1.0 / 255.0);
     let ty = Taps::new(top, crop_h, out_h, 1.0);
-    // Horizontal pass: crop rows -> [crop_h, out_w, c].
+    resample(src, src_w, c, (top, crop_h), &tx, &ty, out, tmp);
+}
+
+/// Resamples the fractional box `(top, left, height, width)` of the `u8` HWC image `src`
+/// (`src_h x src_w`, `c` channels) to `out_h x out_w`, writing `f32` HWC in [0, 1] to `out`.
+/// Taps reach only the pixels the box touches, so an integer box is exactly [`resize_crop`].
+///
+/// # Shapes
+/// `src`: `[src_h, src_w, c]`; `out`: `[out_h, out_w, c]`; `tmp` is scratch.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn resize_box(
+    src: &[u8],
+    (src_h, src_w): (usize, usize),
+    c: usize,
+    (top, left, height, width): (f64, f64, f64, f64),
+    (out_h, out_w): (usize, usize),
+    out: &mut [f32],
+    tmp: &mut Vec<f32>,
+) {
+    // The window of whole pixels the box touches.
+    let window = |start: f64, len: f64, limit: usize| {
+        let first = (start.floor().max(0.0) as usize).min(limit - 1);
+        let end = ((start + len - 1e-9).ceil() as usize).clamp(first + 1, limit);
+        (first, end - first)
+    };
+    let (y0, wh) = window(top, height, src_h);
+    let (x0, ww) = window(left, width, src_w);
+    let mut tx = Taps::span(left - x0 as f64, width, ww, out_w, 1.0 / 255.0);
+    let mut ty = Taps::span(top - y0 as f64, height, wh, out_h, 1.0);
+    for f in &mut tx.first {
+        *f += x0;
+    }
+    for f in &mut ty.first {
+        *f += y0;
+    }
+    resample(src, src_w, c, (y0, wh), &tx, &ty, out, tmp);
+}
+
+/// The two separable passes: rows `[top, top + rows)` horizontally with `tx`, then vertically
+/// with `ty` (whose `first` are absolute rows).
+#[allow(clippy::too_many_arguments)]
+fn resample(
+    src: &[u8],
+    src_w: usize,
+    c: usize,
+    (top, rows): (usize, usize),
+    tx: &Taps,
+    ty: &Taps,
+    out: &mut [f32],
+    tmp: &mut Vec<f32>,
+) {
+    let out_w = tx.first.len();
+    let out_h = ty.first.len();
+    // Horizontal pass: rows -> [rows, out_w, c].
     tmp.clear();
-    tmp.resize(crop_h * out_w * c, 0.0);
-    for r in 0..crop_h {
+    tmp.resize(rows * out_w * c, 0.0);
+    for r in 0..rows {
         let row = &src[(top + r) * src_w * c..(top + r + 1) * src_w * c];
         let dst = &mut tmp[r * out_w * c..(r + 1) * out_w * c];
         for ox in 0..out_w {
@@ -91,7 +156,7 @@ pub(crate) fn resize_crop(
             }
         }
     }
-    // Vertical pass: [crop_h, out_w, c] -> [out_h, out_w, c].
+    // Vertical pass: [rows, out_w, c] -> [out_h, out_w, c].
     let line = out_w * c;
     for oy in 0..out_h {
         let dst = &mut out[oy * line..(oy + 1) * line];

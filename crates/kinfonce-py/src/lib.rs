@@ -278,6 +278,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<loader::TwoViewLoader>()?;
     m.add_class::<loader::Epoch>()?;
     m.add_class::<loader::BatchBuffer>()?;
+    m.add_function(wrap_pyfunction!(loader::crop_at_decode, m)?)?;
     m.add("AUGMENT_PRESETS", kinfonce_data::AUGMENT_PRESETS.to_vec())?;
     m.add(
         "DATA_FORMATS",

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use kinfonce_data::{
     AugmentConfig, Batch, BatchData, Batches, ContrastiveLoader, DataConfig, DataError, Dtype,
-    FolderOptions, Layout, LoaderConfig, Split,
+    FolderOptions, Layout, LoaderConfig, Split, StreamMode,
 };
 use pyo3::exceptions::{PyBufferError, PyValueError};
 use pyo3::ffi;
@@ -36,9 +36,9 @@ pub struct TwoViewLoader {
 #[pymethods]
 impl TwoViewLoader {
     #[new]
-    #[pyo3(signature = (path, *, format, val_fraction, subset, image_size, resize, augment, size,
-                        batch_size, seed, shuffle, drop_last, threads, prefetch, channels_last,
-                        bf16, rank, world_size))]
+    #[pyo3(signature = (path, *, format, val_fraction, subset, image_size, resize, stream, augment,
+                        size, batch_size, seed, shuffle, drop_last, threads, prefetch,
+                        channels_last, bf16, rank, world_size))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -48,6 +48,7 @@ impl TwoViewLoader {
         subset: Option<usize>,
         image_size: Option<(usize, usize)>,
         resize: bool,
+        stream: String,
         augment: String,
         size: Option<usize>,
         batch_size: usize,
@@ -67,7 +68,23 @@ impl TwoViewLoader {
         // The split and the views share the seed, as in `kinfonce pretrain --seed`.
         data.seed = seed;
         data.subset = subset;
-        data.folder = FolderOptions { image_size, resize };
+        let stream = match stream.as_str() {
+            "auto" => StreamMode::Auto,
+            "always" => StreamMode::Always,
+            "never" => StreamMode::Never,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "stream: expected auto, always or never, got {other:?}"
+                )))
+            }
+        };
+        data.folder = FolderOptions {
+            image_size,
+            resize,
+            stream,
+            // A streamed folder's views are `size` (default 224) pixels.
+            view_size: size.unwrap_or(224).max(1),
+        };
         let format = data.resolved_format().map_err(data_error)?;
         // Reading decodes every image (in parallel for folders): without the GIL.
         let train = guarded(py, FUNCTION, || data.load(Split::Train))?.map_err(data_error)?;
@@ -162,6 +179,34 @@ impl TwoViewLoader {
     }
 }
 
+/// The box `(top, left, height, width)` of the image file `path` resampled to `size x size` as
+/// a streamed view takes it (decoded at the largest DCT scaling that still covers the box):
+/// `(pixels, denominator)`, the pixels `[size, size, 3]` RGB f32 in [0, 1] as a buffer, the
+/// denominator 1, 2, 4 or 8.
+#[pyfunction]
+#[pyo3(signature = (path, top, left, height, width, size))]
+pub fn crop_at_decode(
+    py: Python<'_>,
+    path: std::path::PathBuf,
+    top: usize,
+    left: usize,
+    height: usize,
+    width: usize,
+    size: usize,
+) -> PyResult<(BatchBuffer, usize)> {
+    let crop = kinfonce_data::Crop {
+        top,
+        left,
+        height,
+        width,
+    };
+    let (pixels, d) = guarded(py, "kinfonce.data.crop_at_decode", || {
+        kinfonce_data::crop_at_decode(&path, crop, size)
+    })?
+    .map_err(data_error)?;
+    Ok((BatchBuffer::new(BatchData::F32(pixels)), d))
+}
+
 /// A batch for Python: its pixels, their shape in memory, the labels.
 type PyBatch = (BatchBuffer, [usize; 4], Vec<i64>);
 
@@ -182,16 +227,18 @@ impl Epoch {
     fn __next__(&self, py: Python<'_>) -> PyResult<Option<PyBatch>> {
         // The wait (the producer is usually ahead) and any panic of the producer, re-raised
         // by `Batches`, happen without the GIL.
-        let next: Option<Batch> = guarded(py, FUNCTION, || {
+        let next: Option<Result<Batch, DataError>> = guarded(py, FUNCTION, || {
             self.batches
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .next()
         })?;
-        Ok(next.map(|batch| {
-            let shape = batch.memory_shape();
-            (BatchBuffer::new(batch.data), shape, batch.labels)
-        }))
+        next.transpose().map_err(data_error).map(|next| {
+            next.map(|batch| {
+                let shape = batch.memory_shape();
+                (BatchBuffer::new(batch.data), shape, batch.labels)
+            })
+        })
     }
 
     /// Batches left in the epoch.

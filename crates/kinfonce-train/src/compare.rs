@@ -239,6 +239,7 @@ impl DataCache {
         dc.format = format;
         dc.val_fraction = config.data.val_fraction;
         dc.seed = config.compute.seed;
+        dc.folder = config.folder_options();
         let key = (path.clone(), format_name);
         if !self.sets.contains_key(&key) {
             let data_err = |e: kinfonce_data::DataError| TrainError::Data(e.to_string());

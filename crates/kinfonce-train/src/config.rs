@@ -61,6 +61,13 @@ pub struct DataSection {
         deserialize_with = "zero_as_none"
     )]
     pub subset: Option<usize>,
+    /// Image folders: `auto` streams a folder whose images differ in size or would take more
+    /// than 2 GiB decoded (the views are then decoded from the files, the crop taken at decode);
+    /// `always` or `never` force it.
+    pub stream: Stream,
+    /// The side of a streamed folder's views (its evaluation views: resize to 8/7 of it, then
+    /// centre-crop).
+    pub view_size: usize,
 }
 
 impl Default for DataSection {
@@ -71,6 +78,29 @@ impl Default for DataSection {
             val_fraction: 0.1,
             augment: Augment::Auto,
             subset: None,
+            stream: Stream::Auto,
+            view_size: 224,
+        }
+    }
+}
+
+/// See [`DataSection::stream`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stream {
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+impl Stream {
+    /// The data crate's mode.
+    pub fn mode(self) -> kinfonce_data::StreamMode {
+        match self {
+            Stream::Auto => kinfonce_data::StreamMode::Auto,
+            Stream::Always => kinfonce_data::StreamMode::Always,
+            Stream::Never => kinfonce_data::StreamMode::Never,
         }
     }
 }
@@ -666,6 +696,16 @@ impl TrainConfig {
         match self.data.augment {
             Augment::Auto => Normalization::for_format(format),
             Augment::MocoV2 => Normalization::imagenet(),
+        }
+    }
+
+    /// How image folders are read for this run: streamed per [`DataSection::stream`], at
+    /// [`DataSection::view_size`].
+    pub fn folder_options(&self) -> kinfonce_data::FolderOptions {
+        kinfonce_data::FolderOptions {
+            stream: self.data.stream.mode(),
+            view_size: self.data.view_size,
+            ..Default::default()
         }
     }
 

@@ -364,6 +364,7 @@ impl FrozenEncoder {
         let mut parts = Vec::with_capacity(loader.num_batches());
         let mut done = 0;
         for batch in loader.batches() {
+            let batch = batch.map_err(|e| TrainError::Data(e.to_string()))?;
             let x = self.input(
                 batch.as_f32().expect("f32 eval batches"),
                 batch.shape,
@@ -493,6 +494,7 @@ pub fn load_eval_data(config: &TrainConfig, options: &EvalDataOptions) -> Result
     dc.format = format;
     dc.val_fraction = options.val_fraction.unwrap_or(config.data.val_fraction);
     dc.seed = config.compute.seed;
+    dc.folder = config.folder_options();
     let data_err = |e: kinfonce_data::DataError| TrainError::Data(e.to_string());
     let format = dc.resolved_format().map_err(data_err)?;
     let official = dc

@@ -84,6 +84,7 @@ class TwoViewLoader:
         subset: Optional[int],
         image_size: Optional[Tuple[int, int]],
         resize: bool,
+        stream: str,
         augment: str,
         size: Optional[int],
         batch_size: int,
@@ -100,3 +101,9 @@ class TwoViewLoader:
     def __len__(self) -> int: ...
     def epoch(self, epoch: int, start: int = 0) -> Epoch: ...
     def batch_indices(self, epoch: int, batch: int) -> List[int]: ...
+
+def crop_at_decode(
+    path: str, top: int, left: int, height: int, width: int, size: int
+) -> Tuple[BatchBuffer, int]:
+    """kinfonce-data's crop_at_decode: the box resampled to size x size (f32 HWC RGB in [0, 1])
+    as a streamed view takes it, and the decode's scale denominator."""

@@ -24,6 +24,8 @@ from . import _native
 
 AUGMENT_PRESETS: Tuple[str, ...] = tuple(_native.AUGMENT_PRESETS)
 FORMATS: Tuple[str, ...] = tuple(_native.DATA_FORMATS)
+#: When an image folder is streamed from its files (see ``TwoViewLoader``).
+STREAM_MODES: Tuple[str, ...] = ("auto", "always", "never")
 DTYPES = {torch.float32: False, torch.bfloat16: True}
 
 Batch = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -71,7 +73,14 @@ class TwoViewLoader:
     one of ``kinfonce.data.FORMATS`` when detection from the path is not enough. The train
     split is the official training images minus a seeded class-balanced ``val_fraction``, then
     a class-balanced ``subset`` of that many images; ``image_size`` (H, W) and ``resize`` read
-    folders of images of mixed sizes.
+    folders of images of mixed sizes into memory at one size.
+
+    Streaming: with ``stream="auto"`` (default) an image folder whose images differ in size, or
+    would take more than 2 GiB decoded, is streamed: only an index of its files is held, and
+    each view is decoded from its file on the loader's threads, the random crop drawn on the
+    original size and the JPEG decoded at the largest DCT scale (1/2, 1/4, 1/8) that still
+    covers the crop at ``size`` (default 224 for streamed folders). ``"always"`` and
+    ``"never"`` force the choice. A file that does not decode raises ``ValueError`` naming it.
 
     Views: ``augment`` is ``"auto"`` (the data set's SimCLR preset: CIFAR and MNIST jitter 0.5
     without blur, STL-10 / TinyImageNet / folders jitter 1.0 with blur, each with its
@@ -101,6 +110,7 @@ class TwoViewLoader:
         subset: Optional[int] = None,
         image_size: Optional[Tuple[int, int]] = None,
         resize: bool = False,
+        stream: str = "auto",
         shuffle: bool = True,
         drop_last: bool = True,
         threads: int = 2,
@@ -118,6 +128,8 @@ class TwoViewLoader:
         _check_int("prefetch", prefetch, 1)
         for name, flag in (("channels_last", channels_last), ("resize", resize), ("shuffle", shuffle), ("drop_last", drop_last)):
             _check_bool(name, flag)
+        if stream not in STREAM_MODES:
+            raise ValueError(f"stream: {stream!r} is not one of {', '.join(STREAM_MODES)}")
         if not isinstance(augment, str):
             raise TypeError(f"augment: expected a str, got {type(augment).__name__}")
         if augment not in AUGMENT_PRESETS:
@@ -152,6 +164,7 @@ class TwoViewLoader:
             subset=subset,
             image_size=image_size,
             resize=resize,
+            stream=stream,
             augment=augment,
             size=size,
             batch_size=batch_size,
@@ -229,3 +242,25 @@ class TwoViewLoader:
             f"size={self.size}, dtype={self.dtype}, channels_last={self.channels_last}, "
             f"rank={self.rank}, world_size={self.world_size}, epoch={self.epoch})"
         )
+
+
+def crop_at_decode(
+    path: Union[str, os.PathLike], box: Tuple[int, int, int, int], size: int
+) -> Tuple[torch.Tensor, int]:
+    """The box ``(top, left, height, width)`` (in the image's own pixels) of the JPEG or PNG file
+    ``path`` resized to ``size x size`` as a streamed view takes it: decoded at the largest DCT
+    scale that still covers the box at ``size``, then resampled (antialiased bilinear).
+
+    Returns ``(image, denominator)``: a float tensor (3, size, size) in [0, 1] (RGB, not
+    normalised; EXIF orientation ignored, as torchvision's ``ImageFolder``) and the decode's
+    scale denominator (1 for a full decode, else 2, 4 or 8)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path: expected a str or a path, got {type(path).__name__}")
+    if not (isinstance(box, (tuple, list)) and len(box) == 4):
+        raise TypeError(f"box: expected (top, left, height, width), got {box!r}")
+    for v in box:
+        _check_int("box", v, 0)
+    _check_int("size", size, 1)
+    buffer, denominator = _native.crop_at_decode(os.fspath(path), *box, size)
+    image = torch.frombuffer(buffer, dtype=torch.float32).view(size, size, 3).permute(2, 0, 1)
+    return image, denominator

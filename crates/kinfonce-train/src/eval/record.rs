@@ -362,6 +362,7 @@ pub fn linear_augmented_record(
         let lr = config.lr_at(epoch);
         let (mut sum, mut n) = (0.0, 0usize);
         for batch in loader.epoch(epoch as u64) {
+            let batch = batch.map_err(|e| TrainError::Data(e.to_string()))?;
             let x = encoder.input(
                 batch.as_f32().expect("f32 batches"),
                 batch.shape,

@@ -71,6 +71,7 @@ pub fn load_data(config: &TrainConfig) -> Result<Splits> {
     dc.val_fraction = config.data.val_fraction;
     dc.seed = config.compute.seed;
     dc.subset = config.data.subset;
+    dc.folder = config.folder_options();
     dc.load_splits(false)
         .map_err(|e| TrainError::Data(e.to_string()))
 }

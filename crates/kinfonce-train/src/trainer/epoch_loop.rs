@@ -133,14 +133,14 @@ impl Trainer {
         knn_due: bool,
         tally: &EpochTally,
         summary: &mut Summary,
-    ) -> EpochRecord {
+    ) -> Result<EpochRecord> {
         if knn_due {
-            if let Some(acc) = self.knn_top1() {
+            if let Some(acc) = self.knn_top1()? {
                 record.knn_top1 = Some(acc);
                 summary.knn_top1 = Some(acc);
             }
             if tally.total > 0 {
-                record.online_val_top1 = self.online_val_top1();
+                record.online_val_top1 = self.online_val_top1()?;
                 summary.online_val_top1 = record.online_val_top1;
             }
         }
@@ -155,7 +155,7 @@ impl Trainer {
             record.uniformity = Some(d.uniformity);
             record.effective_rank = Some(d.effective_rank);
         }
-        record
+        Ok(record)
     }
 
     /// The epoch record of the epoch in progress (`partial`: the run ends inside it).
@@ -165,13 +165,13 @@ impl Trainer {
         clock: &Clock,
         partial: bool,
         summary: &mut Summary,
-    ) -> Record {
+    ) -> Result<Record> {
         let epoch = self.state.epoch + 1;
         let knn_due = partial
             || (self.config.monitor.knn_every > 0
                 && epoch.is_multiple_of(self.config.monitor.knn_every))
             || self.state.step >= self.stop_step;
-        Record::Epoch(self.epoch_record(
+        Ok(Record::Epoch(self.epoch_record(
             EpochRecord {
                 step: self.state.step,
                 epoch,
@@ -184,7 +184,7 @@ impl Trainer {
             knn_due,
             tally,
             summary,
-        ))
+        )?))
     }
 
     fn progress_bar(&self) -> ProgressBar {
@@ -224,7 +224,7 @@ impl Trainer {
             }
         } else if self.monitors.is_some() {
             bar.set_message("k-NN monitor at initialisation");
-            let acc = self.knn_top1();
+            let acc = self.knn_top1()?;
             summary.knn_top1_init = acc;
             summary.knn_top1 = acc;
             log.write(Record::Init {
@@ -257,6 +257,7 @@ impl Trainer {
                 if self.state.step >= self.stop_step {
                     break 'outer;
                 }
+                let batch = batch.map_err(|e| TrainError::Data(e.to_string()))?;
                 let t0 = Instant::now();
                 let lr = self.schedule.lr(self.state.step);
                 let step: StepOutcome = self.train_step(&batch, lr)?;
@@ -323,7 +324,7 @@ impl Trainer {
             if self.state.batch_in_epoch >= spe {
                 // End of an epoch: monitors, then the epoch line.
                 self.tally_over_ranks(&mut tally)?;
-                log.write(self.close_epoch(&tally, &clock, false, &mut summary))?;
+                log.write(self.close_epoch(&tally, &clock, false, &mut summary)?)?;
                 clock.mark = Instant::now();
                 tally = EpochTally {
                     last_z: tally.last_z.take(),
@@ -344,7 +345,7 @@ impl Trainer {
             && self.state.step >= self.stop_step
         {
             self.tally_over_ranks(&mut tally)?;
-            log.write(self.close_epoch(&tally, &clock, true, &mut summary))?;
+            log.write(self.close_epoch(&tally, &clock, true, &mut summary)?)?;
         }
         self.state.elapsed_s = clock.elapsed_s();
         if self.is_main() && self.last_checkpoint_step != Some(self.state.step) {

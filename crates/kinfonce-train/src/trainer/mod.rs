@@ -216,10 +216,11 @@ impl Trainer {
     }
 
     /// Encoder features of a whole eval set (eval mode, no gradient), f32 `[N, F]`.
-    fn features(&self, loader: &EvalLoader) -> Tensor {
+    fn features(&self, loader: &EvalLoader) -> Result<Tensor> {
         let _guard = tch::no_grad_guard();
         let mut parts = Vec::new();
         for batch in loader.batches() {
+            let batch = batch.map_err(|e| TrainError::Data(e.to_string()))?;
             let x = self.input_tensor(
                 batch.as_f32().expect("f32 eval batches"),
                 batch.shape,
@@ -227,15 +228,17 @@ impl Trainer {
             );
             parts.push(self.encoder.forward(&x, false).to_kind(Kind::Float));
         }
-        Tensor::cat(&parts, 0)
+        Ok(Tensor::cat(&parts, 0))
     }
 
     /// Weighted k-NN top-1 of val queries against the train bank.
-    pub fn knn_top1(&self) -> Option<f64> {
-        let sets = self.monitors.as_ref()?;
-        let bank = self.features(&sets.bank);
-        let queries = self.features(&sets.queries);
-        Some(monitor::knn_top1(
+    pub fn knn_top1(&self) -> Result<Option<f64>> {
+        let Some(sets) = self.monitors.as_ref() else {
+            return Ok(None);
+        };
+        let bank = self.features(&sets.bank)?;
+        let queries = self.features(&sets.queries)?;
+        Ok(Some(monitor::knn_top1(
             &bank,
             &sets.bank_labels,
             &queries,
@@ -243,14 +246,16 @@ impl Trainer {
             self.config.monitor.knn_k,
             self.config.monitor.knn_t,
             sets.classes,
-        ))
+        )))
     }
 
     /// The online probe's top-1 on the val queries in the official evaluation view (pl_bolts'
     /// `online_val_acc`).
-    pub fn online_val_top1(&self) -> Option<f64> {
-        let sets = self.monitors.as_ref()?;
-        let features = self.features(&sets.probe_queries);
+    pub fn online_val_top1(&self) -> Result<Option<f64>> {
+        let Some(sets) = self.monitors.as_ref() else {
+            return Ok(None);
+        };
+        let features = self.features(&sets.probe_queries)?;
         let _guard = tch::no_grad_guard();
         let predicted = self
             .probe
@@ -258,6 +263,8 @@ impl Trainer {
             .argmax(1, false)
             .to_device(Device::Cpu);
         let correct = predicted.eq_tensor(&sets.query_labels).sum(Kind::Int64);
-        Some(i64::try_from(correct).unwrap_or(0) as f64 / sets.query_labels.size()[0] as f64)
+        Ok(Some(
+            i64::try_from(correct).unwrap_or(0) as f64 / sets.query_labels.size()[0] as f64,
+        ))
     }
 }
