@@ -212,6 +212,8 @@ impl FrozenEncoder {
             width: config.model.width,
             stem,
             in_channels,
+            stem_relu: config.model.stem_relu,
+            init: config.model.init,
         };
         let encoder = rc.init(vs.root());
         if source.momentum && ck.is_none() {

@@ -2,6 +2,7 @@
 //! `layer1.0.downsample.0.weight`, ...), so the safetensors keys load into
 //! `torchvision.models.resnet*` (without `fc`) in PyTorch.
 
+pub use crate::layers::InitScheme;
 use crate::layers::{to_channels_last, BatchNorm, Conv2d};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
@@ -88,6 +89,17 @@ pub struct ResNetConfig {
     pub stem: Stem,
     /// Input channels. Default 3.
     pub in_channels: i64,
+    /// A ReLU after the stem's batch norm. Default true (torchvision's); false: the official
+    /// MoCo backbone (lightly's ResNet without its `forward`).
+    #[serde(default = "yes")]
+    pub stem_relu: bool,
+    /// The convolutions' initialisation. Default Kaiming normal, fan-out.
+    #[serde(default)]
+    pub init: InitScheme,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for ResNetConfig {
@@ -97,6 +109,8 @@ impl Default for ResNetConfig {
             width: 64,
             stem: Stem::Cifar,
             in_channels: 3,
+            stem_relu: true,
+            init: InitScheme::KaimingFanOut,
         }
     }
 }
@@ -113,6 +127,7 @@ impl ResNetConfig {
             Stem::Cifar => (3, 1, 1),
             Stem::Imagenet | Stem::Stl10 => (7, 2, 3),
         };
+        let init = self.init;
         let conv1 = Conv2d::new(
             &p / "conv1",
             self.in_channels,
@@ -120,6 +135,7 @@ impl ResNetConfig {
             kernel,
             stride,
             padding,
+            init,
         );
         let bn1 = BatchNorm::new(&p / "bn1", self.width);
         let expansion = self.arch.expansion();
@@ -136,24 +152,24 @@ impl ResNetConfig {
                 let downsample = (s != 1 || in_planes != planes * expansion).then(|| {
                     let dp = &bp / "downsample";
                     (
-                        Conv2d::new(&dp / 0, in_planes, planes * expansion, 1, s, 0),
+                        Conv2d::new(&dp / 0, in_planes, planes * expansion, 1, s, 0, init),
                         BatchNorm::new(&dp / 1, planes * expansion),
                     )
                 });
                 let block = match self.arch {
                     Arch::Resnet50 => Block::Bottleneck {
-                        conv1: Conv2d::new(&bp / "conv1", in_planes, planes, 1, 1, 0),
+                        conv1: Conv2d::new(&bp / "conv1", in_planes, planes, 1, 1, 0, init),
                         bn1: BatchNorm::new(&bp / "bn1", planes),
-                        conv2: Conv2d::new(&bp / "conv2", planes, planes, 3, s, 1),
+                        conv2: Conv2d::new(&bp / "conv2", planes, planes, 3, s, 1, init),
                         bn2: BatchNorm::new(&bp / "bn2", planes),
-                        conv3: Conv2d::new(&bp / "conv3", planes, planes * 4, 1, 1, 0),
+                        conv3: Conv2d::new(&bp / "conv3", planes, planes * 4, 1, 1, 0, init),
                         bn3: BatchNorm::new(&bp / "bn3", planes * 4),
                         downsample,
                     },
                     _ => Block::Basic {
-                        conv1: Conv2d::new(&bp / "conv1", in_planes, planes, 3, s, 1),
+                        conv1: Conv2d::new(&bp / "conv1", in_planes, planes, 3, s, 1, init),
                         bn1: BatchNorm::new(&bp / "bn1", planes),
-                        conv2: Conv2d::new(&bp / "conv2", planes, planes, 3, 1, 1),
+                        conv2: Conv2d::new(&bp / "conv2", planes, planes, 3, 1, 1, init),
                         bn2: BatchNorm::new(&bp / "bn2", planes),
                         downsample,
                     },
@@ -269,7 +285,10 @@ impl ResNet {
     /// input `[N, C, H, W]` (any memory layout, f32 or bf16), output `[N, feature_dim]` in the
     /// input's dtype.
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        let mut h = relu_in_place(self.bn1.forward(&self.conv1.forward(x), train));
+        let mut h = self.bn1.forward(&self.conv1.forward(x), train);
+        if self.config.stem_relu {
+            h = relu_in_place(h);
+        }
         if self.config.stem == Stem::Imagenet {
             h = h.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         }
