@@ -449,6 +449,25 @@ mod tests {
         assert!(f64::try_from((&a - &b).abs().max()).unwrap() > 1e-4);
     }
 
+    /// `torch-default` draws as `nn.Conv2d.reset_parameters` (Kaiming uniform, a = sqrt(5)):
+    /// uniform in +-1/sqrt(fan-in), standard deviation bound/sqrt(3).
+    #[test]
+    fn torch_default_init_is_uniform_in_one_over_root_fan_in() {
+        tch::manual_seed(2);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = ResNetConfig {
+            init: InitScheme::TorchDefault,
+            ..Default::default()
+        }
+        .init(vs.root());
+        let w = &net.stages[3][1].convs()[0].weight; // 512 x 512 x 3 x 3
+        let bound = 1.0 / (512.0 * 9.0f64).sqrt();
+        let max = f64::try_from(w.abs().max()).unwrap();
+        let std = f64::try_from(w.std(true)).unwrap();
+        assert!(max <= bound && max > 0.99 * bound, "{max} vs {bound}");
+        assert!((std / (bound / 3f64.sqrt()) - 1.0).abs() < 0.01, "{std}");
+    }
+
     #[test]
     fn channels_last_and_bf16_agree_with_f32() {
         tch::manual_seed(1);
