@@ -799,7 +799,9 @@ mod tests {
     #[test]
     fn run_presets_sit_below_the_flags() {
         use kinfonce_loss::{Kernel, LossSpec};
-        use kinfonce_train::config::{Augment, Method};
+        use kinfonce_train::config::{Augment, Method, StemChoice};
+        use kinfonce_train::resnet::InitScheme;
+        use kinfonce_train::schedule::Schedule;
         let preset = |name: &str, more: PretrainArgs| {
             resolve_config(&PretrainArgs {
                 run_preset: Some(name.into()),
@@ -822,6 +824,12 @@ mod tests {
         );
         assert_eq!(origin.data.augment, Augment::MocoV2);
         assert!(!origin.model.head_bn);
+        // lightly's network and the official per-epoch cosine.
+        assert_eq!(origin.optim.schedule, Schedule::CosinePerEpoch);
+        assert_eq!(
+            (origin.model.stem, origin.model.stem_relu, origin.model.init),
+            (StemChoice::Cifar, false, InitScheme::TorchDefault)
+        );
         assert_eq!(origin.model.hidden_dim, 512);
         let tau_of = |spec: &LossSpec| match spec {
             LossSpec::InfoNce {

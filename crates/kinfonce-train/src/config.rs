@@ -964,6 +964,44 @@ width = 4
     }
 
     #[test]
+    fn moco_runs_from_before_the_fidelity_revision_keep_their_views_and_network() {
+        let dir = std::env::temp_dir().join(format!("kinfonce-moco-views-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let earlier = EARLIER_CONFIG.to_string() + "bn_views = \"separate\"\naugment = \"moco-v2\"\n";
+        std::fs::write(dir.join("config.toml"), format!("[config]\n{earlier}")).unwrap();
+        let c = read_run_config(&dir).unwrap();
+        assert_eq!(c.data.augment, Augment::MocoV2SimclrViews);
+        assert_eq!(c.optim.schedule, Schedule::WarmupCosinePerStep);
+        assert_eq!((c.model.stem_relu, c.model.init), (true, InitScheme::KaimingFanOut));
+        // A run of this revision keeps `moco-v2` as written.
+        let mut now = c.clone();
+        now.data.augment = Augment::MocoV2;
+        std::fs::write(
+            dir.join("config.toml"),
+            format!("[config]\n{}", toml::to_string(&now).unwrap()),
+        )
+        .unwrap();
+        assert_eq!(read_run_config(&dir).unwrap(), now);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_schedule_stem_relu_and_init_are_trajectory_settings() {
+        let a = TrainConfig::default();
+        let mut b = a.clone();
+        b.optim.schedule = Schedule::CosinePerEpoch;
+        b.model.stem_relu = false;
+        b.model.init = InitScheme::TorchDefault;
+        let keys: Vec<String> = a
+            .trajectory_changes(&b)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.key)
+            .collect();
+        assert_eq!(keys, ["init", "schedule", "stem_relu"]);
+    }
+
+    #[test]
     fn config_files_are_flat_and_round_trip() {
         let mut c: TrainConfig = toml::from_str(EARLIER_CONFIG).unwrap();
         c.data.format = Some(DataFormat::Cifar10);

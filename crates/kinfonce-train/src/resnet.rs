@@ -408,7 +408,7 @@ mod tests {
                 arch,
                 stem,
                 width: 4,
-                in_channels: 3,
+                ..Default::default()
             };
             let net = config.init(vs.root());
             let x = Tensor::randn([3, 3, size, size], (Kind::Float, Device::Cpu));
