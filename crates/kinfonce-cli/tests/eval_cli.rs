@@ -265,7 +265,10 @@ fn eval_and_embed_on_image_folder_and_tiny_imagenet_with_clear_errors() {
         "--epochs",
         "1",
     ]);
-    assert!(err.contains("--batch 512") && err.contains("30 training images"), "{err}");
+    assert!(
+        err.contains("--batch 512") && err.contains("30 training images"),
+        "{err}"
+    );
     let v = last_json(&ok(&[
         "eval",
         "linear",
@@ -289,7 +292,11 @@ fn eval_and_embed_on_image_folder_and_tiny_imagenet_with_clear_errors() {
         .map(|a| a.as_f64().unwrap())
         .collect();
     assert_eq!(per_epoch.len(), 3, "{v}");
-    assert_eq!(v["top1"].as_f64(), per_epoch.last().copied(), "top1 is the last epoch's");
+    assert_eq!(
+        v["top1"].as_f64(),
+        per_epoch.last().copied(),
+        "top1 is the last epoch's"
+    );
     let best = per_epoch.iter().cloned().fold(f64::MIN, f64::max);
     let best_epoch = v["best_epoch"].as_u64().unwrap() as usize;
     assert_eq!(v["best_test_top1"].as_f64(), Some(best), "{v}");
@@ -842,6 +849,8 @@ fn linear_help_lists_the_protocols_and_names_the_official_one() {
     for needle in [
         "official (default; what the official code's simclr_finetune.py runs)",
         "crop-flip:",
+        "moco-official (the official MoCo code's classifier, lightly's, as its trainer runs it)",
+        "moco-official-eval:",
         "--fast",
         "Resize(35)",
     ] {

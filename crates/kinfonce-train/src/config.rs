@@ -967,12 +967,16 @@ width = 4
     fn moco_runs_from_before_the_fidelity_revision_keep_their_views_and_network() {
         let dir = std::env::temp_dir().join(format!("kinfonce-moco-views-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let earlier = EARLIER_CONFIG.to_string() + "bn_views = \"separate\"\naugment = \"moco-v2\"\n";
+        let earlier =
+            EARLIER_CONFIG.to_string() + "bn_views = \"separate\"\naugment = \"moco-v2\"\n";
         std::fs::write(dir.join("config.toml"), format!("[config]\n{earlier}")).unwrap();
         let c = read_run_config(&dir).unwrap();
         assert_eq!(c.data.augment, Augment::MocoV2SimclrViews);
         assert_eq!(c.optim.schedule, Schedule::WarmupCosinePerStep);
-        assert_eq!((c.model.stem_relu, c.model.init), (true, InitScheme::KaimingFanOut));
+        assert_eq!(
+            (c.model.stem_relu, c.model.init),
+            (true, InitScheme::KaimingFanOut)
+        );
         // A run of this revision keeps `moco-v2` as written.
         let mut now = c.clone();
         now.data.augment = Augment::MocoV2;

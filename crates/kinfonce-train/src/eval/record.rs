@@ -446,7 +446,8 @@ pub fn linear_augmented_record(
         if train_mode {
             // The running statistics moved this epoch: test as the official validation loop.
             let (features, labels) = features_of(&data.test)?;
-            epoch_test_top1.push(classification(&probe.logits(&features), &labels, data.classes()).top1);
+            epoch_test_top1
+                .push(classification(&probe.logits(&features), &labels, data.classes()).top1);
         }
         progress(epoch + 1, last);
     }
