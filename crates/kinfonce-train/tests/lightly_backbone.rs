@@ -92,9 +92,9 @@ fn the_moco_presets_encoder_is_lightlys_resnet_as_the_official_code_cuts_it() {
     kinfonce_train::tch::no_grad(|| {
         for (name, mut t) in vs.variables() {
             if name.ends_with("running_mean") {
-                let _ = t.copy_(&(Tensor::randn_like(&t) * 0.1));
+                t.copy_(&(Tensor::randn_like(&t) * 0.1));
             } else if name.ends_with("running_var") {
-                let _ = t.copy_(&(Tensor::rand_like(&t) + 0.5));
+                t.copy_(&(Tensor::rand_like(&t) + 0.5));
             }
         }
     });

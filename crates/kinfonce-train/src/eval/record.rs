@@ -389,7 +389,7 @@ pub fn linear_augmented_record(
     let side = data.train.height().max(data.train.width());
     let train_mode = protocol.train_mode_encoder();
     let splits = encoder.bn_splits();
-    if train_mode && (config.batch % splits != 0 || config.batch > data.train.len()) {
+    if train_mode && (!config.batch.is_multiple_of(splits) || config.batch > data.train.len()) {
         return Err(TrainError::Config(format!(
             "--batch {} with --protocol {protocol}: expected a multiple of the run's bn_splits \
              ({splits}) and at most the {} training images (the last partial batch is dropped)",
