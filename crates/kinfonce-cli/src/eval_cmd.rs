@@ -36,10 +36,16 @@ pub enum EvalCommand {
     /// crop-flip: train images augmented by random resized crop + flip only, the run's own
     /// validation split held out, whole test images.
     ///
-    /// moco-official (the official MoCo code's classifier, lightly's): SGD lr 30 without
-    /// momentum or weight decay, batch 512, cosine over 100 epochs, on train images augmented by
-    /// RandomCrop(side, padding 4) + flip; whole test images; ImageNet normalisation throughout
-    /// (as the MoCo runs of --run-preset train); the run's own validation split held out.
+    /// moco-official (the official MoCo code's classifier, lightly's, as its trainer runs it):
+    /// SGD lr 30 without momentum or weight decay, batch 512, cosine over 100 epochs, on every
+    /// training image augmented by RandomCrop(side, padding 4) + flip, the last partial batch
+    /// dropped; the frozen encoder's batch norm in training mode with the run's splits (its
+    /// running statistics move, as under pytorch-lightning); whole test images tested after
+    /// every epoch (the record holds each epoch's top-1, the last as top-1 and the best
+    /// labelled); ImageNet normalisation throughout (as the MoCo runs of --run-preset train).
+    ///
+    /// moco-official-eval: the same classifier on eval-mode features, the run's own validation
+    /// split held out, every batch kept, tested once at the end.
     ///
     /// --fast: features computed once without augmentation and the same classifier trained on
     /// the cached features (seconds instead of hours on a CPU). Expected gap: the augmented
@@ -97,7 +103,7 @@ pub struct SourceArgs {
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
     /// Images per forward pass (and per probe step). [default: 256; the probe of
-    /// moco-official: 512]
+    /// moco-official(-eval): 512]
     #[arg(long)]
     pub batch: Option<usize>,
     /// Print the result as one JSON object on the last line of stdout.
@@ -124,11 +130,11 @@ pub struct LinearArgs {
     #[command(flatten)]
     pub split: SplitArgs,
     /// Images and classifier of the probe: official (simclr_finetune.py, the official code's),
-    /// crop-flip or moco-official (the official MoCo code's); see above.
+    /// crop-flip, moco-official (the official MoCo code's) or moco-official-eval; see above.
     #[arg(
         long,
         default_value = "official",
-        value_name = "official|crop-flip|moco-official"
+        value_name = "official|crop-flip|moco-official|moco-official-eval"
     )]
     pub protocol: LinearProtocol,
     /// Fast mode: train on features computed once without augmentation (instead of a
@@ -138,13 +144,13 @@ pub struct LinearArgs {
     /// Probe epochs (cosine annealing over them).
     #[arg(long, default_value_t = 100)]
     pub epochs: usize,
-    /// SGD learning rate. [default: 0.3; moco-official: 30]
+    /// SGD learning rate. [default: 0.3; moco-official(-eval): 30]
     #[arg(long)]
     pub lr: Option<f64>,
-    /// SGD momentum. [default: 0.9; moco-official: 0]
+    /// SGD momentum. [default: 0.9; moco-official(-eval): 0]
     #[arg(long)]
     pub momentum: Option<f64>,
-    /// Weight decay (on weight and bias). [default: 1e-6; moco-official: 0]
+    /// Weight decay (on weight and bias). [default: 1e-6; moco-official(-eval): 0]
     #[arg(long)]
     pub weight_decay: Option<f64>,
     /// Seed of the probe's initialisation, shuffles and augmentations. [default: the run's]
@@ -318,6 +324,13 @@ fn print_record(r: &EvalRecord, run: &Path, json: bool) {
         println!(
             "validation top-1 (the protocol's held-out training images): {:.2}%",
             100.0 * val
+        );
+    }
+    if let (Some(best), Some(epoch)) = (r.best_test_top1, r.best_epoch) {
+        println!(
+            "best epoch's test top-1: {:.2}% (epoch {epoch}; chosen on the test split, as the \
+             official logs' maximum); the top-1 above is the last epoch's",
+            100.0 * best
         );
     }
     println!("protocol: {}", r.description);

@@ -82,9 +82,11 @@ pub struct PretrainArgs {
     #[serde(skip)]
     #[arg(long, value_name = "NAME")]
     pub run_preset: Option<String>,
-    /// The views' augmentation: auto (the data set's SimCLR preset) or moco-v2 (lightly's MoCo
-    /// v2 transform: jitter strength 1.0, no blur, ImageNet normalisation).
-    #[arg(long, value_name = "auto|moco-v2")]
+    /// The views' augmentation: auto (the data set's SimCLR preset), moco-v2 (lightly's MoCo v2
+    /// transform from lightly 1.4.24 on: crop 0.2-1, jitter 0.4/0.4/0.4/0.1, no blur, ImageNet
+    /// normalisation) or moco-v2-simclr-views (the same before 1.4.24: SimCLR's crop 0.08-1 and
+    /// jitter 0.8/0.8/0.8/0.2).
+    #[arg(long, value_name = "auto|moco-v2|moco-v2-simclr-views")]
     pub augment: Option<String>,
     /// Batch norm in the projection head: `--head-bn` on (SimCLR's head), `--head-bn=false`
     /// off (Linear - ReLU - Linear, lightly's MoCo head).
@@ -100,6 +102,15 @@ pub struct PretrainArgs {
     /// conv, no max-pool), imagenet (7x7 conv, max-pool), stl10 (7x7 conv, no max-pool).
     #[arg(long)]
     pub stem: Option<String>,
+    /// A ReLU after the stem's batch norm: `--stem-relu` on (torchvision's ResNet),
+    /// `--stem-relu=false` off (the official MoCo backbone, lightly's ResNet cut before its
+    /// classifier).
+    #[arg(long, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_name = "BOOL")]
+    pub stem_relu: Option<bool>,
+    /// Convolution initialisation: kaiming-fan-out (torchvision's) or torch-default (PyTorch's
+    /// nn.Conv2d default, as lightly's ResNet).
+    #[arg(long, value_name = "kaiming-fan-out|torch-default")]
+    pub init: Option<String>,
     /// Batch-norm statistics in training forwards: separate (per view, the official code's two
     /// forwards) or joint (both views in one forward, as google-research/simclr).
     #[arg(long, value_name = "separate|joint")]
@@ -119,10 +130,14 @@ pub struct PretrainArgs {
     /// Pairs (images) per step; each step sees 2 x batch views.
     #[arg(long)]
     pub batch: Option<usize>,
-    /// Schedule length in epochs (warmup min(10 epochs, 10%) then cosine). [default: 10 when
-    /// --max-steps is absent]
+    /// Schedule length in epochs. [default: 10 when --max-steps is absent]
     #[arg(long)]
     pub epochs: Option<u64>,
+    /// Learning-rate schedule: warmup-cosine-per-step (linear warmup for min(10 epochs, 10%),
+    /// then a cosine stepped per batch; the official SimCLR) or cosine-per-epoch (no warmup, a
+    /// cosine stepped once per epoch; the official MoCo).
+    #[arg(long, value_name = "warmup-cosine-per-step|cosine-per-epoch")]
+    pub schedule: Option<String>,
     /// Stop after this many steps (alone: the schedule's horizon).
     #[arg(long)]
     pub max_steps: Option<u64>,
@@ -791,7 +806,9 @@ mod tests {
     #[test]
     fn run_presets_sit_below_the_flags() {
         use kinfonce_loss::{Kernel, LossSpec};
-        use kinfonce_train::config::{Augment, Method};
+        use kinfonce_train::config::{Augment, Method, StemChoice};
+        use kinfonce_train::resnet::InitScheme;
+        use kinfonce_train::schedule::Schedule;
         let preset = |name: &str, more: PretrainArgs| {
             resolve_config(&PretrainArgs {
                 run_preset: Some(name.into()),
@@ -814,6 +831,12 @@ mod tests {
         );
         assert_eq!(origin.data.augment, Augment::MocoV2);
         assert!(!origin.model.head_bn);
+        // lightly's network and the official per-epoch cosine.
+        assert_eq!(origin.optim.schedule, Schedule::CosinePerEpoch);
+        assert_eq!(
+            (origin.model.stem, origin.model.stem_relu, origin.model.init),
+            (StemChoice::Cifar, false, InitScheme::TorchDefault)
+        );
         assert_eq!(origin.model.hidden_dim, 512);
         let tau_of = |spec: &LossSpec| match spec {
             LossSpec::InfoNce {

@@ -252,8 +252,23 @@ fn eval_and_embed_on_image_folder_and_tiny_imagenet_with_clear_errors() {
         .as_str()
         .unwrap()
         .contains("random resized crop"));
-    // moco-official: the official MoCo classifier (lr 30, no momentum or decay, batch 512)
-    // unless flags say otherwise, on padded crops.
+    // moco-official as the official trainer runs it: every training image (30), whole batches
+    // only (its 512 refused for 30 images), the test top-1 of every epoch, the last as top1 and
+    // the best labelled.
+    let err = fails(&[
+        "eval",
+        "linear",
+        "--run",
+        s(&run),
+        "--protocol",
+        "moco-official",
+        "--epochs",
+        "1",
+    ]);
+    assert!(
+        err.contains("--batch 512") && err.contains("30 training images"),
+        "{err}"
+    );
     let v = last_json(&ok(&[
         "eval",
         "linear",
@@ -261,6 +276,44 @@ fn eval_and_embed_on_image_folder_and_tiny_imagenet_with_clear_errors() {
         s(&run),
         "--protocol",
         "moco-official",
+        "--batch",
+        "8",
+        "--epochs",
+        "3",
+        "--threads",
+        "1",
+        "--json",
+    ]));
+    check_record(&v, "linear-moco-official", 30, 12);
+    let per_epoch: Vec<f64> = v["epoch_test_top1"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_f64().unwrap())
+        .collect();
+    assert_eq!(per_epoch.len(), 3, "{v}");
+    assert_eq!(
+        v["top1"].as_f64(),
+        per_epoch.last().copied(),
+        "top1 is the last epoch's"
+    );
+    let best = per_epoch.iter().cloned().fold(f64::MIN, f64::max);
+    let best_epoch = v["best_epoch"].as_u64().unwrap() as usize;
+    assert_eq!(v["best_test_top1"].as_f64(), Some(best), "{v}");
+    assert_eq!(per_epoch[best_epoch - 1], best, "{v}");
+    assert!(v["description"]
+        .as_str()
+        .unwrap()
+        .contains("batch norm in training mode"));
+    // moco-official-eval: the same classifier (lr 30, no momentum or decay, batch 512) unless
+    // flags say otherwise, on padded crops, eval-mode features, the run's split held out.
+    let v = last_json(&ok(&[
+        "eval",
+        "linear",
+        "--run",
+        s(&run),
+        "--protocol",
+        "moco-official-eval",
         "--epochs",
         "2",
         "--momentum",
@@ -269,7 +322,8 @@ fn eval_and_embed_on_image_folder_and_tiny_imagenet_with_clear_errors() {
         "1",
         "--json",
     ]));
-    check_record(&v, "linear-moco-official", 27, 12);
+    check_record(&v, "linear-moco-official-eval", 27, 12);
+    assert!(v.get("epoch_test_top1").is_none(), "{v}");
     let classifier = &v["probe"];
     assert_eq!(
         (
@@ -580,13 +634,14 @@ fn eval_on_cifar10_archive() {
         err.contains("head.safetensors") && err.contains("not a MoCo run"),
         "{err}"
     );
+    // The official MoCo recipe, scaled down (queue, splits, widths, batch, steps).
     let moco = tmp.path().join("moco");
     ok(&[
         "pretrain",
         "--data",
         s(&data),
-        "--method",
-        "moco",
+        "--run-preset",
+        "moco-sum",
         "--queue-size",
         "32",
         "--bn-splits",
@@ -610,6 +665,21 @@ fn eval_on_cifar10_archive() {
         "--out",
         s(&moco),
     ]);
+    // Its config.toml holds the official schedule, network and views (`moco/moco.py`).
+    let config: toml::Table =
+        toml::from_str(&std::fs::read_to_string(moco.join("config.toml")).unwrap()).unwrap();
+    let c = &config["config"];
+    for (key, want) in [
+        ("schedule", "cosine-per-epoch"),
+        ("stem", "cifar"),
+        ("init", "torch-default"),
+        ("augment", "moco-v2"),
+        ("method", "moco"),
+    ] {
+        assert_eq!(c[key].as_str(), Some(want), "{key}: {c}");
+    }
+    assert_eq!(c["stem_relu"].as_bool(), Some(false), "{c}");
+    assert_eq!(c["epochs"].as_integer(), Some(200), "{c}");
     let (success, stdout, stderr) = kinfonce(&[
         "eval",
         "knn",
@@ -779,6 +849,8 @@ fn linear_help_lists_the_protocols_and_names_the_official_one() {
     for needle in [
         "official (default; what the official code's simclr_finetune.py runs)",
         "crop-flip:",
+        "moco-official (the official MoCo code's classifier, lightly's, as its trainer runs it)",
+        "moco-official-eval:",
         "--fast",
         "Resize(35)",
     ] {

@@ -166,7 +166,7 @@ impl Normalization {
 }
 
 /// The names of [`AugmentConfig::named`].
-pub const AUGMENT_PRESETS: [&str; 2] = ["auto", "moco-v2"];
+pub const AUGMENT_PRESETS: [&str; 3] = ["auto", "moco-v2", "moco-v2-simclr-views"];
 
 /// The augmentation pipeline's settings. Defaults: [`AugmentConfig::simclr`]`(32, 0.5, false,
 /// Normalization::cifar10())`, the official CIFAR-10 pipeline.
@@ -234,19 +234,38 @@ impl AugmentConfig {
         }
     }
 
-    /// lightly's MoCo v2 views as the official MoCo runs use them: the SimCLR pipeline at jitter
-    /// strength 1.0, no blur, ImageNet normalisation whatever the data set.
+    /// lightly's `MoCoV2Transform` from lightly 1.4.24 on (its current definition) as the
+    /// official MoCo calls it (`gaussian_blur=0.0`): crop scale 0.2-1, jitter 0.4/0.4/0.4/0.1
+    /// with probability 0.8, grayscale 0.2, flip 0.5, no blur, ImageNet normalisation.
     pub fn moco_v2(size: usize) -> Self {
+        AugmentConfig {
+            crop_scale: (0.2, 1.0),
+            jitter: ColorJitter {
+                brightness: 0.4,
+                contrast: 0.4,
+                saturation: 0.4,
+                hue: 0.1,
+            },
+            ..Self::moco_v2_simclr_views(size)
+        }
+    }
+
+    /// lightly's `MoCoV2Transform` before 1.4.24, which was its `SimCLRTransform`: the SimCLR
+    /// pipeline at jitter strength 1.0 (0.8/0.8/0.8/0.2), crop scale 0.08-1, no blur, ImageNet
+    /// normalisation. (The official repository does not pin lightly.)
+    pub fn moco_v2_simclr_views(size: usize) -> Self {
         Self::simclr(size, 1.0, false, Normalization::imagenet())
     }
 
     /// A pipeline by its name in [`AUGMENT_PRESETS`]: `auto` ([`AugmentConfig::preset`] of
-    /// `format`) or `moco-v2` ([`AugmentConfig::moco_v2`]). The CLI and the Python loader choose
-    /// their views by these names.
+    /// `format`), `moco-v2` ([`AugmentConfig::moco_v2`]) or `moco-v2-simclr-views`
+    /// ([`AugmentConfig::moco_v2_simclr_views`]). The CLI and the Python loader choose their
+    /// views by these names.
     pub fn named(name: &str, format: DataFormat, size: usize) -> Result<Self> {
         match name {
             "auto" => Ok(Self::preset(format, size)),
             "moco-v2" => Ok(Self::moco_v2(size)),
+            "moco-v2-simclr-views" => Ok(Self::moco_v2_simclr_views(size)),
             other => Err(DataError::param(
                 "augment",
                 other,
@@ -855,6 +874,42 @@ mod tests {
         assert!(moco.blur.is_none());
         let err = AugmentConfig::named("byol", DataFormat::Cifar10, 32).unwrap_err();
         assert!(err.to_string().contains("augment = byol"), "{err}");
+    }
+
+    /// Both MoCo v2 view sets, every field, against lightly's `MoCoV2Transform` as
+    /// `moco/moco.py` calls it (`input_size=32, gaussian_blur=0.0`, the other arguments default):
+    /// from lightly 1.4.24 on, and before it (when it was `SimCLRTransform`).
+    #[test]
+    fn the_moco_v2_view_sets_are_lightlys_field_by_field() {
+        let imagenet = Normalization::new(&[0.485, 0.456, 0.406], &[0.229, 0.224, 0.225]);
+        let lightly = |crop_min: f64, jitter: [f32; 4]| AugmentConfig {
+            size: 32,
+            pad_crop: None,
+            crop_scale: (crop_min, 1.0),
+            crop_ratio: (3.0 / 4.0, 4.0 / 3.0),
+            flip_p: 0.5,
+            jitter: ColorJitter {
+                brightness: jitter[0],
+                contrast: jitter[1],
+                saturation: jitter[2],
+                hue: jitter[3],
+            },
+            jitter_p: 0.8,
+            grayscale_p: 0.2,
+            blur: None,
+            normalization: imagenet.clone(),
+        };
+        for (name, want) in [
+            ("moco-v2", lightly(0.2, [0.4, 0.4, 0.4, 0.1])),
+            ("moco-v2-simclr-views", lightly(0.08, [0.8, 0.8, 0.8, 0.2])),
+        ] {
+            // The data set does not change them (the official CIFAR-100 and TinyImageNet runs
+            // call the same transform).
+            for format in [DataFormat::Cifar10, DataFormat::TinyImageNet] {
+                let got = AugmentConfig::named(name, format, 32).unwrap();
+                assert_eq!(got, want, "{name} on {format:?}");
+            }
+        }
     }
 
     fn key(index: u64, view: u64) -> ViewKey {

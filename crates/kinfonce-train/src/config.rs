@@ -5,7 +5,8 @@ use crate::batch_norm::BnViews;
 use crate::error::{io_err, Result, TrainError};
 use crate::hardware::{self, ComputeChoice, LayoutAsk, Precision, Target};
 use crate::optim::OptimizerKind;
-use crate::resnet::{Arch, Stem};
+use crate::resnet::{Arch, InitScheme, Stem};
+use crate::schedule::Schedule;
 use kinfonce_data::{AugmentConfig, DataFormat, Normalization};
 use kinfonce_loss::LossSpec;
 use serde::{Deserialize, Serialize};
@@ -52,8 +53,10 @@ pub struct DataSection {
     /// Fraction of the training images held out as the k-NN query split.
     pub val_fraction: f64,
     /// The views' augmentation: `auto`, the data set's SimCLR preset (the official SimCLR
-    /// code's); `moco-v2`, lightly's MoCo v2 transform as the official MoCo runs use it
-    /// (SimCLR's at jitter strength 1.0, no blur, ImageNet normalisation).
+    /// code's); `moco-v2`, lightly's MoCo v2 transform as the official MoCo runs use it (crop
+    /// 0.2-1, jitter 0.4/0.4/0.4/0.1, no blur, ImageNet normalisation; lightly 1.4.24 on);
+    /// `moco-v2-simclr-views`, the same transform before lightly 1.4.24 (SimCLR's views at
+    /// jitter strength 1.0).
     pub augment: Augment,
     /// Class-balanced seeded subset of the train split; unset: all.
     #[serde(
@@ -112,7 +115,9 @@ pub const RUN_PRESETS: [&str; 2] = ["moco-origin", "moco-sum"];
 /// The settings of a run preset as config.toml keys. Both are the official MoCo runs
 /// (`moco/moco.py`, CIFAR-10/100 and TinyImageNet): momentum 0.99, a queue of 4,096 keys,
 /// batch-norm splits 8, batch 512, SGD lr 0.06 momentum 0.9 weight decay 5e-4 with a cosine over
-/// 200 epochs, the head 512 -> 512 -> 128 without batch norm, lightly's MoCo v2 augmentation;
+/// 200 epochs stepped per epoch without warmup, lightly's ResNet-18 (the CIFAR stem without its
+/// ReLU, PyTorch's default initialisation), the head 512 -> 512 -> 128 without batch norm,
+/// lightly's MoCo v2 augmentation;
 /// `moco-origin` trains one kernel (gamma 1, tau 0.1), `moco-sum` 0.2 of it plus 0.8 of the
 /// gamma-2 kernel at tau 0.3.
 pub fn run_preset(name: &str) -> Result<toml::Table> {
@@ -150,6 +155,10 @@ pub fn run_preset(name: &str) -> Result<toml::Table> {
     config.model.hidden_dim = 512;
     config.model.out_dim = 128;
     config.model.head_bn = false;
+    config.model.stem = StemChoice::Cifar;
+    config.model.stem_relu = false;
+    config.model.init = InitScheme::TorchDefault;
+    config.optim.schedule = Schedule::CosinePerEpoch;
     config.loss.preset = preset.into();
     config.loss.spec = Some(loss);
     config.optim.batch = 512;
@@ -169,6 +178,10 @@ pub fn run_preset(name: &str) -> Result<toml::Table> {
         "hidden_dim",
         "out_dim",
         "head_bn",
+        "stem",
+        "stem_relu",
+        "init",
+        "schedule",
         "preset",
         "loss",
         "batch",
@@ -191,6 +204,7 @@ pub enum Augment {
     #[default]
     Auto,
     MocoV2,
+    MocoV2SimclrViews,
 }
 
 /// The contrastive method: where each query's positive and negatives come from.
@@ -258,6 +272,12 @@ pub struct ModelSection {
     /// Batch norm in the projection head (SimCLR's); false: Linear - ReLU - Linear (lightly's
     /// MoCo head).
     pub head_bn: bool,
+    /// A ReLU after the stem's batch norm (torchvision's and pl_bolts' ResNet); false: none, as
+    /// the official MoCo backbone (`children()[:-1]` of lightly's ResNet drops the ReLU that
+    /// lightly applies in `forward`).
+    pub stem_relu: bool,
+    /// The convolutions' initialisation.
+    pub init: InitScheme,
 }
 
 impl Default for ModelSection {
@@ -273,6 +293,8 @@ impl Default for ModelSection {
             norm_p: 2.0,
             mu: 1.0,
             head_bn: true,
+            stem_relu: true,
+            init: InitScheme::KaimingFanOut,
         }
     }
 }
@@ -354,6 +376,8 @@ pub struct OptimSection {
     pub momentum: f64,
     /// LARS trust coefficient.
     pub trust_coefficient: f64,
+    /// The learning-rate schedule.
+    pub schedule: Schedule,
     /// Learning rate of the online linear probe (Adam, constant; pl_bolts'
     /// `SSLOnlineEvaluator` uses 1e-4).
     pub probe_lr: f64,
@@ -370,6 +394,7 @@ impl Default for OptimSection {
             exclude_bn_bias: false,
             momentum: 0.9,
             trust_coefficient: 1e-3,
+            schedule: Schedule::WarmupCosinePerStep,
             probe_lr: 1e-4,
         }
     }
@@ -695,7 +720,7 @@ impl TrainConfig {
     pub fn normalization(&self, format: DataFormat) -> Normalization {
         match self.data.augment {
             Augment::Auto => Normalization::for_format(format),
-            Augment::MocoV2 => Normalization::imagenet(),
+            Augment::MocoV2 | Augment::MocoV2SimclrViews => Normalization::imagenet(),
         }
     }
 
@@ -714,6 +739,7 @@ impl TrainConfig {
         match self.data.augment {
             Augment::Auto => AugmentConfig::preset(format, side),
             Augment::MocoV2 => AugmentConfig::moco_v2(side),
+            Augment::MocoV2SimclrViews => AugmentConfig::moco_v2_simclr_views(side),
         }
     }
 
@@ -871,12 +897,19 @@ fn run_table(run_dir: &Path, name: &str) -> Result<toml::Table> {
 
 /// The `[config]` table of a run folder's config.toml. Runs written before the protocol
 /// revision (no `bn_views` key) keep their batch-norm and weight-decay rules: both views in one
-/// forward, biases and batch-norm weights out of weight decay.
+/// forward, biases and batch-norm weights out of weight decay. Runs written before the MoCo
+/// fidelity revision (no `schedule` key) keep their views: `moco-v2` then meant what is now
+/// `moco-v2-simclr-views` (the missing schedule, stem and init keys default to what they ran).
 pub fn read_run_config(run_dir: &Path) -> Result<TrainConfig> {
     let mut table = run_table(run_dir, "config")?;
     if !table.contains_key("bn_views") {
         table.insert("bn_views".into(), BnViews::Joint.name().into());
         table.entry("exclude_bn_bias").or_insert(true.into());
+    }
+    if !table.contains_key("schedule")
+        && table.get("augment").and_then(|v| v.as_str()) == Some("moco-v2")
+    {
+        table.insert("augment".into(), "moco-v2-simclr-views".into());
     }
     toml::Value::Table(table)
         .try_into()
@@ -968,6 +1001,48 @@ width = 4
             (BnViews::Separate, false)
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn moco_runs_from_before_the_fidelity_revision_keep_their_views_and_network() {
+        let dir = std::env::temp_dir().join(format!("kinfonce-moco-views-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let earlier =
+            EARLIER_CONFIG.to_string() + "bn_views = \"separate\"\naugment = \"moco-v2\"\n";
+        std::fs::write(dir.join("config.toml"), format!("[config]\n{earlier}")).unwrap();
+        let c = read_run_config(&dir).unwrap();
+        assert_eq!(c.data.augment, Augment::MocoV2SimclrViews);
+        assert_eq!(c.optim.schedule, Schedule::WarmupCosinePerStep);
+        assert_eq!(
+            (c.model.stem_relu, c.model.init),
+            (true, InitScheme::KaimingFanOut)
+        );
+        // A run of this revision keeps `moco-v2` as written.
+        let mut now = c.clone();
+        now.data.augment = Augment::MocoV2;
+        std::fs::write(
+            dir.join("config.toml"),
+            format!("[config]\n{}", toml::to_string(&now).unwrap()),
+        )
+        .unwrap();
+        assert_eq!(read_run_config(&dir).unwrap(), now);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_schedule_stem_relu_and_init_are_trajectory_settings() {
+        let a = TrainConfig::default();
+        let mut b = a.clone();
+        b.optim.schedule = Schedule::CosinePerEpoch;
+        b.model.stem_relu = false;
+        b.model.init = InitScheme::TorchDefault;
+        let keys: Vec<String> = a
+            .trajectory_changes(&b)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.key)
+            .collect();
+        assert_eq!(keys, ["init", "schedule", "stem_relu"]);
     }
 
     #[test]

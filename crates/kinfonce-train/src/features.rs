@@ -212,6 +212,8 @@ impl FrozenEncoder {
             width: config.model.width,
             stem,
             in_channels,
+            stem_relu: config.model.stem_relu,
+            init: config.model.init,
         };
         let encoder = rc.init(vs.root());
         if source.momentum && ck.is_none() {
@@ -330,6 +332,22 @@ impl FrozenEncoder {
         self.encoder.forward(x, false).to_kind(Kind::Float)
     }
 
+    /// f32 features of a batch with the encoder's batch norm in training mode, without gradient:
+    /// batch statistics by `splits` interleaved groups, the running statistics updated (a frozen
+    /// backbone under a trainer that puts the whole model in train mode).
+    pub fn forward_train(&self, x: &Tensor, splits: usize) -> Tensor {
+        let _guard = tch::no_grad_guard();
+        crate::batch_norm::split(splits, || self.encoder.forward(x, true)).to_kind(Kind::Float)
+    }
+
+    /// The run's MoCo batch-norm splits (1 for SimCLR runs).
+    pub fn bn_splits(&self) -> usize {
+        match self.config.method.method {
+            crate::config::Method::Moco => self.config.method.bn_splits.max(1),
+            crate::config::Method::Simclr => 1,
+        }
+    }
+
     /// Features of every image of `data`, in order, without augmentation (centre-cropped when
     /// `options.center_crop`): f32 `[len, feature_dim]` on the CPU. `progress` is called with
     /// the images done so far.
@@ -378,13 +396,14 @@ impl FrozenEncoder {
     }
 
     /// A loader of single views of `data` augmented by `augment`, shuffled per epoch with
-    /// `seed`, last batch kept (a linear probe's training images).
+    /// `seed`, the last partial batch dropped or kept (a linear probe's training images).
     pub fn augmented_loader(
         &self,
         data: &Arc<Dataset>,
         augment: AugmentConfig,
         options: &FeatureOptions,
         seed: u64,
+        drop_last: bool,
     ) -> Result<ContrastiveLoader> {
         self.check_channels(data, "the data set")?;
         ContrastiveLoader::new(
@@ -396,7 +415,7 @@ impl FrozenEncoder {
                 threads: options.threads.max(1),
                 prefetch: 2,
                 shuffle: true,
-                drop_last: false,
+                drop_last,
                 seed,
                 layout: self.layout(),
                 dtype: Dtype::F32,

@@ -3,9 +3,22 @@
 //! casts its weights to the input's dtype, and autograd carries the gradient back to the f32
 //! master copy through the cast.
 
+use serde::{Deserialize, Serialize};
 use tch::nn::init::{FanInOut, NonLinearity, NormalOrUniform};
 use tch::nn::{self, Init};
 use tch::{Kind, Tensor};
+
+/// How convolution weights start (batch norm always starts at weight 1, bias 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InitScheme {
+    /// Kaiming normal, fan-out, ReLU gain (torchvision's ResNet).
+    #[default]
+    KaimingFanOut,
+    /// PyTorch's `nn.Conv2d` default, Kaiming uniform with a = sqrt(5): uniform in
+    /// +-1/sqrt(fan-in) (lightly's ResNet, which sets no initialisation of its own).
+    TorchDefault,
+}
 
 /// `weight` as `kind`: a no-op (same tensor, same autograd node) when it already is.
 pub(crate) fn cast(weight: &Tensor, kind: Kind) -> Tensor {
@@ -24,7 +37,7 @@ pub fn to_channels_last(x: &Tensor) -> Tensor {
 
 /// 2-D convolution without bias, as torchvision's ResNet uses it.
 ///
-/// Weight initialisation: Kaiming normal, fan-out, ReLU gain (torchvision's).
+/// Weight initialisation: [`InitScheme`].
 ///
 /// # Shapes
 /// input `[N, C_in, H, W]`, weight `[C_out, C_in, k, k]`, output `[N, C_out, H', W']`.
@@ -36,11 +49,28 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
-    pub fn new(p: nn::Path, c_in: i64, c_out: i64, kernel: i64, stride: i64, padding: i64) -> Self {
-        let init = Init::Kaiming {
-            dist: NormalOrUniform::Normal,
-            fan: FanInOut::FanOut,
-            non_linearity: NonLinearity::ReLU,
+    pub fn new(
+        p: nn::Path,
+        c_in: i64,
+        c_out: i64,
+        kernel: i64,
+        stride: i64,
+        padding: i64,
+        scheme: InitScheme,
+    ) -> Self {
+        let init = match scheme {
+            InitScheme::KaimingFanOut => Init::Kaiming {
+                dist: NormalOrUniform::Normal,
+                fan: FanInOut::FanOut,
+                non_linearity: NonLinearity::ReLU,
+            },
+            InitScheme::TorchDefault => {
+                let bound = 1.0 / ((c_in * kernel * kernel) as f64).sqrt();
+                Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                }
+            }
         };
         let weight = p.var("weight", &[c_out, c_in, kernel, kernel], init);
         Conv2d {

@@ -2,6 +2,7 @@
 //! `layer1.0.downsample.0.weight`, ...), so the safetensors keys load into
 //! `torchvision.models.resnet*` (without `fc`) in PyTorch.
 
+pub use crate::layers::InitScheme;
 use crate::layers::{to_channels_last, BatchNorm, Conv2d};
 use serde::{Deserialize, Serialize};
 use tch::{nn, Tensor};
@@ -88,6 +89,17 @@ pub struct ResNetConfig {
     pub stem: Stem,
     /// Input channels. Default 3.
     pub in_channels: i64,
+    /// A ReLU after the stem's batch norm. Default true (torchvision's); false: the official
+    /// MoCo backbone (lightly's ResNet without its `forward`).
+    #[serde(default = "yes")]
+    pub stem_relu: bool,
+    /// The convolutions' initialisation. Default Kaiming normal, fan-out.
+    #[serde(default)]
+    pub init: InitScheme,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Default for ResNetConfig {
@@ -97,6 +109,8 @@ impl Default for ResNetConfig {
             width: 64,
             stem: Stem::Cifar,
             in_channels: 3,
+            stem_relu: true,
+            init: InitScheme::KaimingFanOut,
         }
     }
 }
@@ -113,6 +127,7 @@ impl ResNetConfig {
             Stem::Cifar => (3, 1, 1),
             Stem::Imagenet | Stem::Stl10 => (7, 2, 3),
         };
+        let init = self.init;
         let conv1 = Conv2d::new(
             &p / "conv1",
             self.in_channels,
@@ -120,6 +135,7 @@ impl ResNetConfig {
             kernel,
             stride,
             padding,
+            init,
         );
         let bn1 = BatchNorm::new(&p / "bn1", self.width);
         let expansion = self.arch.expansion();
@@ -136,24 +152,24 @@ impl ResNetConfig {
                 let downsample = (s != 1 || in_planes != planes * expansion).then(|| {
                     let dp = &bp / "downsample";
                     (
-                        Conv2d::new(&dp / 0, in_planes, planes * expansion, 1, s, 0),
+                        Conv2d::new(&dp / 0, in_planes, planes * expansion, 1, s, 0, init),
                         BatchNorm::new(&dp / 1, planes * expansion),
                     )
                 });
                 let block = match self.arch {
                     Arch::Resnet50 => Block::Bottleneck {
-                        conv1: Conv2d::new(&bp / "conv1", in_planes, planes, 1, 1, 0),
+                        conv1: Conv2d::new(&bp / "conv1", in_planes, planes, 1, 1, 0, init),
                         bn1: BatchNorm::new(&bp / "bn1", planes),
-                        conv2: Conv2d::new(&bp / "conv2", planes, planes, 3, s, 1),
+                        conv2: Conv2d::new(&bp / "conv2", planes, planes, 3, s, 1, init),
                         bn2: BatchNorm::new(&bp / "bn2", planes),
-                        conv3: Conv2d::new(&bp / "conv3", planes, planes * 4, 1, 1, 0),
+                        conv3: Conv2d::new(&bp / "conv3", planes, planes * 4, 1, 1, 0, init),
                         bn3: BatchNorm::new(&bp / "bn3", planes * 4),
                         downsample,
                     },
                     _ => Block::Basic {
-                        conv1: Conv2d::new(&bp / "conv1", in_planes, planes, 3, s, 1),
+                        conv1: Conv2d::new(&bp / "conv1", in_planes, planes, 3, s, 1, init),
                         bn1: BatchNorm::new(&bp / "bn1", planes),
-                        conv2: Conv2d::new(&bp / "conv2", planes, planes, 3, 1, 1),
+                        conv2: Conv2d::new(&bp / "conv2", planes, planes, 3, 1, 1, init),
                         bn2: BatchNorm::new(&bp / "bn2", planes),
                         downsample,
                     },
@@ -269,7 +285,10 @@ impl ResNet {
     /// input `[N, C, H, W]` (any memory layout, f32 or bf16), output `[N, feature_dim]` in the
     /// input's dtype.
     pub fn forward(&self, x: &Tensor, train: bool) -> Tensor {
-        let mut h = relu_in_place(self.bn1.forward(&self.conv1.forward(x), train));
+        let mut h = self.bn1.forward(&self.conv1.forward(x), train);
+        if self.config.stem_relu {
+            h = relu_in_place(h);
+        }
         if self.config.stem == Stem::Imagenet {
             h = h.max_pool2d([3, 3], [2, 2], [1, 1], [1, 1], false);
         }
@@ -389,7 +408,7 @@ mod tests {
                 arch,
                 stem,
                 width: 4,
-                in_channels: 3,
+                ..Default::default()
             };
             let net = config.init(vs.root());
             let x = Tensor::randn([3, 3, size, size], (Kind::Float, Device::Cpu));
@@ -428,6 +447,25 @@ mod tests {
         let (a, b) = (stl.forward(&x, false), imagenet.forward(&x, false));
         assert!(f64::try_from((&a - &by_hand).abs().max()).unwrap() < 1e-6);
         assert!(f64::try_from((&a - &b).abs().max()).unwrap() > 1e-4);
+    }
+
+    /// `torch-default` draws as `nn.Conv2d.reset_parameters` (Kaiming uniform, a = sqrt(5)):
+    /// uniform in +-1/sqrt(fan-in), standard deviation bound/sqrt(3).
+    #[test]
+    fn torch_default_init_is_uniform_in_one_over_root_fan_in() {
+        tch::manual_seed(2);
+        let vs = nn::VarStore::new(Device::Cpu);
+        let net = ResNetConfig {
+            init: InitScheme::TorchDefault,
+            ..Default::default()
+        }
+        .init(vs.root());
+        let w = &net.stages[3][1].convs()[0].weight; // 512 x 512 x 3 x 3
+        let bound = 1.0 / (512.0 * 9.0f64).sqrt();
+        let max = f64::try_from(w.abs().max()).unwrap();
+        let std = f64::try_from(w.std(true)).unwrap();
+        assert!(max <= bound && max > 0.99 * bound, "{max} vs {bound}");
+        assert!((std / (bound / 3f64.sqrt()) - 1.0).abs() < 0.01, "{std}");
     }
 
     #[test]

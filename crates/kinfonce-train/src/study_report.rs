@@ -343,6 +343,10 @@ fn protocol(md: &mut String, runs: &[StudyRun], kernels: &[&str]) {
             match c.data.augment {
                 Augment::Auto => "SimCLR augmentations of the data set's preset.",
                 Augment::MocoV2 => "lightly's MoCo v2 augmentation (ImageNet normalisation).",
+                Augment::MocoV2SimclrViews => {
+                    "lightly's MoCo v2 augmentation before 1.4.24 (SimCLR's views, ImageNet \
+                     normalisation)."
+                }
             },
             c.monitor.knn_k,
             c.monitor.knn_t,

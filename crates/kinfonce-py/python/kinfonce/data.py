@@ -84,8 +84,9 @@ class TwoViewLoader:
 
     Views: ``augment`` is ``"auto"`` (the data set's SimCLR preset: CIFAR and MNIST jitter 0.5
     without blur, STL-10 / TinyImageNet / folders jitter 1.0 with blur, each with its
-    normalisation) or ``"moco-v2"``; ``size`` the views' side (default the images' larger
-    side). ``seed`` seeds the split, the shuffle and the views; ``set_epoch(e)`` picks the
+    normalisation), ``"moco-v2"`` (lightly's MoCo v2 views: crop 0.2-1, jitter 0.4/0.4/0.4/0.1)
+    or ``"moco-v2-simclr-views"`` (lightly's before 1.4.24); ``size`` the views' side (default
+    the images' larger side). ``seed`` seeds the split, the shuffle and the views; ``set_epoch(e)`` picks the
     epoch (as ``DistributedSampler``: call it before each epoch, or every epoch repeats).
 
     Batches: ``batch_size`` is the global batch. Under ``torch.distributed`` (or with explicit

@@ -54,6 +54,16 @@ pub struct EvalRecord {
     pub precision: Option<Precision>,
     #[serde(default)]
     pub channels_last: Option<bool>,
+    /// The test top-1 after each epoch (`moco-official`, as the official trainer logs `val_acc`
+    /// on the test images every epoch); `top1` is the last of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch_test_top1: Option<Vec<f64>>,
+    /// The best of `epoch_test_top1` and its epoch (1-based): the official logs' maximum, which
+    /// is chosen on the test split and so is no unbiased estimate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_test_top1: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub best_epoch: Option<usize>,
 }
 
 impl EvalRecord {
@@ -90,6 +100,9 @@ impl EvalRecord {
             seconds,
             precision: Some(encoder.precision),
             channels_last: Some(encoder.channels_last),
+            epoch_test_top1: None,
+            best_test_top1: None,
+            best_epoch: None,
         }
     }
 }
@@ -204,11 +217,18 @@ pub enum LinearProtocol {
     /// Random resized crop + horizontal flip for training, whole test images; the run's own
     /// validation split held out.
     CropFlip,
-    /// The official MoCo code's classifier (lightly's): RandomCrop(side, padding 4) + flip for
-    /// training, whole test images, ImageNet normalisation throughout; SGD lr 30 without
-    /// momentum or weight decay, batch 512 ([`LinearProtocol::probe_defaults`]); the run's
-    /// own validation split held out.
+    /// The official MoCo code's classifier as its trainer runs it (`moco/moco.py` under
+    /// pytorch-lightning 1.8.6): RandomCrop(side, padding 4) + flip for training, whole test
+    /// images, ImageNet normalisation throughout; SGD lr 30 without momentum or weight decay,
+    /// batch 512 ([`LinearProtocol::probe_defaults`]); every training image, the last partial
+    /// batch dropped; the frozen encoder's batch norm in training mode while the classifier
+    /// trains (Lightning puts the whole model in train mode: batch statistics by the run's
+    /// splits, the running statistics updated), the test top-1 after every epoch with the
+    /// running statistics as they then are.
     MocoOfficial,
+    /// The same classifier on eval-mode features (the running statistics fixed), the run's own
+    /// validation split held out, every batch kept, the test top-1 after the last epoch.
+    MocoOfficialEval,
 }
 
 impl LinearProtocol {
@@ -217,13 +237,14 @@ impl LinearProtocol {
             LinearProtocol::Official => "official",
             LinearProtocol::CropFlip => "crop-flip",
             LinearProtocol::MocoOfficial => "moco-official",
+            LinearProtocol::MocoOfficialEval => "moco-official-eval",
         }
     }
 
     /// The classifier's training settings the protocol prescribes (flags may override them).
     pub fn probe_defaults(self) -> ProbeConfig {
         match self {
-            LinearProtocol::MocoOfficial => ProbeConfig {
+            LinearProtocol::MocoOfficial | LinearProtocol::MocoOfficialEval => ProbeConfig {
                 batch: 512,
                 lr: 30.0,
                 momentum: 0.0,
@@ -238,7 +259,9 @@ impl LinearProtocol {
     /// `run` (the run's own).
     pub fn normalization(self, run: &Normalization) -> Normalization {
         match self {
-            LinearProtocol::MocoOfficial => Normalization::imagenet(),
+            LinearProtocol::MocoOfficial | LinearProtocol::MocoOfficialEval => {
+                Normalization::imagenet()
+            }
             _ => run.clone(),
         }
     }
@@ -249,12 +272,14 @@ impl LinearProtocol {
             LinearProtocol::Official => {
                 AugmentConfig::simclr(side, 1.0, false, normalization.clone())
             }
-            LinearProtocol::CropFlip | LinearProtocol::MocoOfficial => {
+            LinearProtocol::CropFlip
+            | LinearProtocol::MocoOfficial
+            | LinearProtocol::MocoOfficialEval => {
                 let mut crop_flip =
                     AugmentConfig::simclr(side, 0.0, false, self.normalization(normalization));
                 crop_flip.jitter_p = 0.0;
                 crop_flip.grayscale_p = 0.0;
-                if self == LinearProtocol::MocoOfficial {
+                if self != LinearProtocol::CropFlip {
                     crop_flip.pad_crop = Some(4);
                 }
                 crop_flip
@@ -267,13 +292,21 @@ impl LinearProtocol {
         self == LinearProtocol::Official
     }
 
-    /// The fraction of the training images the protocol holds out for its validation accuracy
-    /// (`None`: the run's validation split, no validation accuracy).
+    /// The fraction of the training images the protocol holds out (`None`: the run's
+    /// validation split); `official` reports its validation accuracy.
     pub fn val_fraction(self) -> Option<f64> {
         match self {
             LinearProtocol::Official => Some(0.2),
-            LinearProtocol::CropFlip | LinearProtocol::MocoOfficial => None,
+            LinearProtocol::MocoOfficial => Some(0.0),
+            LinearProtocol::CropFlip | LinearProtocol::MocoOfficialEval => None,
         }
+    }
+
+    /// The encoder's batch norm in training mode while the classifier trains (the official
+    /// MoCo trainer's), which also drops the last partial batch (split statistics need whole
+    /// batches) and tests after every epoch.
+    pub fn train_mode_encoder(self) -> bool {
+        self == LinearProtocol::MocoOfficial
     }
 
     fn how(self) -> &'static str {
@@ -285,7 +318,10 @@ impl LinearProtocol {
                 "train images augmented afresh every epoch (random resized crop scale 0.08-1, ratio 3/4-4/3, bilinear, + horizontal flip p 0.5), test images not augmented"
             }
             LinearProtocol::MocoOfficial => {
-                "train images augmented afresh every epoch as the official MoCo code's classifier (RandomCrop with padding 4 + horizontal flip p 0.5), test images not augmented, ImageNet normalisation"
+                "every train image augmented afresh every epoch as the official MoCo code's classifier (RandomCrop with padding 4 + horizontal flip p 0.5), last partial batch dropped, the encoder's batch norm in training mode with the run's splits (running statistics updated) as pytorch-lightning runs it, test images not augmented and tested after every epoch, ImageNet normalisation"
+            }
+            LinearProtocol::MocoOfficialEval => {
+                "train images augmented afresh every epoch as the official MoCo code's classifier (RandomCrop with padding 4 + horizontal flip p 0.5), eval-mode encoder, test images not augmented, ImageNet normalisation"
             }
         }
     }
@@ -300,7 +336,11 @@ impl LinearProtocol {
             LinearProtocol::CropFlip => ("linear-crop-flip", "crop-flip linear protocol"),
             LinearProtocol::MocoOfficial => (
                 "linear-moco-official",
-                "official MoCo linear protocol (lightly's classifier)",
+                "official MoCo linear protocol (lightly's classifier, as its trainer runs it)",
+            ),
+            LinearProtocol::MocoOfficialEval => (
+                "linear-moco-official-eval",
+                "official MoCo linear protocol on eval-mode features",
             ),
         }
     }
@@ -319,8 +359,10 @@ impl std::str::FromStr for LinearProtocol {
             "official" => Ok(LinearProtocol::Official),
             "crop-flip" => Ok(LinearProtocol::CropFlip),
             "moco-official" => Ok(LinearProtocol::MocoOfficial),
+            "moco-official-eval" => Ok(LinearProtocol::MocoOfficialEval),
             other => Err(format!(
-                "unknown protocol `{other}`: expected official, crop-flip or moco-official"
+                "unknown protocol `{other}`: expected official, crop-flip, moco-official or \
+                 moco-official-eval"
             )),
         }
     }
@@ -345,11 +387,22 @@ pub fn linear_augmented_record(
         ..options.clone()
     };
     let side = data.train.height().max(data.train.width());
+    let train_mode = protocol.train_mode_encoder();
+    let splits = encoder.bn_splits();
+    if train_mode && (!config.batch.is_multiple_of(splits) || config.batch > data.train.len()) {
+        return Err(TrainError::Config(format!(
+            "--batch {} with --protocol {protocol}: expected a multiple of the run's bn_splits \
+             ({splits}) and at most the {} training images (the last partial batch is dropped)",
+            config.batch,
+            data.train.len()
+        )));
+    }
     let loader = encoder.augmented_loader(
         &data.train,
         protocol.train_augment(side, &data.normalization),
         &feature_options,
         config.seed,
+        train_mode,
     )?;
     let mut probe = LinearProbe::new(
         encoder.feature_dim as usize,
@@ -357,6 +410,12 @@ pub fn linear_augmented_record(
         config.seed,
         encoder.device,
     );
+    let normalization = protocol.normalization(&data.normalization);
+    let features_of = |set: &std::sync::Arc<kinfonce_data::Dataset>| -> Result<(Tensor, Tensor)> {
+        let features = encoder.features(set, &normalization, &feature_options, &mut |_| {})?;
+        Ok((features, labels_tensor(set)))
+    };
+    let mut epoch_test_top1 = Vec::new();
     let mut last = f64::NAN;
     for epoch in 0..config.epochs {
         let lr = config.lr_at(epoch);
@@ -368,7 +427,11 @@ pub fn linear_augmented_record(
                 batch.shape,
                 batch.layout,
             );
-            let f = encoder.forward(&x);
+            let f = if train_mode {
+                encoder.forward_train(&x, splits)
+            } else {
+                encoder.forward(&x)
+            };
             let y = Tensor::from_slice(&batch.row_labels());
             sum += probe.sgd_step(&f, &y, lr, config.momentum, config.weight_decay);
             n += 1;
@@ -381,13 +444,14 @@ pub fn linear_augmented_record(
                 config.lr
             )));
         }
+        if train_mode {
+            // The running statistics moved this epoch: test as the official validation loop.
+            let (features, labels) = features_of(&data.test)?;
+            epoch_test_top1
+                .push(classification(&probe.logits(&features), &labels, data.classes()).top1);
+        }
         progress(epoch + 1, last);
     }
-    let normalization = protocol.normalization(&data.normalization);
-    let features_of = |set: &std::sync::Arc<kinfonce_data::Dataset>| -> Result<(Tensor, Tensor)> {
-        let features = encoder.features(set, &normalization, &feature_options, &mut |_| {})?;
-        Ok((features, labels_tensor(set)))
-    };
     let val_top1 = match protocol.val_fraction() {
         Some(_) if !data.val.is_empty() => {
             let (features, labels) = features_of(&data.val)?;
@@ -413,6 +477,15 @@ pub fn linear_augmented_record(
         data,
     );
     record.val_top1 = val_top1;
+    if let Some((best_epoch, &best)) = epoch_test_top1
+        .iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1).then(b.0.cmp(&a.0)))
+    {
+        record.best_test_top1 = Some(best);
+        record.best_epoch = Some(best_epoch + 1);
+        record.epoch_test_top1 = Some(epoch_test_top1);
+    }
     Ok((record, probe))
 }
 
@@ -490,8 +563,16 @@ mod tests {
             ),
             (30.0, 0.0, 0.0, 512, 100)
         );
-        assert!(!moco.center_crop() && moco.val_fraction().is_none());
+        assert!(!moco.center_crop());
+        // As the official trainer: every training image, the encoder's batch norm training.
+        assert_eq!(moco.val_fraction(), Some(0.0));
+        assert!(moco.train_mode_encoder());
         assert_eq!("moco-official".parse(), Ok(moco));
+        let eval = LinearProtocol::MocoOfficialEval;
+        assert_eq!(eval.probe_defaults(), moco.probe_defaults());
+        assert_eq!(eval.train_augment(32, &Normalization::cifar10()), augment);
+        assert!(eval.val_fraction().is_none() && !eval.train_mode_encoder());
+        assert_eq!("moco-official-eval".parse(), Ok(eval));
         assert_eq!(
             LinearProtocol::Official.probe_defaults(),
             ProbeConfig::default()

@@ -286,6 +286,8 @@ pub(super) fn networks(
         width: config.model.width,
         stem,
         in_channels: in_channels as i64,
+        stem_relu: config.model.stem_relu,
+        init: config.model.init,
     };
     let encoder = resnet_config.init(model_vs.root());
     let projection_config = ProjectionConfig {

@@ -112,7 +112,12 @@ impl Trainer {
         let loader = contrastive_loader(&config, &train, splits.format, layout, shard)?;
         let steps_per_epoch = loader.batches_per_epoch() as u64;
         let (horizon, stop_step) = config.schedule_steps(steps_per_epoch);
-        let schedule = WarmupCosine::new(config.base_lr(), horizon, steps_per_epoch);
+        let schedule = WarmupCosine::of(
+            config.optim.schedule,
+            config.base_lr(),
+            horizon,
+            steps_per_epoch,
+        );
         let classes = if train.is_labelled() {
             train.num_classes() as i64
         } else {
