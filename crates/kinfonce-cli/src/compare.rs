@@ -7,8 +7,8 @@ use anyhow::{bail, Context};
 use kinfonce_data::Split;
 use kinfonce_train::compare::{
     evaluate_run, gap_changes, gaps, kernel_stats, read_evaluated_run, read_metrics, run_dir,
-    run_state, trajectory_differences, DataCache, Horizon, InitCache, RunState,
-    StudyEvalOptions, StudyInfo, StudyRun,
+    run_state, trajectory_differences, DataCache, Horizon, InitCache, RunState, StudyEvalOptions,
+    StudyInfo, StudyRun,
 };
 use kinfonce_train::eval::{KnnConfig, ProbeConfig};
 use kinfonce_train::features::{EvalDataOptions, FeatureOptions};
@@ -202,7 +202,11 @@ fn pretrain(dir: &Path, wanted: TrainConfig, label: &str) -> anyhow::Result<bool
     let state = run_state(dir)?;
     let (config, resume) = match state {
         RunState::Finished { step, weights } => {
-            let kept = if weights { "" } else { ", kept without weights" };
+            let kept = if weights {
+                ""
+            } else {
+                ", kept without weights"
+            };
             eprintln!("[{label}] pretraining finished (step {step}{kept}), skipped");
             return Ok(true);
         }
@@ -325,7 +329,10 @@ fn study_info(a: &CompareArgs, runs: &[StudyRun], threads: usize, start: Instant
 fn baseline(a: &CompareArgs) -> anyhow::Result<String> {
     match &a.baseline {
         Some(b) if a.kernels.contains(b) => Ok(b.clone()),
-        Some(b) => bail!("--baseline {b} is not among --kernels ({})", a.kernels.join(",")),
+        Some(b) => bail!(
+            "--baseline {b} is not among --kernels ({})",
+            a.kernels.join(",")
+        ),
         None if a.kernels.iter().any(|k| k == "gaussian") => Ok("gaussian".into()),
         None => Ok(a.kernels[0].clone()),
     }
@@ -334,7 +341,10 @@ fn baseline(a: &CompareArgs) -> anyhow::Result<String> {
 /// The finished, evaluated runs of --horizon-b for this study's kernels and seeds.
 fn read_horizon(a: &CompareArgs, dir: &Path) -> anyhow::Result<Horizon> {
     if !dir.join("runs").is_dir() {
-        bail!("--horizon-b {}: no runs/ folder (not a study folder of `kinfonce compare`)", dir.display());
+        bail!(
+            "--horizon-b {}: no runs/ folder (not a study folder of `kinfonce compare`)",
+            dir.display()
+        );
     }
     let mut runs = Vec::new();
     for k in &a.kernels {
@@ -394,7 +404,12 @@ fn print_summary(
                 let kernels: serde_json::Map<_, _> = a
                     .kernels
                     .iter()
-                    .filter_map(|k| Some((k.clone(), serde_json::to_value(kernel_stats(&h.runs, k)?).ok()?)))
+                    .filter_map(|k| {
+                        Some((
+                            k.clone(),
+                            serde_json::to_value(kernel_stats(&h.runs, k)?).ok()?,
+                        ))
+                    })
                     .collect();
                 let paired_b = gaps(&h.runs, &a.kernels, &info.baseline);
                 serde_json::json!({

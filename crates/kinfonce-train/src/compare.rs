@@ -669,7 +669,11 @@ pub fn gaps(runs: &[StudyRun], kernels: &[String], baseline: &str) -> Gaps {
 /// difference of differences), for the kernels and accuracies both horizons have.
 pub fn gap_changes(a: &Gaps, b: &Gaps) -> Gaps {
     let pairs = |p: &Paired| -> Vec<(u64, f64)> {
-        p.seeds.iter().copied().zip(p.differences.iter().copied()).collect()
+        p.seeds
+            .iter()
+            .copied()
+            .zip(p.differences.iter().copied())
+            .collect()
     };
     b.iter()
         .filter_map(|(k, by_key)| {
@@ -748,7 +752,13 @@ mod tests {
         assert!((t_quantile_975(2) - two).abs() < 1e-12);
         // Printed tables (e.g. NIST/SEMATECH 1.3.6.7.2) to their 3 decimals, and the normal
         // limit 1.959964.
-        for (df, t) in [(3, 3.182), (4, 2.776), (9, 2.262), (29, 2.045), (100, 1.984)] {
+        for (df, t) in [
+            (3, 3.182),
+            (4, 2.776),
+            (9, 2.262),
+            (29, 2.045),
+            (100, 1.984),
+        ] {
             assert!((t_quantile_975(df) - t).abs() < 5e-4, "df {df}");
         }
         assert!((t_quantile_975(100_000) - 1.959964).abs() < 1e-4);
@@ -778,7 +788,10 @@ mod tests {
     #[test]
     fn gap_change_is_a_difference_of_differences_by_hand() {
         let gaps = |d: [f64; 3]| -> Gaps {
-            let p = paired(&[(0, d[0]), (1, d[1]), (2, d[2])], &[(0, 0.0), (1, 0.0), (2, 0.0)]);
+            let p = paired(
+                &[(0, d[0]), (1, d[1]), (2, d[2])],
+                &[(0, 0.0), (1, 0.0), (2, 0.0)],
+            );
             BTreeMap::from([(
                 "k".to_string(),
                 BTreeMap::from([("knn_top1".to_string(), p)]),

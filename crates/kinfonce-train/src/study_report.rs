@@ -116,7 +116,11 @@ pub fn write_report(out: &Path, runs: &[StudyRun], info: &StudyInfo) -> Result<P
     let pca_figures = write_figures(out, runs, info, &kernels)?;
     let mut md = String::new();
     header(&mut md, runs, info, &kernels);
-    results_table(&mut md, runs, &kernels, "");
+    let title = match &info.horizon_b {
+        Some(_) => format!(" at {}", horizon_name(runs)),
+        None => String::new(),
+    };
+    results_table(&mut md, runs, &kernels, &title);
     paired_differences(&mut md, runs, info, &kernels);
     second_horizon(&mut md, runs, info, &kernels);
     runs_table(&mut md, runs, out);
@@ -268,7 +272,7 @@ fn header(md: &mut String, runs: &[StudyRun], info: &StudyInfo, kernels: &[&str]
         .collect();
     let untimed = match runs.len() - timed.len() {
         0 => String::new(),
-        n => format!(" ({n} runs kept without checkpoints not counted)"),
+        n => format!(" (not counting {n} kept without checkpoints)"),
     };
     let _ = writeln!(
         md,
@@ -353,7 +357,10 @@ fn second_horizon(md: &mut String, runs: &[StudyRun], info: &StudyInfo, kernels:
     );
     results_table(md, &h.runs, kernels, &format!(" at {b}"));
     let names: Vec<String> = kernels.iter().map(|k| k.to_string()).collect();
-    let (gaps_a, gaps_b) = (gaps(runs, &names, baseline), gaps(&h.runs, &names, baseline));
+    let (gaps_a, gaps_b) = (
+        gaps(runs, &names, baseline),
+        gaps(&h.runs, &names, baseline),
+    );
     let _ = writeln!(
         md,
         "Gap to {baseline} at {b}, and its change from {a} (gap at {b} minus gap at {a}, per \
