@@ -6,8 +6,9 @@ use crate::pretrain::{cpu_model, git_revision, provenance, resolve_config, Pretr
 use anyhow::{bail, Context};
 use kinfonce_data::Split;
 use kinfonce_train::compare::{
-    evaluate_run, kernel_stats, read_metrics, run_dir, run_state, trajectory_differences,
-    DataCache, InitCache, RunState, StudyEvalOptions, StudyInfo, StudyRun,
+    evaluate_run, gap_changes, gaps, kernel_stats, read_evaluated_run, read_metrics, run_dir,
+    run_state, trajectory_differences, DataCache, Horizon, InitCache, RunState, StudyEvalOptions,
+    StudyInfo, StudyRun,
 };
 use kinfonce_train::eval::{KnnConfig, ProbeConfig};
 use kinfonce_train::features::{EvalDataOptions, FeatureOptions};
@@ -27,8 +28,15 @@ const ALL_KERNELS: &str = "gaussian,laplacian,exp-0.5,simple-sum,sum-of-losses,c
 /// --channels-last, --threads, --data, ...) would configure it, so runs started by hand with
 /// that command are adopted. Resumable: a finished run is not trained again, an unfinished one
 /// resumes from its newest checkpoint, evaluations are cached in the run folder
-/// (eval-knn.json, eval-linear.json, eval-knn-init.json, eval-linear-init.json). An existing
-/// run with other trajectory settings is an error that names it.
+/// (eval-knn.json, eval-linear.json, eval-knn-init.json, eval-linear-init.json). A run kept
+/// without weights (config.toml, a metrics.jsonl that reached the schedule's end and the four
+/// eval records, no checkpoints/) counts as finished and evaluated; without its eval records
+/// it is an error that names it. An existing run with other trajectory settings is an error
+/// that names it.
+///
+/// Report: each kernel's mean ± std with the 95% interval of the mean (Student t over seeds),
+/// and each kernel's per-seed difference to --baseline with its interval; with --horizon-b,
+/// the same at the second horizon and how each gap changes between the two (paired by seed).
 ///
 /// Evaluation: weighted k-NN (k 200, t 0.1) and the fast linear probe (features without
 /// augmentation, SGD lr 0.3, momentum 0.9, weight decay 1e-6, cosine over 100 epochs, batch
@@ -47,6 +55,17 @@ pub struct CompareArgs {
     /// Study folder (runs/, report.md, figures).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// The kernel every other kernel is compared to, seed by seed (one of --kernels).
+    /// [default: gaussian when compared, else the first of --kernels]
+    #[arg(long, value_name = "KERNEL")]
+    pub baseline: Option<String>,
+    /// A second study folder (made by its own `kinfonce compare --out DIR` with the same
+    /// kernels and seeds and a longer schedule) whose runs join the report: the gaps to
+    /// --baseline at both horizons and their change (gap at B minus gap at A, paired by seed).
+    /// Read as it stands, never trained or evaluated: its runs of --kernels and --seeds that
+    /// exist must be finished and evaluated.
+    #[arg(long, value_name = "DIR")]
+    pub horizon_b: Option<PathBuf>,
     /// The pretraining settings every run of the study shares.
     #[command(flatten)]
     pub run: SharedRunFlags,
@@ -182,8 +201,13 @@ fn pretrain(dir: &Path, wanted: TrainConfig, label: &str) -> anyhow::Result<bool
     }
     let state = run_state(dir)?;
     let (config, resume) = match state {
-        RunState::Finished { step } => {
-            eprintln!("[{label}] pretraining finished (step {step}), skipped");
+        RunState::Finished { step, weights } => {
+            let kept = if weights {
+                ""
+            } else {
+                ", kept without weights"
+            };
+            eprintln!("[{label}] pretraining finished (step {step}{kept}), skipped");
             return Ok(true);
         }
         RunState::Absent => (wanted, false),
@@ -297,16 +321,58 @@ fn study_info(a: &CompareArgs, runs: &[StudyRun], threads: usize, start: Instant
         wall_s: start.elapsed().as_secs_f64(),
         kernels: a.kernels.clone(),
         seeds: a.seeds.clone(),
+        ..Default::default()
     }
+}
+
+/// The baseline of the study: --baseline, else gaussian when compared, else the first kernel.
+fn baseline(a: &CompareArgs) -> anyhow::Result<String> {
+    match &a.baseline {
+        Some(b) if a.kernels.contains(b) => Ok(b.clone()),
+        Some(b) => bail!(
+            "--baseline {b} is not among --kernels ({})",
+            a.kernels.join(",")
+        ),
+        None if a.kernels.iter().any(|k| k == "gaussian") => Ok("gaussian".into()),
+        None => Ok(a.kernels[0].clone()),
+    }
+}
+
+/// The finished, evaluated runs of --horizon-b for this study's kernels and seeds.
+fn read_horizon(a: &CompareArgs, dir: &Path) -> anyhow::Result<Horizon> {
+    if !dir.join("runs").is_dir() {
+        bail!(
+            "--horizon-b {}: no runs/ folder (not a study folder of `kinfonce compare`)",
+            dir.display()
+        );
+    }
+    let mut runs = Vec::new();
+    for k in &a.kernels {
+        for &s in &a.seeds {
+            runs.extend(read_evaluated_run(dir, k, s).context("reading --horizon-b")?);
+        }
+    }
+    if runs.is_empty() {
+        bail!(
+            "--horizon-b {}: no run of --kernels {} with --seeds {:?}",
+            dir.display(),
+            a.kernels.join(","),
+            a.seeds
+        );
+    }
+    Ok(Horizon {
+        dir: dir.to_path_buf(),
+        runs,
+    })
 }
 
 /// The per-kernel table on stdout, and with `--json` one JSON line.
 fn print_summary(
     a: &CompareArgs,
     runs: &[StudyRun],
+    info: &StudyInfo,
     report: &Path,
     missing: &[String],
-    wall_s: f64,
 ) -> anyhow::Result<()> {
     println!(
         "{:>14} {:>6} {:>18} {:>18} {:>14} {:>14}",
@@ -331,6 +397,30 @@ fn print_summary(
     }
     println!("report: {}", report.display());
     if a.json {
+        let paired = gaps(runs, &a.kernels, &info.baseline);
+        let horizon_b = match &info.horizon_b {
+            None => serde_json::Value::Null,
+            Some(h) => {
+                let kernels: serde_json::Map<_, _> = a
+                    .kernels
+                    .iter()
+                    .filter_map(|k| {
+                        Some((
+                            k.clone(),
+                            serde_json::to_value(kernel_stats(&h.runs, k)?).ok()?,
+                        ))
+                    })
+                    .collect();
+                let paired_b = gaps(&h.runs, &a.kernels, &info.baseline);
+                serde_json::json!({
+                    "dir": h.dir.display().to_string(),
+                    "runs": h.runs.len(),
+                    "kernels": kernels,
+                    "paired": paired_b,
+                    "gap_change": gap_changes(&paired, &paired_b),
+                })
+            }
+        };
         println!(
             "{}",
             serde_json::json!({
@@ -338,7 +428,11 @@ fn print_summary(
                 "runs": runs.len(),
                 "not_finished": missing,
                 "kernels": summary,
-                "wall_s": wall_s,
+                "interval": "95%, Student t over seeds: mean ± t_0.975,n-1 · std / sqrt(n)",
+                "baseline": info.baseline,
+                "paired": paired,
+                "horizon_b": horizon_b,
+                "wall_s": info.wall_s,
             })
         );
     }
@@ -357,6 +451,13 @@ pub fn run(a: CompareArgs) -> anyhow::Result<()> {
             bail!("--kernels lists {k} twice");
         }
     }
+    let baseline = baseline(&a)?;
+    // Read before training, so a bad second study fails before hours of training.
+    let horizon_b = a
+        .horizon_b
+        .as_deref()
+        .map(|dir| read_horizon(&a, dir))
+        .transpose()?;
     // Every configuration first, so a bad flag fails before hours of training.
     let mut plan = Vec::new();
     for k in &a.kernels {
@@ -417,9 +518,13 @@ pub fn run(a: CompareArgs) -> anyhow::Result<()> {
             missing.len()
         );
     }
-    let info = study_info(&a, &runs, threads, start);
+    let info = StudyInfo {
+        baseline,
+        horizon_b,
+        ..study_info(&a, &runs, threads, start)
+    };
     let report = write_report(&a.out, &runs, &info)?;
-    print_summary(&a, &runs, &report, &missing, info.wall_s)?;
+    print_summary(&a, &runs, &info, &report, &missing)?;
     Ok(())
 }
 

@@ -665,7 +665,7 @@ fn train(args: PretrainArgs, dist: Option<Distributed>) -> anyhow::Result<()> {
             }
             let again = original_command(dir).unwrap_or_else(|| "kinfonce pretrain ...".into());
             refuse_checkpointless(dir, &again)?;
-            if let RunState::Finished { step } = run_state_with(dir, &config)? {
+            if let RunState::Finished { step, .. } = run_state_with(dir, &config)? {
                 // Idempotent: a complete run is left exactly as it is.
                 println!(
                     "the run in {} is complete (step {step}, the end of its schedule); nothing to do",

@@ -5,6 +5,7 @@
 
 mod common;
 use common::{cifar, WithDeadline};
+use kinfonce_train::compare::EVAL_FILES;
 use kinfonce_train::tch::Tensor;
 use serde_json::Value;
 use std::path::Path;
@@ -784,13 +785,31 @@ fn compare_trains_evaluates_adopts_and_resumes() {
         init("laplacian-seed1")["top1"]
     );
     assert!(study.join("runs/laplacian-seed0/pca-test.json").is_file());
+    // The paired differences are those of the eval records, seed by seed.
+    let top1 = |run: &str, f: &str| -> f64 {
+        let text = std::fs::read_to_string(study.join("runs").join(run).join(f)).unwrap();
+        serde_json::from_str::<Value>(&text).unwrap()["top1"]
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(v["baseline"], "gaussian");
+    let gap = &v["paired"]["laplacian"]["linear_top1"];
+    assert_eq!(gap["seeds"], serde_json::json!([0, 1]));
+    for (i, seed) in ["seed0", "seed1"].into_iter().enumerate() {
+        let want = top1(&format!("laplacian-{seed}"), "eval-linear.json")
+            - top1(&format!("gaussian-{seed}"), "eval-linear.json");
+        assert!((gap["differences"][i].as_f64().unwrap() - want).abs() < 1e-12);
+    }
+    assert!(gap["stats"]["lo"].as_f64().unwrap() <= gap["stats"]["hi"].as_f64().unwrap());
     let report = std::fs::read_to_string(study.join("report.md")).unwrap();
     for needle in [
         "| gaussian | 2 |",
         "| laplacian | 2 |",
-        "laplacian vs gaussian, k-NN top-1",
-        "|mean_kernel - mean_gaussian| > std_kernel + std_gaussian",
+        "## Paired differences against gaussian",
+        "- laplacian − gaussian, k-NN top-1: ",
+        "Student t over seeds",
         "![PCA laplacian seed 0](pca-laplacian.svg)",
+        "![k-NN by seed](knn-by-seed.svg)",
         "`runs/laplacian-seed1`",
     ] {
         assert!(report.contains(needle), "report lacks {needle}:\n{report}");
@@ -798,6 +817,8 @@ fn compare_trains_evaluates_adopts_and_resumes() {
     for f in [
         "loss.svg",
         "knn-monitor.svg",
+        "knn-by-seed.svg",
+        "linear-by-seed.svg",
         "pca-gaussian.svg",
         "pca-laplacian.svg",
     ] {
@@ -809,6 +830,70 @@ fn compare_trains_evaluates_adopts_and_resumes() {
     assert!(success, "{stderr}");
     assert_eq!(stderr.matches("skipped").count(), 4, "{stderr}");
     assert!(!stderr.contains("features"), "{stderr}");
+
+    // A finished run kept without weights (its checkpoints/ not committed) is neither trained
+    // nor evaluated again, and stays in the report.
+    let weightless = study.join("runs/laplacian-seed1");
+    std::fs::remove_dir_all(weightless.join("checkpoints")).unwrap();
+    let (success, _, stderr) = kinfonce(&args);
+    assert!(success, "{stderr}");
+    assert!(
+        stderr.contains("laplacian seed 1] pretraining finished (step 6, kept without weights)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("features"), "{stderr}");
+    let report = std::fs::read_to_string(study.join("report.md")).unwrap();
+    assert!(report.contains("| laplacian | 2 |"), "{report}");
+
+    // A second horizon: a study folder of weightless copies, one k-NN record moved by 0.1, so
+    // the gap's change is 0.1 at seed 0 and 0 at seed 1.
+    let horizon = tmp.path().join("horizon-b");
+    for run in [
+        "gaussian-seed0",
+        "gaussian-seed1",
+        "laplacian-seed0",
+        "laplacian-seed1",
+    ] {
+        let (from, to) = (study.join("runs").join(run), horizon.join("runs").join(run));
+        std::fs::create_dir_all(&to).unwrap();
+        for f in ["config.toml", "metrics.jsonl"]
+            .into_iter()
+            .chain(EVAL_FILES)
+        {
+            std::fs::copy(from.join(f), to.join(f)).unwrap();
+        }
+    }
+    let moved = horizon.join("runs/laplacian-seed0/eval-knn.json");
+    let mut r: Value = serde_json::from_str(&std::fs::read_to_string(&moved).unwrap()).unwrap();
+    r["top1"] = (r["top1"].as_f64().unwrap() + 0.1).into();
+    std::fs::write(&moved, r.to_string()).unwrap();
+    let mut with_b = args.clone();
+    with_b.extend(["--report-only", "--horizon-b", s(&horizon)]);
+    let (success, stdout, stderr) = kinfonce(&with_b);
+    assert!(success, "{stderr}");
+    let change = &last_json(&stdout)["horizon_b"]["gap_change"]["laplacian"];
+    let knn: Vec<f64> = serde_json::from_value(change["knn_top1"]["differences"].clone()).unwrap();
+    assert!(
+        (knn[0] - 0.1).abs() < 1e-12 && knn[1].abs() < 1e-12,
+        "{knn:?}"
+    );
+    let report = std::fs::read_to_string(study.join("report.md")).unwrap();
+    assert!(
+        report.contains("## Second horizon") && report.contains("change of the gap"),
+        "{report}"
+    );
+
+    // Without its eval records a weightless run can be neither evaluated nor trained over.
+    std::fs::remove_file(weightless.join("eval-linear.json")).unwrap();
+    let err = fails(&args);
+    assert!(
+        err.contains("laplacian-seed1") && err.contains("eval-linear.json"),
+        "{err}"
+    );
+    assert!(weightless.join("config.toml").is_file(), "left in place");
+    let mut bad = args.clone();
+    bad.extend(["--baseline", "simple-sum"]);
+    assert!(fails(&bad).contains("--baseline simple-sum is not among --kernels"));
 
     // A run folder made with other settings is refused by name.
     let mut other = vec![

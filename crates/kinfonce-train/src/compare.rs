@@ -23,7 +23,7 @@ use crate::metrics::{read_records, Record};
 
 use kinfonce_data::{DataConfig, DataFormat, Dataset, Split};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs;
 use std::path::{Path, PathBuf};
 use tch::Tensor;
@@ -56,8 +56,23 @@ pub enum RunState {
     Absent,
     /// A run with no complete checkpoint, or one short of its schedule: resume.
     Unfinished { step: u64, total: u64 },
-    /// Its newest checkpoint is at the schedule's last step.
-    Finished { step: u64 },
+    /// Its newest checkpoint is at the schedule's last step, or, for a run kept without its
+    /// weights (no checkpoint), its `metrics.jsonl` reached that step and its four eval records
+    /// are there.
+    Finished { step: u64, weights: bool },
+}
+
+/// The evaluation records of a run folder (see [`evaluate_run`]).
+pub const EVAL_FILES: [&str; 4] = [
+    "eval-knn.json",
+    "eval-linear.json",
+    "eval-knn-init.json",
+    "eval-linear-init.json",
+];
+
+/// Whether the run folder `dir` holds a checkpoint.
+pub fn has_weights(dir: &Path) -> Result<bool> {
+    Ok(checkpoint::latest(&dir.join("checkpoints"))?.is_some())
 }
 
 /// The number of steps the schedule of `config` runs, given its steps per epoch.
@@ -66,7 +81,9 @@ pub fn total_steps(config: &TrainConfig, steps_per_epoch: u64) -> u64 {
 }
 
 /// The state of the run in `dir`, from its config.toml (`provenance.steps_per_epoch`) and the
-/// newest checkpoint's `state.json`.
+/// newest checkpoint's `state.json` (without a checkpoint: the last step of `metrics.jsonl`).
+/// A run that finished without weights but lacks an eval record is an error naming it: it can
+/// be neither evaluated nor resumed.
 pub fn run_state(dir: &Path) -> Result<RunState> {
     if !dir.join("config.toml").is_file() {
         return Ok(RunState::Absent);
@@ -91,15 +108,46 @@ pub fn run_state_with(dir: &Path, config: &TrainConfig) -> Result<RunState> {
             ))
         })? as u64;
     let total = total_steps(config, spe);
-    let step = match checkpoint::latest(&dir.join("checkpoints"))? {
-        Some(ck) => checkpoint::load_state(&ck)?.step,
-        None => 0,
-    };
-    Ok(if step >= total && step > 0 {
-        RunState::Finished { step }
+    if let Some(ck) = checkpoint::latest(&dir.join("checkpoints"))? {
+        let step = checkpoint::load_state(&ck)?.step;
+        return Ok(if step >= total && step > 0 {
+            RunState::Finished {
+                step,
+                weights: true,
+            }
+        } else {
+            RunState::Unfinished { step, total }
+        });
+    }
+    let metrics = dir.join("metrics.jsonl");
+    let logged = if metrics.is_file() {
+        read_records(&metrics)?.iter().map(Record::step).max()
     } else {
-        RunState::Unfinished { step, total }
-    })
+        None
+    };
+    match logged {
+        Some(step) if step >= total && step > 0 => {
+            let missing: Vec<&str> = EVAL_FILES
+                .into_iter()
+                .filter(|f| !dir.join(f).is_file())
+                .collect();
+            if !missing.is_empty() {
+                return Err(TrainError::Config(format!(
+                    "{} finished (step {step}) but holds no weights (no checkpoint) and lacks {}: \
+                     it can be neither evaluated nor resumed; restore its checkpoints/ or its \
+                     eval records, or move the folder away to train it again",
+                    dir.display(),
+                    missing.join(", ")
+                )));
+            }
+            Ok(RunState::Finished {
+                step,
+                weights: false,
+            })
+        }
+        // Stopped before its first checkpoint: nothing to resume from.
+        _ => Ok(RunState::Unfinished { step: 0, total }),
+    }
 }
 
 /// What the metrics of a run folder say.
@@ -109,9 +157,10 @@ pub struct RunMetrics {
     pub final_loss: f64,
     /// Completed epochs (epoch lines without `partial_epoch`).
     pub epochs: u64,
-    /// Steps of the newest checkpoint.
+    /// Steps of the newest checkpoint (without one: of the last metrics line).
     pub steps: u64,
-    /// Seconds of training (the newest checkpoint's `elapsed_s`, monitors included).
+    /// Seconds of training (the newest checkpoint's `elapsed_s`, monitors included; NaN for a
+    /// run kept without its checkpoints).
     pub wall_s: f64,
     /// Training views per second (the last epoch line's).
     pub views_per_s: f64,
@@ -125,9 +174,11 @@ pub struct RunMetrics {
 pub fn read_metrics(dir: &Path) -> Result<RunMetrics> {
     let mut m = RunMetrics {
         final_loss: f64::NAN,
+        wall_s: f64::NAN,
         ..Default::default()
     };
     for record in read_records(&dir.join("metrics.jsonl"))? {
+        m.steps = m.steps.max(record.step());
         if let Some((epoch, acc)) = record.knn() {
             m.knn_curve.push((epoch as f64, acc));
         }
@@ -154,39 +205,104 @@ pub fn read_metrics(dir: &Path) -> Result<RunMetrics> {
     Ok(m)
 }
 
-/// Mean and sample standard deviation (n - 1; 0 for a single value).
+/// Mean, sample standard deviation (n - 1; 0 for a single value) and the 95% interval of the
+/// mean, Student t over the n values: mean ± t_{0.975, n-1} · std / sqrt(n) (NaN bounds below
+/// two values).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Stats {
     pub mean: f64,
     pub std: f64,
     pub n: usize,
+    pub lo: f64,
+    pub hi: f64,
 }
 
 pub fn stats(xs: &[f64]) -> Stats {
     let n = xs.len();
-    if n == 0 {
-        return Stats {
-            mean: f64::NAN,
-            std: f64::NAN,
-            n,
-        };
-    }
     let mean = xs.iter().sum::<f64>() / n as f64;
-    let std = if n > 1 {
-        (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
-    } else {
-        0.0
+    let std = match n {
+        0 => f64::NAN,
+        1 => 0.0,
+        _ => (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt(),
     };
-    Stats { mean, std, n }
+    let half = if n > 1 {
+        t_quantile_975(n as u64 - 1) * std / (n as f64).sqrt()
+    } else {
+        f64::NAN
+    };
+    Stats {
+        mean,
+        std,
+        n,
+        lo: mean - half,
+        hi: mean + half,
+    }
 }
 
-/// The verdict of the spread rule: the difference of means counts as larger than the seed
-/// noise when |mean_a - mean_b| > std_a + std_b (sample standard deviations over seeds).
-pub fn exceeds_spread(a: &Stats, b: &Stats) -> Option<bool> {
-    if a.n < 2 || b.n < 2 {
-        return None;
+/// P(|T| < t) for Student's t with `df` degrees of freedom, as a function of
+/// theta = atan(t / sqrt(df)): the finite series of Abramowitz & Stegun 26.7.3 (odd df:
+/// 2/pi (theta + sin cos (1 + 2/3 cos^2 + 2·4/(3·5) cos^4 + ...))) and 26.7.4 (even df:
+/// sin (1 + 1/2 cos^2 + 1·3/(2·4) cos^4 + ...)), each up to the cos^(df-2) term.
+fn t_two_sided_mass(theta: f64, df: u64) -> f64 {
+    let (sin, cos) = theta.sin_cos();
+    let c2 = cos * cos;
+    let (mut term, mut sum) = (1.0, 1.0);
+    if df % 2 == 1 {
+        if df == 1 {
+            return theta * std::f64::consts::FRAC_2_PI;
+        }
+        for k in 1..=(df - 3) / 2 {
+            term *= c2 * (2 * k) as f64 / (2 * k + 1) as f64;
+            sum += term;
+        }
+        std::f64::consts::FRAC_2_PI * (theta + sin * cos * sum)
+    } else {
+        for k in 1..=(df - 2) / 2 {
+            term *= c2 * (2 * k - 1) as f64 / (2 * k) as f64;
+            sum += term;
+        }
+        sin * sum
     }
-    Some((a.mean - b.mean).abs() > a.std + b.std)
+}
+
+/// The 0.975 quantile of Student's t with `df` >= 1 degrees of freedom (the half-width factor
+/// of a two-sided 95% interval), by bisection on theta to machine precision.
+pub fn t_quantile_975(df: u64) -> f64 {
+    assert!(df >= 1, "Student t needs at least one degree of freedom");
+    let (mut lo, mut hi) = (0.0, std::f64::consts::FRAC_PI_2);
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if t_two_sided_mass(mid, df) < 0.95 {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    (df as f64).sqrt() * (0.5 * (lo + hi)).tan()
+}
+
+/// Per-seed differences a(s) - b(s) over the seeds both sides have, with their statistics:
+/// a paired comparison, so what a seed shares (initialisation, data order, subset, split)
+/// cancels.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Paired {
+    pub seeds: Vec<u64>,
+    pub differences: Vec<f64>,
+    pub stats: Stats,
+}
+
+/// Pairs `a` and `b`, lists of (seed, value), by seed.
+pub fn paired(a: &[(u64, f64)], b: &[(u64, f64)]) -> Paired {
+    let (seeds, differences): (Vec<u64>, Vec<f64>) = a
+        .iter()
+        .filter_map(|&(s, x)| b.iter().find(|p| p.0 == s).map(|&(_, y)| (s, x - y)))
+        .unzip();
+    let stats = stats(&differences);
+    Paired {
+        seeds,
+        differences,
+        stats,
+    }
 }
 
 /// A 2-D PCA projection of test embeddings (a seeded, evenly spaced sample).
@@ -334,12 +450,7 @@ pub fn evaluate_run(
     options: &StudyEvalOptions,
     progress: &mut dyn FnMut(&str),
 ) -> Result<RunEvals> {
-    let paths = [
-        dir.join("eval-knn.json"),
-        dir.join("eval-linear.json"),
-        dir.join("eval-knn-init.json"),
-        dir.join("eval-linear-init.json"),
-    ];
+    let paths = EVAL_FILES.map(|f| dir.join(f));
     let pca_path = dir.join("pca-test.json");
     let mut cached: Vec<Option<EvalRecord>> = paths.iter().map(|p| read_record(p)).collect();
     let config = read_run_config(dir)?;
@@ -353,7 +464,8 @@ pub fn evaluate_run(
             cached[3] = Some(l.clone());
         }
     }
-    let need_pca = options.pca && !pca_path.is_file();
+    // A run kept without weights is evaluated already (see [`run_state`]); it has no PCA.
+    let need_pca = options.pca && !pca_path.is_file() && has_weights(dir)?;
     let probe = ProbeConfig {
         seed: config.compute.seed,
         ..options.probe
@@ -479,6 +591,10 @@ pub struct StudyInfo {
     /// Kernels in the order given.
     pub kernels: Vec<String>,
     pub seeds: Vec<u64>,
+    /// The kernel every other kernel is compared to, seed by seed.
+    pub baseline: String,
+    /// The same comparison at a second horizon, and how the gaps move between the two.
+    pub horizon_b: Option<Horizon>,
 }
 
 pub(crate) fn runs_of<'a>(runs: &'a [StudyRun], preset: &str) -> Vec<&'a StudyRun> {
@@ -512,21 +628,184 @@ pub fn kernel_stats(runs: &[StudyRun], preset: &str) -> Option<KernelStats> {
     })
 }
 
+/// The accuracies kernels are compared on: (JSON key, label, the value of a run).
+pub type Accuracy = (&'static str, &'static str, fn(&StudyRun) -> f64);
+
+pub const ACCURACIES: [Accuracy; 2] = [
+    ("knn_top1", "k-NN top-1", |r| r.evals.knn.top1),
+    ("linear_top1", "linear top-1", |r| r.evals.linear.top1),
+];
+
+/// (seed, value) of each of `preset`'s runs.
+pub fn by_seed(runs: &[StudyRun], preset: &str, value: fn(&StudyRun) -> f64) -> Vec<(u64, f64)> {
+    runs_of(runs, preset)
+        .into_iter()
+        .map(|r| (r.seed, value(r)))
+        .collect()
+}
+
+/// Per kernel and accuracy key, paired differences over seeds (see [`gaps`], [`gap_changes`]).
+pub type Gaps = BTreeMap<String, BTreeMap<String, Paired>>;
+
+/// Each kernel's gap to `baseline` (kernel - baseline, paired by seed) on each accuracy;
+/// kernels without runs and the baseline itself are left out.
+pub fn gaps(runs: &[StudyRun], kernels: &[String], baseline: &str) -> Gaps {
+    kernels
+        .iter()
+        .filter(|k| *k != baseline && !runs_of(runs, k).is_empty())
+        .map(|k| {
+            let per_accuracy = ACCURACIES
+                .iter()
+                .map(|&(key, _, value)| {
+                    let gap = paired(&by_seed(runs, k, value), &by_seed(runs, baseline, value));
+                    (key.to_string(), gap)
+                })
+                .collect();
+            (k.clone(), per_accuracy)
+        })
+        .collect()
+}
+
+/// How each gap moves from horizon A to horizon B: gap_B(s) - gap_A(s), paired by seed (a
+/// difference of differences), for the kernels and accuracies both horizons have.
+pub fn gap_changes(a: &Gaps, b: &Gaps) -> Gaps {
+    let pairs = |p: &Paired| -> Vec<(u64, f64)> {
+        p.seeds
+            .iter()
+            .copied()
+            .zip(p.differences.iter().copied())
+            .collect()
+    };
+    b.iter()
+        .filter_map(|(k, by_key)| {
+            let in_a = a.get(k)?;
+            let changes = by_key
+                .iter()
+                .filter_map(|(key, gap_b)| {
+                    let gap_a = in_a.get(key)?;
+                    Some((key.clone(), paired(&pairs(gap_b), &pairs(gap_a))))
+                })
+                .collect();
+            Some((k.clone(), changes))
+        })
+        .collect()
+}
+
+/// A second horizon: the finished, evaluated runs of another study folder (the same kernels
+/// and seeds under a longer schedule).
+#[derive(Debug, Clone)]
+pub struct Horizon {
+    pub dir: PathBuf,
+    pub runs: Vec<StudyRun>,
+}
+
+/// The run (preset, seed) of the study folder `out` as it stands: `None` when absent; an
+/// error naming the folder when it is unfinished or lacks an eval record (this reads, never
+/// trains or evaluates).
+pub fn read_evaluated_run(out: &Path, preset: &str, seed: u64) -> Result<Option<StudyRun>> {
+    let dir = run_dir(out, preset, seed);
+    match run_state(&dir)? {
+        RunState::Absent => return Ok(None),
+        RunState::Unfinished { step, total } => {
+            return Err(TrainError::Config(format!(
+                "{} is not finished (step {step} of {total}); finish it with the `kinfonce \
+                 compare` of its study",
+                dir.display()
+            )))
+        }
+        RunState::Finished { .. } => {}
+    }
+    let [knn, linear, knn_init, linear_init] = EVAL_FILES.map(|f| read_record(&dir.join(f)));
+    let missing = |r: Option<EvalRecord>, f: &str| {
+        r.ok_or_else(|| {
+            TrainError::Config(format!(
+                "{}: no readable {f}; evaluate it with the `kinfonce compare` of its study",
+                dir.display()
+            ))
+        })
+    };
+    let evals = RunEvals {
+        knn: missing(knn, EVAL_FILES[0])?,
+        linear: missing(linear, EVAL_FILES[1])?,
+        knn_init: missing(knn_init, EVAL_FILES[2])?,
+        linear_init: missing(linear_init, EVAL_FILES[3])?,
+    };
+    Ok(Some(StudyRun {
+        preset: preset.to_string(),
+        seed,
+        config: read_run_config(&dir)?,
+        metrics: read_metrics(&dir)?,
+        dir,
+        evals,
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn stats_and_spread_rule_by_hand() {
-        let a = stats(&[0.5, 0.6, 0.7]);
-        assert!((a.mean - 0.6).abs() < 1e-12);
-        assert!((a.std - 0.1).abs() < 1e-12);
-        let b = stats(&[0.3, 0.3, 0.3]);
-        // |0.6 - 0.3| = 0.3 > 0.1 + 0: exceeds.
-        assert_eq!(exceeds_spread(&a, &b), Some(true));
-        let c = stats(&[0.55, 0.65]);
-        assert_eq!(exceeds_spread(&a, &c), Some(false));
-        assert_eq!(exceeds_spread(&a, &stats(&[0.1])), None);
+    fn t_quantiles_match_closed_forms_and_tables() {
+        // df 1 (Cauchy): tan(pi (0.975 - 1/2)); df 2: t = (2p - 1) sqrt(2 / (4 p (1 - p))).
+        let cauchy = (std::f64::consts::PI * 0.475).tan();
+        let two = 0.95 * (2.0f64 / (4.0 * 0.975 * 0.025)).sqrt();
+        assert!((t_quantile_975(1) - cauchy).abs() < 1e-9);
+        assert!((t_quantile_975(2) - two).abs() < 1e-12);
+        // Printed tables (e.g. NIST/SEMATECH 1.3.6.7.2) to their 3 decimals, and the normal
+        // limit 1.959964.
+        for (df, t) in [
+            (3, 3.182),
+            (4, 2.776),
+            (9, 2.262),
+            (29, 2.045),
+            (100, 1.984),
+        ] {
+            assert!((t_quantile_975(df) - t).abs() < 5e-4, "df {df}");
+        }
+        assert!((t_quantile_975(100_000) - 1.959964).abs() < 1e-4);
+    }
+
+    #[test]
+    fn intervals_and_paired_differences_by_hand() {
+        // Kernel a and baseline b over seeds; seed 3 has no baseline, so it is left out.
+        // Per-seed differences (points): 1, 2, 6 -> mean 3; deviations -2, -1, 3; squares
+        // 4 + 1 + 9 = 14; variance 14 / 2 = 7; std sqrt 7 = 2.645751; half-width
+        // t_{0.975,2} sqrt(7 / 3) = 4.302653 * 1.527525 = 6.572410 -> [-3.572410, 9.572410].
+        let a = [(0, 51.0), (1, 52.0), (2, 56.0), (3, 90.0)];
+        let b = [(2, 50.0), (0, 50.0), (1, 50.0)];
+        let p = paired(&a, &b);
+        assert_eq!(p.seeds, vec![0, 1, 2]);
+        assert_eq!(p.differences, vec![1.0, 2.0, 6.0]);
+        let close = |x: f64, y: f64| (x - y).abs() < 1e-5;
+        assert!(close(p.stats.mean, 3.0) && close(p.stats.std, 2.645751));
+        assert!(close(p.stats.lo, -3.572410) && close(p.stats.hi, 9.572410));
+        // Below two values there is no interval; the mean and std stay.
+        let one = stats(&[0.4]);
+        assert_eq!((one.mean, one.std, one.n), (0.4, 0.0, 1));
+        assert!(one.lo.is_nan() && one.hi.is_nan());
+        assert!(stats(&[]).mean.is_nan());
+    }
+
+    #[test]
+    fn gap_change_is_a_difference_of_differences_by_hand() {
+        let gaps = |d: [f64; 3]| -> Gaps {
+            let p = paired(
+                &[(0, d[0]), (1, d[1]), (2, d[2])],
+                &[(0, 0.0), (1, 0.0), (2, 0.0)],
+            );
+            BTreeMap::from([(
+                "k".to_string(),
+                BTreeMap::from([("knn_top1".to_string(), p)]),
+            )])
+        };
+        // Gap at A: 1, 2, 6; at B: 2, 2, 9. Change per seed 1, 0, 3 -> mean 4/3; deviations
+        // -1/3, -4/3, 5/3; squares sum 42/9; variance 21/9 = 7/3; half-width
+        // 4.302653 * sqrt(7/9) = 4.302653 * 0.881917 = 3.794580.
+        let change = &gap_changes(&gaps([1.0, 2.0, 6.0]), &gaps([2.0, 2.0, 9.0]))["k"]["knn_top1"];
+        assert_eq!(change.differences, vec![1.0, 0.0, 3.0]);
+        let close = |x: f64, y: f64| (x - y).abs() < 1e-5;
+        assert!(close(change.stats.mean, 4.0 / 3.0));
+        assert!(close(change.stats.hi - change.stats.mean, 3.794580));
     }
 
     #[test]

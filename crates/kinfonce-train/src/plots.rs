@@ -140,7 +140,14 @@ fn legend<DB: DrawingBackend>(
 /// a single finite point is drawn as a dot.
 pub fn line_plot(series: &[Series], title: &str, x_label: &str, y_label: &str) -> String {
     render((760, 440), |root| {
-        draw_lines(root, series, title, x_label, y_label)
+        draw_lines(root, series, title, x_label, y_label, false)
+    })
+}
+
+/// As [`line_plot`], with a dot on every point: values by seed, where each point is a run.
+pub fn seed_plot(series: &[Series], title: &str, x_label: &str, y_label: &str) -> String {
+    render((760, 440), |root| {
+        draw_lines(root, series, title, x_label, y_label, true)
     })
 }
 
@@ -194,6 +201,7 @@ fn draw_lines<DB: DrawingBackend>(
     title: &str,
     x_label: &str,
     y_label: &str,
+    dots: bool,
 ) -> Drawn {
     let err = |e: DrawingAreaErrorKind<_>| e.to_string();
     let (plot, side) = frame(root, title, LEGEND_W)?;
@@ -216,6 +224,11 @@ fn draw_lines<DB: DrawingBackend>(
                     .map_err(err)?;
             }
             _ => {
+                if dots {
+                    chart
+                        .draw_series(pts.iter().map(|p| Circle::new(*p, 3, c.filled())))
+                        .map_err(err)?;
+                }
                 chart
                     .draw_series(LineSeries::new(pts, c.stroke_width(2)))
                     .map_err(err)?;

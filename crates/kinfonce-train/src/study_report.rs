@@ -1,8 +1,10 @@
-//! A study's `report.md` and its figures (`loss.svg`, `knn-monitor.svg`, `pca-<preset>.svg`),
-//! written from the run folders of `kinfonce compare`, one section per function.
+//! A study's `report.md` and its figures (`loss.svg`, `knn-monitor.svg`, `knn-by-seed.svg`,
+//! `linear-by-seed.svg`, `pca-<preset>.svg`), written from the run folders of `kinfonce
+//! compare`, one section per function.
 
 use crate::compare::{
-    exceeds_spread, kernel_stats, runs_of, stats, PcaRecord, Stats, StudyInfo, StudyRun,
+    by_seed, gap_changes, gaps, kernel_stats, runs_of, Paired, PcaRecord, Stats, StudyInfo,
+    StudyRun, ACCURACIES,
 };
 use crate::config::{Augment, Method};
 use crate::error::{io_err, Result};
@@ -19,6 +21,62 @@ fn pct(x: f64) -> String {
     } else {
         "n/a".into()
     }
+}
+
+/// Mean ± std [95% interval] over seeds.
+fn pm_ci(s: &Stats) -> String {
+    if s.n < 2 {
+        pm(s)
+    } else {
+        format!("{} [{}, {}]", pm(s), pct(s.lo), pct(s.hi))
+    }
+}
+
+/// In points: "+0.42 [-0.31, +1.15]".
+fn points(s: &Stats) -> String {
+    let p = |x: f64| format!("{:+.2}", 100.0 * x);
+    if s.n < 2 {
+        p(s.mean)
+    } else {
+        format!("{} [{}, {}]", p(s.mean), p(s.lo), p(s.hi))
+    }
+}
+
+/// What a paired interval says: a difference (`above` or `below` 0) when it excludes 0.
+fn reading(p: &Paired, above: &str, below: &str) -> String {
+    let s = &p.stats;
+    let per_seed: Vec<String> = p
+        .differences
+        .iter()
+        .map(|d| format!("{:+.2}", 100.0 * d))
+        .collect();
+    let verdict = if s.n < 2 {
+        "cannot tell: fewer than 2 paired seeds".to_string()
+    } else if s.lo > 0.0 || s.hi < 0.0 {
+        format!(
+            "**{}** (the interval excludes 0)",
+            if s.mean > 0.0 { above } else { below }
+        )
+    } else {
+        "no difference resolved (the interval holds 0)".to_string()
+    };
+    format!(
+        "{} points over {} seeds (per seed {}): {verdict}",
+        points(s),
+        s.n,
+        per_seed.join(", ")
+    )
+}
+
+/// "N epochs" (or "N steps") of a study's schedule, from its first run.
+fn horizon_name(runs: &[StudyRun]) -> String {
+    runs.first()
+        .map(|r| match (r.config.max_steps, r.config.optim.epochs) {
+            (Some(s), _) => format!("{s} steps"),
+            (None, Some(e)) => format!("{e} epochs"),
+            (None, None) => "the default schedule".into(),
+        })
+        .unwrap_or_default()
 }
 
 fn pm(s: &Stats) -> String {
@@ -55,11 +113,16 @@ pub fn write_report(out: &Path, runs: &[StudyRun], info: &StudyInfo) -> Result<P
         .map(String::as_str)
         .filter(|k| runs.iter().any(|r| r.preset == *k))
         .collect();
-    let pca_figures = write_figures(out, runs, &kernels)?;
+    let pca_figures = write_figures(out, runs, info, &kernels)?;
     let mut md = String::new();
     header(&mut md, runs, info, &kernels);
-    results_table(&mut md, runs, &kernels);
-    verdicts(&mut md, runs, &kernels);
+    let title = match &info.horizon_b {
+        Some(_) => format!(" at {}", horizon_name(runs)),
+        None => String::new(),
+    };
+    results_table(&mut md, runs, &kernels, &title);
+    paired_differences(&mut md, runs, info, &kernels);
+    second_horizon(&mut md, runs, info, &kernels);
     runs_table(&mut md, runs, out);
     figures_section(&mut md, &pca_figures);
     protocol(&mut md, runs, &kernels);
@@ -73,6 +136,7 @@ pub fn write_report(out: &Path, runs: &[StudyRun], info: &StudyInfo) -> Result<P
 fn write_figures(
     out: &Path,
     runs: &[StudyRun],
+    info: &StudyInfo,
     kernels: &[&str],
 ) -> Result<Vec<(String, u64, String)>> {
     let of = |k: &str| runs_of(runs, k);
@@ -117,6 +181,44 @@ fn write_figures(
             "k-NN top-1 (%)",
         ),
     )?;
+    // Each kernel's accuracies by seed; the second horizon's as their own lines.
+    let horizons: Vec<(String, &[StudyRun])> = match &info.horizon_b {
+        None => vec![(String::new(), runs)],
+        Some(h) => vec![(horizon_name(runs), runs), (horizon_name(&h.runs), &h.runs)],
+    };
+    for (file, label, value) in [
+        ("knn-by-seed.svg", ACCURACIES[0].1, ACCURACIES[0].2),
+        ("linear-by-seed.svg", ACCURACIES[1].1, ACCURACIES[1].2),
+    ] {
+        let mut series = Vec::new();
+        for (name, hruns) in &horizons {
+            for k in kernels {
+                let points: Vec<(f64, f64)> = by_seed(hruns, k, value)
+                    .into_iter()
+                    .map(|(s, v)| (s as f64, 100.0 * v))
+                    .collect();
+                if !points.is_empty() {
+                    series.push(Series {
+                        name: if name.is_empty() {
+                            k.to_string()
+                        } else {
+                            format!("{k}, {name}")
+                        },
+                        points,
+                    });
+                }
+            }
+        }
+        write(
+            file,
+            plots::seed_plot(
+                &series,
+                &format!("{label} by seed (test)"),
+                "seed",
+                &format!("{label} (%)"),
+            ),
+        )?;
+    }
     let mut pca_figures = Vec::new();
     for k in kernels {
         if let Some(r) = of(k)
@@ -162,20 +264,31 @@ fn header(md: &mut String, runs: &[StudyRun], info: &StudyInfo, kernels: &[&str]
     for (k, v) in &info.machine {
         let _ = writeln!(md, "| {k} | {v} |");
     }
-    let total_train: f64 = runs.iter().map(|r| r.metrics.wall_s).sum();
+    // Runs kept without their checkpoints have lost their training time.
+    let timed: Vec<f64> = runs
+        .iter()
+        .map(|r| r.metrics.wall_s)
+        .filter(|t| t.is_finite())
+        .collect();
+    let untimed = match runs.len() - timed.len() {
+        0 => String::new(),
+        n => format!(" (not counting {n} kept without checkpoints)"),
+    };
     let _ = writeln!(
         md,
-        "| pretraining time, all runs | {:.0} s |\n| this invocation (wall) | {:.0} s |\n",
-        total_train, info.wall_s
+        "| pretraining time, all runs | {:.0} s{untimed} |\n| this invocation (wall) | {:.0} s |\n",
+        timed.iter().sum::<f64>(),
+        info.wall_s
     );
 }
 
-/// Mean ± std over seeds per kernel.
-fn results_table(md: &mut String, runs: &[StudyRun], kernels: &[&str]) {
-    // Main table.
+/// Mean ± std [95% interval] over seeds per kernel; `title` names the horizon when there are
+/// two.
+fn results_table(md: &mut String, runs: &[StudyRun], kernels: &[&str], title: &str) {
     let _ = writeln!(
         md,
-        "## Results (mean ± sample std over seeds, top-1 in %)\n"
+        "## Results{title} (top-1 in %: mean ± sample std over seeds [95% interval of the mean, \
+         Student t over seeds: mean ± t_0.975,n-1 · std / √n])\n"
     );
     let _ = writeln!(
         md,
@@ -190,9 +303,9 @@ fn results_table(md: &mut String, runs: &[StudyRun], kernels: &[&str]) {
             md,
             "| {k} | {} | {} | {} | {} | {} | {} | {:.4} |",
             s.seeds,
-            pm(&s.knn_top1),
+            pm_ci(&s.knn_top1),
             pm(&s.knn_top1_init),
-            pm(&s.linear_top1),
+            pm_ci(&s.linear_top1),
             pm(&s.linear_top5),
             pm(&s.linear_top1_init),
             s.final_loss.mean,
@@ -201,50 +314,80 @@ fn results_table(md: &mut String, runs: &[StudyRun], kernels: &[&str]) {
     let _ = writeln!(md);
 }
 
-/// Each kernel against gaussian by the spread rule.
-fn verdicts(md: &mut String, runs: &[StudyRun], kernels: &[&str]) {
-    let of = |k: &str| runs_of(runs, k);
-    let st = |k: &str, f: &dyn Fn(&StudyRun) -> f64| {
-        stats(&of(k).into_iter().map(f).collect::<Vec<_>>())
-    };
-    // Verdicts.
-    let _ = writeln!(md, "## Differences against gaussian\n");
+/// Each kernel against the baseline, seed by seed, with the interval of the mean difference.
+fn paired_differences(md: &mut String, runs: &[StudyRun], info: &StudyInfo, kernels: &[&str]) {
+    let baseline = &info.baseline;
+    let _ = writeln!(md, "## Paired differences against {baseline}\n");
     let _ = writeln!(
         md,
-        "Rule: a difference of means counts as larger than the seed-to-seed spread when \
-         |mean_kernel - mean_gaussian| > std_kernel + std_gaussian (sample standard deviations \
-         over seeds). This is a plain spread rule, not a significance test; with 2 or 3 seeds it \
-         only separates gaps that are large against the noise.\n"
+        "Per seed, kernel minus {baseline} (same seed: same initialisation, data order, subset \
+         and split), in points of top-1; the mean difference with its 95% interval (Student t \
+         over the paired seeds). A kernel differs from {baseline} when the interval excludes 0.\n"
     );
-    if kernels.contains(&"gaussian") {
-        for k in kernels.iter().filter(|k| **k != "gaussian") {
-            for (metric, f) in [
-                (
-                    "k-NN top-1",
-                    &(|r: &StudyRun| r.evals.knn.top1) as &dyn Fn(&StudyRun) -> f64,
-                ),
-                ("linear top-1", &|r: &StudyRun| r.evals.linear.top1),
-            ] {
-                let (a, g) = (st(k, f), st("gaussian", f));
-                let diff = 100.0 * (a.mean - g.mean);
-                let spread = 100.0 * (a.std + g.std);
-                let verdict = match exceeds_spread(&a, &g) {
-                    None => "cannot tell: fewer than 2 seeds on a side".to_string(),
-                    Some(true) => format!(
-                        "**exceeds** the spread ({:+.2} points vs {:.2}): {k} is {} than gaussian at this scale",
-                        diff,
-                        spread,
-                        if diff > 0.0 { "better" } else { "worse" }
-                    ),
-                    Some(false) => format!(
-                        "does **not** exceed the spread ({diff:+.2} points vs {spread:.2}): indistinguishable from seed noise"
-                    ),
-                };
-                let _ = writeln!(md, "- {k} vs gaussian, {metric}: {verdict}.");
+    if runs_of(runs, baseline).is_empty() {
+        let _ = writeln!(md, "({baseline} has no finished run in this study.)\n");
+        return;
+    }
+    let names: Vec<String> = kernels.iter().map(|k| k.to_string()).collect();
+    for (k, by_key) in gaps(runs, &names, baseline) {
+        for (key, label, _) in ACCURACIES {
+            let _ = writeln!(
+                md,
+                "- {k} − {baseline}, {label}: {}.",
+                reading(&by_key[key], &format!("{k} higher"), &format!("{k} lower"))
+            );
+        }
+    }
+    let _ = writeln!(md);
+}
+
+/// The second horizon's table, its gaps, and how each gap moves from the first horizon.
+fn second_horizon(md: &mut String, runs: &[StudyRun], info: &StudyInfo, kernels: &[&str]) {
+    let Some(h) = &info.horizon_b else {
+        return;
+    };
+    let (a, b) = (horizon_name(runs), horizon_name(&h.runs));
+    let baseline = &info.baseline;
+    let _ = writeln!(md, "## Second horizon: {b} against {a}\n");
+    let _ = writeln!(
+        md,
+        "The runs of `{}` (read as they stand: finished and evaluated by that study's own \
+         `kinfonce compare`), the same kernels and seeds under the longer schedule.\n",
+        h.dir.display()
+    );
+    results_table(md, &h.runs, kernels, &format!(" at {b}"));
+    let names: Vec<String> = kernels.iter().map(|k| k.to_string()).collect();
+    let (gaps_a, gaps_b) = (
+        gaps(runs, &names, baseline),
+        gaps(&h.runs, &names, baseline),
+    );
+    let _ = writeln!(
+        md,
+        "Gap to {baseline} at {b}, and its change from {a} (gap at {b} minus gap at {a}, per \
+         seed: a difference of differences, with its 95% Student t interval over the seeds both \
+         horizons have). With few seeds the interval is wide: its sign shows a direction, not a \
+         powered answer.\n"
+    );
+    let changes = gap_changes(&gaps_a, &gaps_b);
+    for (k, by_key) in &gaps_b {
+        for (key, label, _) in ACCURACIES {
+            let _ = writeln!(
+                md,
+                "- {k} − {baseline} at {b}, {label}: {}.",
+                reading(&by_key[key], &format!("{k} higher"), &format!("{k} lower"))
+            );
+            if let Some(change) = changes.get(k).and_then(|c| c.get(key)) {
+                let _ = writeln!(
+                    md,
+                    "  - change of the gap from {a} to {b}: {}.",
+                    reading(
+                        change,
+                        &format!("the gap moves in favour of {k}"),
+                        &format!("the gap moves in favour of {baseline}")
+                    )
+                );
             }
         }
-    } else {
-        let _ = writeln!(md, "(gaussian is not among the kernels of this study.)");
     }
     let _ = writeln!(md);
 }
@@ -262,12 +405,16 @@ fn runs_table(md: &mut String, runs: &[StudyRun], out: &Path) {
         let m = &r.metrics;
         let _ = writeln!(
             md,
-            "| `{}` | {} | {} | {:.4} | {:.0} | {:.0} | {} | {} | {} | {} | {} |",
+            "| `{}` | {} | {} | {:.4} | {} | {:.0} | {} | {} | {} | {} | {} |",
             r.dir.strip_prefix(out).unwrap_or(&r.dir).display(),
             m.epochs,
             m.steps,
             m.final_loss,
-            m.wall_s,
+            if m.wall_s.is_finite() {
+                format!("{:.0}", m.wall_s)
+            } else {
+                "n/a (no checkpoint)".into()
+            },
             m.views_per_s,
             pct(r.evals.knn.top1),
             pct(r.evals.linear.top1),
@@ -285,7 +432,8 @@ fn figures_section(md: &mut String, pca_figures: &[(String, u64, String)]) {
     let _ = writeln!(md, "## Figures\n");
     let _ = writeln!(
         md,
-        "![loss](loss.svg)\n\n![k-NN monitor](knn-monitor.svg)\n"
+        "![k-NN by seed](knn-by-seed.svg)\n\n![linear by seed](linear-by-seed.svg)\n\n\
+         ![loss](loss.svg)\n\n![k-NN monitor](knn-monitor.svg)\n"
     );
     for (k, seed, name) in pca_figures {
         let _ = writeln!(md, "![PCA {k} seed {seed}]({name})\n");
