@@ -4,12 +4,28 @@
 # seeds 0-2). One `compare` per seed, so a study stopped at any point holds whole seeds of every
 # kernel; `compare` skips finished runs, so running this again continues where it stopped.
 #
-#   bash bench/cifar10_study.sh BINARY DATA OUT
+#   bash bench/cifar10_study.sh BINARY DATA OUT     # train and evaluate what is missing
+#   bash bench/cifar10_study.sh --save OUT KEEP      # copy finished runs' records to KEEP
 #
 # BINARY is one pinned `kinfonce` (every run of the study from the same build), DATA the
 # CIFAR-10 binary archive, OUT the folder of both horizons (OUT/a, OUT/b). Runs at the lowest
 # CPU priority, so it only takes what other work leaves.
+#
+# The study outlives one machine: `--save` copies each finished and evaluated run's
+# config.toml, metrics.jsonl and eval-*.json (not its weights) into KEEP, which is committed;
+# a later sitting copies KEEP back into a fresh OUT and runs the study again, and `compare`
+# counts those weightless runs as done.
 set -euo pipefail
+if [ "${1:-}" = --save ]; then
+  OUT="$2" KEEP="$3"
+  for eval in "$OUT"/*/runs/*/eval-linear.json; do
+    run="$(dirname "$eval")"
+    dest="$KEEP/${run#"$OUT"/}"
+    mkdir -p "$dest"
+    cp "$run"/config.toml "$run"/metrics.jsonl "$run"/eval-*.json "$dest"/
+  done
+  exit 0
+fi
 BIN="$1" DATA="$2" OUT="$3"
 COMMON=(--subset 10000 --arch resnet18 --width 16 --batch 128 --precision f32 --channels-last
   --threads 2 --data "$DATA")
