@@ -6,6 +6,7 @@
 
 use crate::launcher::{self, LaunchPlan};
 use crate::loss_options::{apply_loss_options, take_loss_options};
+use crate::run_lock::RunLock;
 use crate::{default_data, overlay};
 use anyhow::{bail, Context};
 use kinfonce_train::checkpoint;
@@ -653,6 +654,8 @@ fn scale_for_world(
 fn train(args: PretrainArgs, dist: Option<Distributed>) -> anyhow::Result<()> {
     let main = dist.as_ref().is_none_or(Distributed::is_main);
     let world = dist.as_ref().map_or(1, Distributed::world);
+    // Rank 0 writes the run folder, so it alone owns it, for the whole run.
+    let mut lock = None;
     let (config, run_dir, resume) = match &args.resume {
         Some(dir) => {
             let config = resumed_config(dir, &args)?;
@@ -662,6 +665,9 @@ fn train(args: PretrainArgs, dist: Option<Distributed>) -> anyhow::Result<()> {
                      batch norm); start a new run for per-process statistics",
                     dir.display()
                 );
+            }
+            if main {
+                lock = Some(RunLock::take(dir)?);
             }
             let again = original_command(dir).unwrap_or_else(|| "kinfonce pretrain ...".into());
             refuse_checkpointless(dir, &again)?;
@@ -720,6 +726,7 @@ fn train(args: PretrainArgs, dist: Option<Distributed>) -> anyhow::Result<()> {
         );
     }
     if !resume && main {
+        lock = Some(RunLock::take(&run_dir)?);
         refuse_checkpointless(&run_dir, &std::env::args().collect::<Vec<_>>().join(" "))?;
     }
     let options = RunOptions {
@@ -741,6 +748,7 @@ fn train(args: PretrainArgs, dist: Option<Distributed>) -> anyhow::Result<()> {
     if main {
         print_summary(&summary, &run_dir, args.json);
     }
+    drop(lock);
     Ok(())
 }
 
