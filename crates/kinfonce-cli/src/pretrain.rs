@@ -132,7 +132,7 @@ pub struct PretrainArgs {
     #[arg(long)]
     pub batch: Option<usize>,
     /// Schedule length in epochs. [default: 10 when --max-steps is absent]
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub epochs: Option<u64>,
     /// Learning-rate schedule: warmup-cosine-per-step (linear warmup for min(10 epochs, 10%),
     /// then a cosine stepped per batch; the official SimCLR) or cosine-per-epoch (no warmup, a
@@ -208,11 +208,11 @@ pub struct PretrainArgs {
     /// same binary also runs under `torchrun --no-python`). --batch is pairs per process; the
     /// run keeps the global batch, and its trajectory does not depend on the process count.
     #[serde(skip)]
-    #[arg(long, value_name = "N", help_heading = "Several processes")]
+    #[arg(long, value_name = "N", value_parser = at_least_one, help_heading = "Several processes")]
     pub nproc_per_node: Option<usize>,
     /// Nodes of the job (each runs this command with its own --node-rank). [default: 1]
     #[serde(skip)]
-    #[arg(long, value_name = "M", help_heading = "Several processes")]
+    #[arg(long, value_name = "M", value_parser = at_least_one, help_heading = "Several processes")]
     pub nnodes: Option<usize>,
     /// This node's rank, 0 .. nnodes - 1. [default: 0]
     #[serde(skip)]
@@ -272,7 +272,7 @@ pub struct PretrainArgs {
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
     /// Checkpoint every M minutes (0 = off).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_minutes)]
     pub checkpoint_minutes: Option<f64>,
     /// Checkpoints kept.
     #[arg(long)]
@@ -308,6 +308,19 @@ pub struct PretrainArgs {
     #[serde(skip)]
     #[arg(long)]
     pub json: bool,
+}
+
+/// A count of at least 1 (processes, nodes).
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("expected a whole number >= 1".into()),
+    }
+}
+
+fn parse_minutes(s: &str) -> Result<f64, String> {
+    let minutes = s.parse::<f64>().map_err(|e| e.to_string())?;
+    kinfonce_train::config::check_checkpoint_minutes(minutes)
 }
 
 /// The flags given, as a TOML table with the config file's keys.

@@ -560,3 +560,54 @@ fn a_second_writer_of_a_run_folder_is_refused_naming_the_holder() {
     assert_eq!(out.status.code(), Some(0), "{stdout}");
     assert!(stdout.contains("complete"), "{stdout}");
 }
+
+/// Counts, durations and lists are checked where they are parsed: zero, NaN, negative and
+/// repeated values are refused naming the flag (exit 2 from the flag parser, 1 from a config
+/// file or a list's repeat), before anything is written.
+#[test]
+fn zeros_nans_negatives_and_repeats_are_refused_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    for (args, flag) in [
+        (&["--epochs", "0"][..], "--epochs"),
+        (&["--nproc-per-node", "0"][..], "--nproc-per-node"),
+        (&["--nnodes", "0"][..], "--nnodes"),
+        (&["--checkpoint-minutes", "nan"][..], "--checkpoint-minutes"),
+        (&["--checkpoint-minutes=-1"][..], "--checkpoint-minutes"),
+        (&["--checkpoint-minutes", "inf"][..], "--checkpoint-minutes"),
+    ] {
+        let run = Command::new(env!("CARGO_BIN_EXE_kinfonce"))
+            .arg("pretrain")
+            .args(args)
+            .arg("--out")
+            .arg(&out)
+            .output_within();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.lines().next().unwrap().contains(flag),
+            "{args:?}: {stderr}"
+        );
+    }
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "checkpoint_minutes = -1.0\n").unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_kinfonce"))
+        .args(["pretrain", "--config", config.to_str().unwrap(), "--out"])
+        .arg(&out)
+        .output_within();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("`checkpoint_minutes` = -1"), "{stderr}");
+    let study = dir.path().join("study");
+    let run = Command::new(env!("CARGO_BIN_EXE_kinfonce"))
+        .args(["compare", "--seeds", "0,1,0", "--out"])
+        .arg(&study)
+        .output_within();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--seeds lists 0 twice"), "{stderr}");
+    assert!(
+        !out.exists() && !study.exists(),
+        "a refused command wrote its folder"
+    );
+}
