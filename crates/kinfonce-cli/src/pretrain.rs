@@ -228,6 +228,11 @@ pub struct PretrainArgs {
     #[serde(skip)]
     #[arg(long, value_name = "PORT", help_heading = "Several processes")]
     pub master_port: Option<u16>,
+    /// Start more processes on this node than it has CPU cores (refused by default on CPUs:
+    /// they would only slow each other down, and many exhaust memory).
+    #[serde(skip)]
+    #[arg(long, help_heading = "Several processes")]
+    pub oversubscribe: bool,
     /// Collective backend: auto (NCCL when training on CUDA, else Gloo), gloo, nccl (builds with
     /// --features cuda). Each rank trains on cuda:LOCAL_RANK (cuda:0 when it sees one GPU).
     #[serde(skip)]
@@ -572,7 +577,16 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
 fn launch_workers(args: &PretrainArgs) -> anyhow::Result<i32> {
     let nnodes = args.nnodes.unwrap_or(1);
     // A device, backend or method this job cannot have fails here once, not in every worker.
-    job_backend(args, args.nproc_per_node.unwrap_or(1) * nnodes)?;
+    let (_, device) = job_backend(args, args.nproc_per_node.unwrap_or(1) * nnodes)?;
+    let nproc = args.nproc_per_node.unwrap_or(1);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let on_cpu = trainer::parse_device(&device)? == kinfonce_train::tch::Device::Cpu;
+    if on_cpu && nproc > cores && !args.oversubscribe {
+        bail!(
+            "--nproc-per-node {nproc}: this node has {cores} CPU cores; start at most {cores} \
+             processes on the CPU, or add --oversubscribe"
+        );
+    }
     let env = |name: &str| std::env::var(name).ok();
     let master_port = match args
         .master_port
@@ -609,7 +623,8 @@ fn launch_workers(args: &PretrainArgs) -> anyhow::Result<i32> {
 
 /// The collective backend of a job of `processes` processes (`auto`: NCCL for CUDA, else Gloo),
 /// after checking that this build and machine have it, the run's device and its method.
-fn job_backend(args: &PretrainArgs, processes: usize) -> anyhow::Result<Backend> {
+/// Also the run's device.
+fn job_backend(args: &PretrainArgs, processes: usize) -> anyhow::Result<(Backend, String)> {
     let config = match &args.resume {
         Some(dir) => resumed_config(dir, args)?,
         None => resolve_config(args)?,
@@ -623,12 +638,12 @@ fn job_backend(args: &PretrainArgs, processes: usize) -> anyhow::Result<Backend>
         other => other.parse::<Backend>()?,
     };
     backend.check_built()?;
-    Ok(backend)
+    Ok((backend, device))
 }
 
 /// This process's place in the job: the process group, after the rendezvous.
 fn join_group(launch: &Launch, args: &PretrainArgs) -> anyhow::Result<ProcessGroup> {
-    let backend = job_backend(args, launch.world_size)?;
+    let (backend, _) = job_backend(args, launch.world_size)?;
     let timeout = std::time::Duration::from_secs(args.dist_timeout.unwrap_or(300).max(1));
     let group = ProcessGroup::init(launch, backend, timeout)?;
     // A rank that dies ends the others within seconds, whatever they wait for.
