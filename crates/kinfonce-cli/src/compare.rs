@@ -98,7 +98,7 @@ pub struct CompareArgs {
 #[derive(clap::Args, Debug, Default, serde::Serialize)]
 pub struct SharedRunFlags {
     /// Pretraining epochs. [default: 10]
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub epochs: Option<u64>,
     /// Pretrain on a class-balanced seeded subset of N training images.
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
@@ -439,18 +439,26 @@ fn print_summary(
     Ok(())
 }
 
+/// A list flag names each value once: a repeat would be a second, identical run.
+fn refuse_repeats<T: std::fmt::Display + Eq + std::hash::Hash>(
+    flag: &str,
+    values: &[T],
+) -> anyhow::Result<()> {
+    let mut seen = std::collections::HashSet::new();
+    match values.iter().find(|v| !seen.insert(*v)) {
+        Some(v) => bail!("{flag} lists {v} twice"),
+        None => Ok(()),
+    }
+}
+
 pub fn run(a: CompareArgs) -> anyhow::Result<()> {
     crate::pretrain::ensure_passive_openmp();
     let start = Instant::now();
     if a.kernels.is_empty() || a.seeds.is_empty() {
         bail!("--kernels and --seeds need at least one value each");
     }
-    let mut seen = std::collections::HashSet::new();
-    for k in &a.kernels {
-        if !seen.insert(k) {
-            bail!("--kernels lists {k} twice");
-        }
-    }
+    refuse_repeats("--kernels", &a.kernels)?;
+    refuse_repeats("--seeds", &a.seeds)?;
     let baseline = baseline(&a)?;
     // Read before training, so a bad second study fails before hours of training.
     let horizon_b = a

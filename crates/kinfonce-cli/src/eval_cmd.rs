@@ -368,6 +368,12 @@ fn knn(a: KnnArgs) -> anyhow::Result<()> {
     let (encoder, data, options) = prepare(&a.source, &a.split, None)?;
     let fs = features_with_progress(&encoder, &data, &options)?;
     let r = knn_record(&encoder, &data, &fs, &config)?;
+    if let Some(used) = r.knn.filter(|used| used.k != a.k) {
+        eprintln!(
+            "note: --k {} is above the {} bank images; k = {} used",
+            a.k, r.n_train, used.k
+        );
+    }
     print_record(&r, &run_folder(&a.source)?, a.source.json);
     Ok(())
 }

@@ -26,6 +26,8 @@ mod overlay;
 #[cfg(feature = "torch")]
 mod pretrain;
 #[cfg(feature = "torch")]
+mod run_lock;
+#[cfg(feature = "torch")]
 mod search;
 mod theory;
 

@@ -6,6 +6,7 @@
 
 use crate::launcher::{self, LaunchPlan};
 use crate::loss_options::{apply_loss_options, take_loss_options};
+use crate::run_lock::RunLock;
 use crate::{default_data, overlay};
 use anyhow::{bail, Context};
 use kinfonce_train::checkpoint;
@@ -131,7 +132,7 @@ pub struct PretrainArgs {
     #[arg(long)]
     pub batch: Option<usize>,
     /// Schedule length in epochs. [default: 10 when --max-steps is absent]
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub epochs: Option<u64>,
     /// Learning-rate schedule: warmup-cosine-per-step (linear warmup for min(10 epochs, 10%),
     /// then a cosine stepped per batch; the official SimCLR) or cosine-per-epoch (no warmup, a
@@ -207,11 +208,11 @@ pub struct PretrainArgs {
     /// same binary also runs under `torchrun --no-python`). --batch is pairs per process; the
     /// run keeps the global batch, and its trajectory does not depend on the process count.
     #[serde(skip)]
-    #[arg(long, value_name = "N", help_heading = "Several processes")]
+    #[arg(long, value_name = "N", value_parser = at_least_one, help_heading = "Several processes")]
     pub nproc_per_node: Option<usize>,
     /// Nodes of the job (each runs this command with its own --node-rank). [default: 1]
     #[serde(skip)]
-    #[arg(long, value_name = "M", help_heading = "Several processes")]
+    #[arg(long, value_name = "M", value_parser = at_least_one, help_heading = "Several processes")]
     pub nnodes: Option<usize>,
     /// This node's rank, 0 .. nnodes - 1. [default: 0]
     #[serde(skip)]
@@ -227,6 +228,11 @@ pub struct PretrainArgs {
     #[serde(skip)]
     #[arg(long, value_name = "PORT", help_heading = "Several processes")]
     pub master_port: Option<u16>,
+    /// Start more processes on this node than it has CPU cores (refused by default on CPUs:
+    /// they would only slow each other down, and many exhaust memory).
+    #[serde(skip)]
+    #[arg(long, help_heading = "Several processes")]
+    pub oversubscribe: bool,
     /// Collective backend: auto (NCCL when training on CUDA, else Gloo), gloo, nccl (builds with
     /// --features cuda). Each rank trains on cuda:LOCAL_RANK (cuda:0 when it sees one GPU).
     #[serde(skip)]
@@ -271,7 +277,7 @@ pub struct PretrainArgs {
     #[arg(long)]
     pub checkpoint_every: Option<u64>,
     /// Checkpoint every M minutes (0 = off).
-    #[arg(long)]
+    #[arg(long, value_parser = parse_minutes)]
     pub checkpoint_minutes: Option<f64>,
     /// Checkpoints kept.
     #[arg(long)]
@@ -307,6 +313,19 @@ pub struct PretrainArgs {
     #[serde(skip)]
     #[arg(long)]
     pub json: bool,
+}
+
+/// A count of at least 1 (processes, nodes).
+fn at_least_one(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err("expected a whole number >= 1".into()),
+    }
+}
+
+fn parse_minutes(s: &str) -> Result<f64, String> {
+    let minutes = s.parse::<f64>().map_err(|e| e.to_string())?;
+    kinfonce_train::config::check_checkpoint_minutes(minutes)
 }
 
 /// The flags given, as a TOML table with the config file's keys.
@@ -558,7 +577,16 @@ pub fn run(args: PretrainArgs) -> anyhow::Result<()> {
 fn launch_workers(args: &PretrainArgs) -> anyhow::Result<i32> {
     let nnodes = args.nnodes.unwrap_or(1);
     // A device, backend or method this job cannot have fails here once, not in every worker.
-    job_backend(args, args.nproc_per_node.unwrap_or(1) * nnodes)?;
+    let (_, device) = job_backend(args, args.nproc_per_node.unwrap_or(1) * nnodes)?;
+    let nproc = args.nproc_per_node.unwrap_or(1);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let on_cpu = trainer::parse_device(&device)? == kinfonce_train::tch::Device::Cpu;
+    if on_cpu && nproc > cores && !args.oversubscribe {
+        bail!(
+            "--nproc-per-node {nproc}: this node has {cores} CPU cores; start at most {cores} \
+             processes on the CPU, or add --oversubscribe"
+        );
+    }
     let env = |name: &str| std::env::var(name).ok();
     let master_port = match args
         .master_port
@@ -595,7 +623,8 @@ fn launch_workers(args: &PretrainArgs) -> anyhow::Result<i32> {
 
 /// The collective backend of a job of `processes` processes (`auto`: NCCL for CUDA, else Gloo),
 /// after checking that this build and machine have it, the run's device and its method.
-fn job_backend(args: &PretrainArgs, processes: usize) -> anyhow::Result<Backend> {
+/// Also the run's device.
+fn job_backend(args: &PretrainArgs, processes: usize) -> anyhow::Result<(Backend, String)> {
     let config = match &args.resume {
         Some(dir) => resumed_config(dir, args)?,
         None => resolve_config(args)?,
@@ -609,12 +638,12 @@ fn job_backend(args: &PretrainArgs, processes: usize) -> anyhow::Result<Backend>
         other => other.parse::<Backend>()?,
     };
     backend.check_built()?;
-    Ok(backend)
+    Ok((backend, device))
 }
 
 /// This process's place in the job: the process group, after the rendezvous.
 fn join_group(launch: &Launch, args: &PretrainArgs) -> anyhow::Result<ProcessGroup> {
-    let backend = job_backend(args, launch.world_size)?;
+    let (backend, _) = job_backend(args, launch.world_size)?;
     let timeout = std::time::Duration::from_secs(args.dist_timeout.unwrap_or(300).max(1));
     let group = ProcessGroup::init(launch, backend, timeout)?;
     // A rank that dies ends the others within seconds, whatever they wait for.
@@ -653,6 +682,8 @@ fn scale_for_world(
 fn train(args: PretrainArgs, dist: Option<Distributed>) -> anyhow::Result<()> {
     let main = dist.as_ref().is_none_or(Distributed::is_main);
     let world = dist.as_ref().map_or(1, Distributed::world);
+    // Rank 0 writes the run folder, so it alone owns it, for the whole run.
+    let mut lock = None;
     let (config, run_dir, resume) = match &args.resume {
         Some(dir) => {
             let config = resumed_config(dir, &args)?;
@@ -662,6 +693,9 @@ fn train(args: PretrainArgs, dist: Option<Distributed>) -> anyhow::Result<()> {
                      batch norm); start a new run for per-process statistics",
                     dir.display()
                 );
+            }
+            if main {
+                lock = Some(RunLock::take(dir)?);
             }
             let again = original_command(dir).unwrap_or_else(|| "kinfonce pretrain ...".into());
             refuse_checkpointless(dir, &again)?;
@@ -720,6 +754,7 @@ fn train(args: PretrainArgs, dist: Option<Distributed>) -> anyhow::Result<()> {
         );
     }
     if !resume && main {
+        lock = Some(RunLock::take(&run_dir)?);
         refuse_checkpointless(&run_dir, &std::env::args().collect::<Vec<_>>().join(" "))?;
     }
     let options = RunOptions {
@@ -741,6 +776,7 @@ fn train(args: PretrainArgs, dist: Option<Distributed>) -> anyhow::Result<()> {
     if main {
         print_summary(&summary, &run_dir, args.json);
     }
+    drop(lock);
     Ok(())
 }
 

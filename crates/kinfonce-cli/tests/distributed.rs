@@ -501,3 +501,106 @@ fn bad_launches_fail_in_one_line() {
         "{err}"
     );
 }
+
+/// The processes whose parent is `pid`, from /proc.
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if let Some((_, ppid)) = state_and_parent(child) {
+            if ppid == pid {
+                children.push(child);
+            }
+        }
+    }
+    children
+}
+
+/// A process's state letter and parent, or `None` once it is gone.
+fn state_and_parent(pid: u32) -> Option<(char, u32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the parenthesised command name: state, then the parent's PID.
+    let mut rest = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    Some((state, rest.next()?.parse().ok()?))
+}
+
+/// `kill -9` of the `--nproc-per-node 2` launcher ends its workers (their parent-death signal):
+/// none is alive 10 s later.
+#[test]
+fn workers_die_with_a_killed_launcher() {
+    let Some(data) = cifar() else { return };
+    let _one = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    // Long enough that the workers are still training when the launcher is killed.
+    let mut cmd = pretrain(&data, &run, 16, &["--max-steps", "100000"]);
+    cmd.args(["--nproc-per-node", "2", "--threads", "2"]);
+    use std::os::unix::process::CommandExt;
+    let mut launcher = cmd
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let group = launcher.id() as i32;
+    // Whatever happens below, nothing of this job outlives the test.
+    struct KillGroup(i32);
+    impl Drop for KillGroup {
+        fn drop(&mut self) {
+            // SAFETY: kill(2) of the test's own process group; touches no memory.
+            unsafe { libc::kill(-self.0, libc::SIGKILL) };
+        }
+    }
+    let _cleanup = KillGroup(group);
+    // Both workers exist and rank 0 has written the run: they are past their start.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let workers = loop {
+        let workers = children_of(launcher.id());
+        if workers.len() == 2 && run.join("metrics.jsonl").exists() {
+            break workers;
+        }
+        assert!(Instant::now() < deadline, "the workers did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    launcher.kill().unwrap();
+    launcher.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Orphans are reparented; one that ended may linger as a zombie, which is not alive.
+    let alive = |pid: &u32| matches!(state_and_parent(*pid), Some((s, _)) if s != 'Z');
+    while workers.iter().any(alive) {
+        assert!(
+            Instant::now() < deadline,
+            "workers {:?} still alive 10 s after the launcher was killed",
+            workers.iter().filter(|p| alive(p)).collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// More processes than CPU cores are refused in one line before any worker starts, unless
+/// asked for with --oversubscribe.
+#[test]
+fn more_processes_than_cores_are_refused_on_the_cpu() {
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let out = Command::new(env!("CARGO_BIN_EXE_kinfonce"))
+        .args(["pretrain", "--device", "cpu", "--nproc-per-node"])
+        .arg((cores + 1).to_string())
+        .arg("--out")
+        .arg(&run)
+        .output_within();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains(&format!("--nproc-per-node {}", cores + 1))
+            && stderr.contains("--oversubscribe"),
+        "{stderr}"
+    );
+    assert!(!run.exists(), "a refused launch wrote its run folder");
+}

@@ -165,7 +165,12 @@ fn eval_and_embed_on_image_folder_and_tiny_imagenet_with_clear_errors() {
         "--json",
     ]));
     check_record(&v, "knn", 27, 12);
-    assert_eq!(v["knn"]["k"], 200);
+    // The default k = 200 is above the 27 bank images: every one votes, and the record says so.
+    assert_eq!(
+        (&v["knn"]["k"], &v["k_asked"]),
+        (&27.into(), &200.into()),
+        "{v}"
+    );
     assert_eq!(v["init"], false);
     // The precision `auto` chose is recorded (what `kinfonce info` says it picks).
     let info = last_json(&ok(&["info", "--json"]));
@@ -188,6 +193,11 @@ fn eval_and_embed_on_image_folder_and_tiny_imagenet_with_clear_errors() {
     ]));
     check_record(&v, "knn", 27, 12);
     assert_eq!(v["init"], true);
+    assert_eq!(
+        (&v["knn"]["k"], &v["k_asked"]),
+        (&5.into(), &5.into()),
+        "{v}"
+    );
 
     let probe = tmp.path().join("probe.safetensors");
     let v = last_json(&ok(&[

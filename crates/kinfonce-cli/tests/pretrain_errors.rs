@@ -501,3 +501,113 @@ fn impossible_sizes_and_values_are_refused_naming_the_setting() {
     assert_eq!(code, 2, "clap refuses --subset 0: {stderr}");
     assert!(stderr.contains("--subset"), "{stderr}");
 }
+
+/// A run folder has one writer: while another process holds `owner.lock` (here the test holds
+/// it itself), `--resume` is refused in one line naming the folder and the holder's PID, and
+/// writes nothing; once the lock is free the same command runs.
+#[test]
+fn a_second_writer_of_a_run_folder_is_refused_naming_the_holder() {
+    use std::os::fd::AsRawFd;
+    let Some(data) = cifar() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let (code, stderr) = pretrain(
+        &[
+            "--data",
+            data.to_str().unwrap(),
+            "--subset",
+            "64",
+            "--max-steps",
+            "2",
+        ],
+        &run,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let lock_path = run.join("owner.lock");
+    let mut holder = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&lock_path)
+        .unwrap();
+    // SAFETY: flock(2) on a descriptor the test owns.
+    let held = unsafe { libc::flock(holder.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    assert_eq!(held, 0, "the finished run left its folder locked");
+    std::io::Write::write_all(&mut holder, format!("{}\n", std::process::id()).as_bytes()).unwrap();
+    let before = snapshot(&run);
+    let resume = || {
+        Command::new(env!("CARGO_BIN_EXE_kinfonce"))
+            .args(["pretrain", "--resume", run.to_str().unwrap()])
+            .output_within()
+    };
+    let out = resume();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    no_panic(&stderr);
+    let error: Vec<&str> = stderr.lines().filter(|l| l.contains("error")).collect();
+    assert_eq!(error.len(), 1, "{stderr}");
+    assert!(
+        error[0].contains(run.to_str().unwrap())
+            && error[0].contains(&format!("process {}", std::process::id())),
+        "{stderr}"
+    );
+    assert!(
+        snapshot(&run) == before,
+        "the refused writer changed the folder"
+    );
+    drop(holder);
+    let out = resume();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("complete"), "{stdout}");
+}
+
+/// Counts, durations and lists are checked where they are parsed: zero, NaN, negative and
+/// repeated values are refused naming the flag (exit 2 from the flag parser, 1 from a config
+/// file or a list's repeat), before anything is written.
+#[test]
+fn zeros_nans_negatives_and_repeats_are_refused_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    for (args, flag) in [
+        (&["--epochs", "0"][..], "--epochs"),
+        (&["--nproc-per-node", "0"][..], "--nproc-per-node"),
+        (&["--nnodes", "0"][..], "--nnodes"),
+        (&["--checkpoint-minutes", "nan"][..], "--checkpoint-minutes"),
+        (&["--checkpoint-minutes=-1"][..], "--checkpoint-minutes"),
+        (&["--checkpoint-minutes", "inf"][..], "--checkpoint-minutes"),
+    ] {
+        let run = Command::new(env!("CARGO_BIN_EXE_kinfonce"))
+            .arg("pretrain")
+            .args(args)
+            .arg("--out")
+            .arg(&out)
+            .output_within();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.lines().next().unwrap().contains(flag),
+            "{args:?}: {stderr}"
+        );
+    }
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "checkpoint_minutes = -1.0\n").unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_kinfonce"))
+        .args(["pretrain", "--config", config.to_str().unwrap(), "--out"])
+        .arg(&out)
+        .output_within();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("`checkpoint_minutes` = -1"), "{stderr}");
+    let study = dir.path().join("study");
+    let run = Command::new(env!("CARGO_BIN_EXE_kinfonce"))
+        .args(["compare", "--seeds", "0,1,0", "--out"])
+        .arg(&study)
+        .output_within();
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--seeds lists 0 twice"), "{stderr}");
+    assert!(
+        !out.exists() && !study.exists(),
+        "a refused command wrote its folder"
+    );
+}

@@ -786,6 +786,10 @@ impl TrainConfig {
         if m.mu.is_nan() || m.mu <= 0.0 {
             return bad("mu", m.mu.to_string(), "a value > 0");
         }
+        let minutes = self.checkpoint.checkpoint_minutes;
+        if let Err(expected) = check_checkpoint_minutes(minutes) {
+            return bad("checkpoint_minutes", minutes.to_string(), &expected);
+        }
         let lr = o.lr.unwrap_or(0.0);
         if !(lr >= 0.0 && o.weight_decay >= 0.0 && o.probe_lr > 0.0) {
             return bad(
@@ -919,6 +923,16 @@ pub fn read_run_config(run_dir: &Path) -> Result<TrainConfig> {
 /// The `[provenance]` table of a run folder's config.toml (where and how the run was made).
 pub fn read_provenance(run_dir: &Path) -> Result<toml::Table> {
     run_table(run_dir, "provenance")
+}
+
+/// The rule for `checkpoint_minutes` (the flag's parser and [`TrainConfig::validate`]): a
+/// finite number of minutes, 0 = off; `Err` holds what was expected.
+pub fn check_checkpoint_minutes(minutes: f64) -> std::result::Result<f64, String> {
+    if minutes.is_finite() && minutes >= 0.0 {
+        Ok(minutes)
+    } else {
+        Err("a finite number of minutes >= 0 (0 = off)".into())
+    }
 }
 
 #[cfg(test)]

@@ -42,8 +42,11 @@ pub struct EvalRecord {
     /// Data set path and the split reported on.
     pub data: String,
     pub test_split: String,
-    /// k-NN settings (k-NN only).
+    /// k-NN settings (k-NN only); `k` is the k used: the k asked for, at most the bank's size.
     pub knn: Option<KnnConfig>,
+    /// The k asked for (k-NN only); above the bank's size it is not the k used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k_asked: Option<i64>,
     /// Probe settings (linear only) and its final training loss.
     pub probe: Option<ProbeConfig>,
     pub probe_final_loss: Option<f64>,
@@ -95,6 +98,7 @@ impl EvalRecord {
             data: data.path.display().to_string(),
             test_split: data.test_split.to_string(),
             knn: None,
+            k_asked: None,
             probe: None,
             probe_final_loss: None,
             seconds,
@@ -125,9 +129,16 @@ pub fn knn_record(
     encoder: &FrozenEncoder,
     data: &EvalData,
     features: &FeatureSet,
-    config: &KnnConfig,
+    asked: &KnnConfig,
 ) -> Result<EvalRecord> {
     let start = Instant::now();
+    let n_train = features.train.size()[0] as usize;
+    // A k above the bank votes with every bank image: the record says which k voted.
+    let used = KnnConfig {
+        k: asked.k.min(n_train as i64).max(1),
+        ..*asked
+    };
+    let config = &used;
     let c = knn_classify(
         &features.train.to_device(encoder.device),
         &features.train_labels,
@@ -136,7 +147,6 @@ pub fn knn_record(
         data.classes(),
         config,
     )?;
-    let n_train = features.train.size()[0] as usize;
     let description = format!(
         "weighted k-NN (k = {}, temperature {}) on L2-normalised encoder features (before the projection head), votes exp(cos / t); {}; no augmentation",
         config.k,
@@ -152,7 +162,8 @@ pub fn knn_record(
         n_train,
         start.elapsed().as_secs_f64(),
     );
-    r.knn = Some(*config);
+    r.knn = Some(used);
+    r.k_asked = Some(asked.k);
     Ok(r)
 }
 
