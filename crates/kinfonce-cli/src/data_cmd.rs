@@ -441,11 +441,7 @@ fn views(a: ViewsArgs) -> anyhow::Result<()> {
         Layout::Nchw
     };
     let channels = data.channels();
-    let shape = ImageShape {
-        height: data.height(),
-        width: data.width(),
-        channels,
-    };
+    let shape = data.shape();
     let n = a.indices.len();
     let view_shape = match layout {
         Layout::Nchw => vec![n, channels, size, size],

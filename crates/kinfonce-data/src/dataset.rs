@@ -147,6 +147,14 @@ impl Dataset {
     pub fn channels(&self) -> usize {
         self.channels
     }
+    /// The shape of the images held in memory (a streamed set's files carry their own).
+    pub fn shape(&self) -> ImageShape {
+        ImageShape {
+            height: self.height,
+            width: self.width,
+            channels: self.channels,
+        }
+    }
     /// Bytes per image, `height * width * channels`.
     pub fn image_len(&self) -> usize {
         self.height * self.width * self.channels

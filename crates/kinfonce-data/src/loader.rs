@@ -19,7 +19,7 @@ use rayon::prelude::*;
 
 use crate::augment::{
     augment_view, augment_view_decoded, center_crop_view, eval_view, imagenet_eval_view_decoded,
-    AugmentConfig, ImageShape, Normalization, Scratch, ViewKey,
+    AugmentConfig, Normalization, Scratch, ViewKey,
 };
 use crate::dataset::Dataset;
 use crate::error::{DataError, Result};
@@ -207,11 +207,7 @@ fn write_view<T: Element>(
     sc: &mut Scratch,
 ) -> Result<()> {
     let Some((path, shape)) = d.file(i) else {
-        let shape = ImageShape {
-            height: d.height(),
-            width: d.width(),
-            channels: d.channels(),
-        };
+        let shape = d.shape();
         augment_view(aug, d.image(i), shape, key, layout, out, sc);
         return Ok(());
     };
@@ -240,11 +236,7 @@ fn write_eval_view<T: Element>(
     sc: &mut Scratch,
 ) -> Result<()> {
     let Some((path, shape)) = d.file(i) else {
-        let shape = ImageShape {
-            height: d.height(),
-            width: d.width(),
-            channels: d.channels(),
-        };
+        let shape = d.shape();
         let view = if center_crop {
             center_crop_view::<T>
         } else {
@@ -657,7 +649,7 @@ impl EvalLoader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::augment::Normalization;
+    use crate::augment::{ImageShape, Normalization};
 
     fn toy(n: usize, side: usize) -> Arc<Dataset> {
         let pixels: Vec<u8> = (0..n * side * side * 3)
